@@ -1,0 +1,451 @@
+"""Configuration: /etc/ocppd.toml -> frozen dataclasses.
+
+The dataclasses below are the schema. Each field's metadata may carry a range (``lo``/``hi``), a
+set of allowed ``choices``, a ``secret`` flag (never printed) and a ``doc`` line. The loader walks
+the TOML document against them and collects every problem as one line naming the file and the
+key path, so an installer sees all mistakes at once. Unknown keys are errors: a typo must not
+pass silently. etc/ocppd.toml documents every key; tests/test_config.py checks it stays in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ocppd import __version__
+from ocppd.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Debian 12 has 3.11; kept for the odd backport
+    import tomli as tomllib
+
+DEFAULT_PATH = Path("/etc/ocppd.toml")
+
+
+def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    if isinstance(default, list | dict):
+        value = default
+        return field(default_factory=lambda: type(value)(value), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# --- sections -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChargePointConfig:
+    id: str = _f(max_len=48, doc="charge point identity, the last path segment of the URL")
+    vendor: str = _f("ocppd", max_len=20)
+    model: str = _f("ocppd", max_len=20)
+    serial_number: str | None = _f(None, max_len=25)
+    firmware_version: str = _f(__version__, max_len=50)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CentralSystemConfig:
+    url: str = _f(doc="ws:// or wss:// base URL; the charge point id is appended")
+    security_profile: int = _f(0, lo=0, hi=3)
+    password: str | None = _f(None, secret=True, doc="initial AuthorizationKey (profiles 1, 2)")
+    ca_file: Path | None = _f(None)
+    client_cert_file: Path | None = _f(None)
+    client_key_file: Path | None = _f(None)
+    insecure_skip_tls_verify: bool = _f(False)
+    reconnect_min_s: float = _f(1.0, lo=0.1, hi=3600)
+    reconnect_max_s: float = _f(300.0, lo=1, hi=86400)
+    stable_after_s: float = _f(60.0, lo=1, hi=86400)
+    response_timeout_s: float = _f(30.0, lo=1, hi=600)
+    max_frame_bytes: int = _f(1_048_576, lo=1024, hi=64 * 1_048_576)
+    boot_notification_on_reconnect: bool = _f(False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactorConfig:
+    pins: list[int] = _f(doc="GPIO (BCM) of each relay driving this connector's contactor")
+    active_high: bool = _f(True)
+    feedback_pin: int | None = _f(None)
+    feedback_active_high: bool = _f(True)
+    feedback_delay_ms: int = _f(100, lo=10, hi=2000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LockConfig:
+    lock_pin: int = _f()
+    unlock_pin: int | None = _f(None, doc="motor locks: the reverse direction; absent = solenoid")
+    active_high: bool = _f(True)
+    pulse_ms: int = _f(300, lo=10, hi=5000)
+    feedback_pin: int | None = _f(None)
+    feedback_active_high: bool = _f(True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PilotConfig:
+    pwm: str = _f("sysfs", choices=("sysfs", "gpio"))
+    pwm_pin: int = _f(18, doc="GPIO for pwm = 'gpio'")
+    pwm_chip: int = _f(0, lo=0, hi=15)
+    pwm_channel: int = _f(0, lo=0, hi=15)
+    pwm_inverted: bool = _f(False)
+    adc: str = _f("mcp3008", choices=("mcp3008", "mcp3004"))
+    adc_channel: int = _f(0, lo=0, hi=7)
+    adc_select_pin: int = _f(8)
+    pp_adc_channel: int | None = _f(None, lo=0, hi=7, doc="proximity pilot, for cable rating")
+    adc_vref_v: float = _f(3.3, lo=1.0, hi=5.5)
+    # Front-end scaling: pilot volts = (adc volts - offset) * gain.
+    adc_offset_v: float = _f(1.65)
+    adc_gain: float = _f(7.27)
+    debounce_ms: int = _f(50, lo=0, hi=2000)
+    sample_interval_ms: int = _f(20, lo=1, hi=1000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InputConfig:
+    pin: int = _f()
+    active_high: bool = _f(True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorConfig:
+    max_current_a: float = _f(32.0, lo=6, hi=80)
+    phases: int = _f(3, choices=(1, 3))
+    cable: str = _f("socket", choices=("socket", "fixed"))
+    meter: str | None = _f(None, doc="name of a [meters.NAME] table")
+    contactor: ContactorConfig | None = _f(None)
+    lock: LockConfig | None = _f(None)
+    pilot: PilotConfig | None = _f(None)
+    rcd: InputConfig | None = _f(None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BusConfig:
+    type: str = _f(choices=("rtu", "tcp"))
+    port: str | None = _f(None, doc="rtu: serial device")
+    baudrate: int = _f(9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200))
+    parity: str = _f("N", choices=("N", "E", "O"))
+    stopbits: int = _f(1, choices=(1, 2))
+    host: str | None = _f(None, doc="tcp: meter or gateway address")
+    tcp_port: int = _f(502, lo=1, hi=65535)
+    timeout_s: float = _f(1.0, lo=0.05, hi=30)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterConfig:
+    model: str = _f(doc="register map: a file in ocppd/hw/meters or a path to one")
+    bus: str = _f(doc="name of a [buses.NAME] table")
+    unit_id: int = _f(1, lo=1, hi=247)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RfidConfig:
+    type: str = _f(choices=("rdm6300", "pn532"))
+    port: str = _f()
+    baudrate: int | None = _f(None)
+    debounce_s: float = _f(2.0, lo=0, hi=60)
+    id_format: str = _f("uid", choices=("uid", "full"), doc="rdm6300: 8-char tag or all 10")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LedConfig:
+    ready_pin: int | None = _f(None)
+    charging_pin: int | None = _f(None)
+    fault_pin: int | None = _f(None)
+    active_high: bool = _f(True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HardwareConfig:
+    driver: str = _f("sim", choices=("sim", "gpio"))
+    nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
+    emergency_stop: InputConfig | None = _f(None)
+    leds: LedConfig | None = _f(None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimConfig:
+    ev_max_current_a: float = _f(32.0, lo=6, hi=80)
+    ev_phases: int = _f(3, choices=(1, 3))
+    battery_capacity_wh: float = _f(40_000.0, lo=100, hi=250_000)
+    initial_soc_pct: float = _f(50.0, lo=0, hi=100)
+    target_soc_pct: float = _f(100.0, lo=1, hi=100)
+    time_factor: float = _f(1.0, lo=0.01, hi=10_000, doc="energy flows this many times faster")
+    meter_start_wh: float = _f(0.0, lo=0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    path: Path = _f(Path("/var/lib/ocppd/ocppd.db"))
+    move_aside_corrupt: bool = _f(False)
+    outbox_max_messages: int = _f(50_000, lo=100, hi=10_000_000)
+    stop_txn_data_max_samples: int = _f(1000, lo=2, hi=100_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlConfig:
+    socket: Path = _f(Path("/run/ocppd/control.sock"))
+    mode: int = _f(0o660, lo=0, hi=0o777)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggingConfig:
+    level: str = _f("info", choices=("debug", "info", "warning", "error"))
+    log_frames: bool = _f(False, doc="log every OCPP frame at debug level")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SystemConfig:
+    power_loss: str = _f("stop", choices=("stop", "resume"))
+    soft_reset_exit_code: int = _f(75, lo=1, hi=254, doc="systemd restarts on this exit code")
+    reboot_command: list[str] = _f(["/usr/bin/sudo", "-n", "/usr/bin/systemctl", "reboot"])
+    firmware_install_command: list[str] = _f(["/usr/lib/ocppd/install-firmware"])
+    firmware_dir: Path = _f(Path("/var/lib/ocppd/firmware"))
+    set_clock_from_central_system: bool = _f(False)
+    min_status_duration_s: float = _f(0.0, lo=0, hi=3600, doc="manufacturer minimum, added")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    charge_point: ChargePointConfig
+    central_system: CentralSystemConfig
+    connectors: list[ConnectorConfig] = _f([], doc="one [[connectors]] table each, numbered 1..N")
+    hardware: HardwareConfig = _f(HardwareConfig())
+    sim: SimConfig = _f(SimConfig())
+    buses: dict[str, BusConfig] = _f({})
+    meters: dict[str, MeterConfig] = _f({})
+    rfid: list[RfidConfig] = _f([])
+    storage: StorageConfig = _f(StorageConfig())
+    control: ControlConfig = _f(ControlConfig())
+    logging: LoggingConfig = _f(LoggingConfig())
+    system: SystemConfig = _f(SystemConfig())
+    ocpp: dict[str, str | int | bool | float] = _f({}, doc="initial OCPP configuration keys")
+    source: Path | None = _f(None, internal=True)
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def load(path: Path = DEFAULT_PATH) -> Config:
+    """Read and validate ``path``. Raises ConfigError with one line per problem."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: TOML syntax error: {exc}"]) from None
+    return from_dict(data, source=path)
+
+
+def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
+    problems: list[str] = []
+    where = str(source) if source else "<config>"
+    value = _convert(Config, data, "", problems, where)
+    if not problems:
+        assert isinstance(value, Config)
+        value = dataclasses.replace(value, source=source)
+        _cross_checks(value, problems, where)
+    if problems:
+        raise ConfigError(problems)
+    assert isinstance(value, Config)
+    return value
+
+
+def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
+    def bad(key: str, msg: str) -> None:
+        problems.append(f"{where}: {key}: {msg}")
+
+    url = urlsplit(cfg.central_system.url)
+    profile = cfg.central_system.security_profile
+    if url.scheme not in ("ws", "wss") or not url.hostname:
+        bad("central_system.url", f"must be ws://host[:port]/path or wss://..., got {url.geturl()!r}")
+    elif profile >= 2 and url.scheme != "wss":
+        bad("central_system.url", f"security_profile {profile} needs a wss:// URL")
+    elif profile < 2 and url.scheme != "ws":
+        bad("central_system.url", f"security_profile {profile} uses ws://; use 2 or 3 for wss://")
+    if profile in (1, 2) and not cfg.central_system.password:
+        bad("central_system.password", f"security_profile {profile} needs a password")
+    if profile == 3 and not (cfg.central_system.client_cert_file and cfg.central_system.client_key_file):
+        bad("central_system.client_cert_file", "security_profile 3 needs client_cert_file and client_key_file")
+    pw = cfg.central_system.password
+    if pw is not None and not 16 <= len(pw.encode()) <= 40:
+        bad("central_system.password", "must be 16 to 40 bytes (OCPP AuthorizationKey)")
+    for key in ("ca_file", "client_cert_file", "client_key_file"):
+        p = getattr(cfg.central_system, key)
+        if p is not None and not p.is_file():
+            bad(f"central_system.{key}", f"no such file: {p}")
+    if cfg.central_system.reconnect_min_s > cfg.central_system.reconnect_max_s:
+        bad("central_system.reconnect_min_s", "is larger than reconnect_max_s")
+    if not cfg.connectors:
+        bad("connectors", "at least one [[connectors]] table is required")
+    for i, conn in enumerate(cfg.connectors):
+        key = f"connectors[{i + 1}]"
+        if conn.meter is not None and conn.meter not in cfg.meters:
+            bad(f"{key}.meter", f"no [meters.{conn.meter}] table")
+        if cfg.hardware.driver == "gpio":
+            if conn.contactor is None:
+                bad(f"{key}.contactor", "required with hardware.driver = 'gpio'")
+            if conn.pilot is None:
+                bad(f"{key}.pilot", "required with hardware.driver = 'gpio'")
+            if conn.meter is None:
+                bad(f"{key}.meter", "required with hardware.driver = 'gpio'")
+        if conn.cable == "fixed" and conn.lock is not None:
+            bad(f"{key}.lock", "a fixed cable has no lock")
+    for name, meter in cfg.meters.items():
+        if meter.bus not in cfg.buses:
+            bad(f"meters.{name}.bus", f"no [buses.{meter.bus}] table")
+    for name, bus in cfg.buses.items():
+        if bus.type == "rtu" and not bus.port:
+            bad(f"buses.{name}.port", "required for type = 'rtu'")
+        if bus.type == "tcp" and not bus.host:
+            bad(f"buses.{name}.host", "required for type = 'tcp'")
+    if not cfg.system.reboot_command:
+        bad("system.reboot_command", "must not be empty")
+    sock_dir = cfg.control.socket.parent
+    if not sock_dir.is_dir():
+        bad("control.socket", f"directory {sock_dir} does not exist")
+    db_dir = cfg.storage.path.parent
+    if not db_dir.is_dir():
+        bad("storage.path", f"directory {db_dir} does not exist")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _describe(tp: Any) -> str:
+    if tp in _TYPE_NAMES:
+        return _TYPE_NAMES[tp]
+    if tp is Path:
+        return "a path string"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return "an array"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> Any:
+    """Convert one TOML value to ``tp``; on failure append a problem and return None."""
+
+    def bad(msg: str) -> None:
+        problems.append(f"{where}: {key or '<top level>'}: {msg}")
+
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _convert(args[0], value, key, problems, where)
+        for arg in args:  # scalar unions (the [ocpp] table): first type that matches exactly
+            if arg is bool and isinstance(value, bool):
+                return value
+            if arg is not bool and isinstance(value, arg) and not isinstance(value, bool):
+                return value
+        bad(f"must be one of {', '.join(_describe(a) for a in args)}")
+        return None
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            bad(f"must be {_describe(tp)}, got {type(value).__name__}")
+            return None
+        kwargs: dict[str, Any] = {}
+        fields = {f.name: f for f in dataclasses.fields(tp) if not f.metadata.get("internal")}
+        for name in value:
+            if name not in fields:
+                close = [n for n in fields if n.lower() == name.lower() or n.startswith(name[:4])]
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{where}: {_join(key, name)}: unknown key{hint}")
+        for name, f in fields.items():
+            sub = _join(key, name)
+            if name not in value:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    problems.append(f"{where}: {sub}: required key is missing")
+                continue
+            converted = _convert(_hint(tp, name), value[name], sub, problems, where)
+            if converted is not None:
+                _check_meta(f.metadata, converted, sub, problems, where)
+                kwargs[name] = converted
+        try:
+            return tp(**kwargs)
+        except TypeError:
+            return None  # a required key was missing; already reported
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            bad(f"must be an array, got {type(value).__name__}")
+            return None
+        items = [_convert(item_tp, v, f"{key}[{i + 1}]", problems, where) for i, v in enumerate(value)]
+        return items if all(i is not None for i in items) else None
+    if origin is dict:
+        _, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            bad(f"must be a table, got {type(value).__name__}")
+            return None
+        out = {k: _convert(val_tp, v, _join(key, k), problems, where) for k, v in value.items()}
+        return out if all(v is not None for v in out.values()) else None
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            bad("must be a non-empty path string")
+            return None
+        return Path(value)
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        bad(f"must be a number, got {_show(value)}")
+        return None
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        bad(f"must be an integer, got {_show(value)}")
+        return None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        bad(f"must be true or false, got {_show(value)}")
+        return None
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        bad(f"must be a string, got {_show(value)}")
+        return None
+    raise TypeError(f"config schema: unsupported type {tp!r} at {key}")  # pragma: no cover
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hint(tp: type, name: str) -> Any:
+    hints = _HINTS.get(tp)
+    if hints is None:
+        hints = _HINTS[tp] = typing.get_type_hints(tp)
+    return hints[name]
+
+
+def _check_meta(meta: Any, value: Any, key: str, problems: list[str], where: str) -> None:
+    shown = "<secret>" if meta.get("secret") else _show(value)
+    if "choices" in meta and value not in meta["choices"]:
+        choices = ", ".join(repr(c) for c in meta["choices"])
+        problems.append(f"{where}: {key}: must be one of {choices}, got {shown}")
+    if "lo" in meta and isinstance(value, int | float) and value < meta["lo"]:
+        problems.append(f"{where}: {key}: must be at least {meta['lo']}, got {shown}")
+    if "hi" in meta and isinstance(value, int | float) and value > meta["hi"]:
+        problems.append(f"{where}: {key}: must be at most {meta['hi']}, got {shown}")
+    if "max_len" in meta and isinstance(value, str):
+        if len(value) > meta["max_len"]:
+            problems.append(f"{where}: {key}: at most {meta['max_len']} characters, got {len(value)}")
+        if not value:
+            problems.append(f"{where}: {key}: must not be empty")
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create the development environment in $1 (default .venv) on a fresh Debian machine:
+# the few system packages the Python dependencies need to build, then a venv with ocppd
+# installed editable together with its test tools. Safe to run again.
+set -euo pipefail
+venv=${1:-.venv}
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+need=()
+dpkg -s libsystemd-dev >/dev/null 2>&1 || need+=(libsystemd-dev)
+dpkg -s pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need+=(python3-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "bootstrap: please install ${need[*]} (no apt-get here)" >&2; exit 1
+  fi
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "bootstrap: installing ${need[*]} with apt-get"
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+python3 - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"bootstrap: ocppd needs Python 3.11 or newer, this is {sys.version.split()[0]}")
+PY
+
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+"$venv/bin/python" -m pip install -q -e "$here[test,systemd,dev]"
+touch "$venv/.done"
+echo "bootstrap: $venv ready ($("$venv/bin/python" --version))"
