@@ -20,9 +20,11 @@ from ocppd.hw.base import Fault, PilotState
 MIN_OFFER_A = 6.0
 MAX_OFFER_A = 80.0
 
-# Faults that do not make charging unsafe: the energy just cannot be measured or cards read.
-# A dead meter still forbids charging (no billing without a register), see may_close().
+# A card reader failure does not touch the power path at all.
 _HARMLESS = frozenset({Fault.READER_FAILURE})
+# A dead meter is no danger, but energy that cannot be measured cannot be billed: the EV is
+# paused (PWM at 0 A offer) rather than the pilot being switched off, and resumes by itself.
+_PAUSING = frozenset({Fault.METER_FAILURE})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,9 +57,9 @@ def offer_a(
     faults: frozenset[Fault],
 ) -> float | None:
     """What the pilot offers: None (+12 V, no PWM), 0 (PWM, pause) or a current in 6..80 A."""
-    if not tx_authorized or faults - _HARMLESS:
+    if not tx_authorized or faults - _HARMLESS - _PAUSING:
         return None
-    if evse_suspended:
+    if evse_suspended or faults & _PAUSING:
         return 0.0
     limit = connector_max_a
     for other in (cable_max_a, smart_limit_a):

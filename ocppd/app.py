@@ -1,0 +1,362 @@
+"""The one place that wires everything: config -> storage, hardware, station, OCPP, control.
+
+Lifecycle (issue: a daemon that starts and stops like a real Linux service):
+- READY=1 once config, storage and hardware are up; the Central System may still be away.
+- STATUS= says what the daemon is doing; WATCHDOG=1 comes from the event loop itself.
+- SIGTERM/SIGINT: contactors open at once, transactions are handled (stopped with reason Reboot,
+  or left for resumption when system.power_loss = "resume"), the outbox gets a moment to drain,
+  storage closes cleanly: all within 5 s.
+- SIGHUP: the log level is reloaded; anything else that changed is logged as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ocppd import __version__, config
+from ocppd.config import Config
+from ocppd.control import ControlServer, Refused
+from ocppd.core.model import StopReason
+from ocppd.errors import ConfigError, StorageError
+from ocppd.hw.base import Hardware, PilotState
+from ocppd.ocpp.link import Link, LinkSettings
+from ocppd.ocpp.v16 import mapping
+from ocppd.ocpp.v16.chargepoint import ChargePoint
+from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
+from ocppd.ocpp.validate import Validator
+from ocppd.station import Refused as StationRefused
+from ocppd.station import Station
+from ocppd.storage import Store
+from ocppd.systemd import Notifier, run_watchdog, setup_logging, watchdog_interval_s
+
+log = logging.getLogger("ocppd")
+
+SHUTDOWN_BUDGET_S = 5.0
+
+
+class WallClock:
+    """UTC wall clock; optionally corrected by the Central System's currentTime."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def set_offset_from(self, their_now: datetime) -> None:
+        offset = their_now - datetime.now(UTC)
+        if abs((offset - self.offset).total_seconds()) > 2:
+            log.warning("clock corrected by %.1f s from the Central System", offset.total_seconds())
+            self.offset = offset
+
+
+def build_hardware(cfg: Config) -> Hardware:
+    if cfg.hardware.driver == "sim":
+        from ocppd.hw.sim import build_sim_hardware
+
+        return build_sim_hardware(cfg)
+    from ocppd.hw.realboard import build_real_hardware
+
+    return build_real_hardware(cfg)
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.notifier = Notifier()
+        self.wall = WallClock()
+        self.stop_event = asyncio.Event()
+        self.exit_code = 0
+        self.reset_hard: bool | None = None
+        self.store: Store | None = None
+        self.station: Station | None = None
+        self.cp: ChargePoint | None = None
+        self.control: ControlServer | None = None
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def _open_store(self) -> Store:
+        s = self.cfg.storage
+        return Store.open(s.path, move_aside_corrupt=s.move_aside_corrupt,
+                          outbox_max_messages=s.outbox_max_messages)
+
+    def _keys(self, store: Store) -> Keys:
+        try:
+            return Keys(store, standard_keys(connectors=len(self.cfg.connectors)), self.cfg.ocpp)
+        except KeyError as exc:
+            raise ConfigError([f"{self.cfg.source}: ocpp.{exc.args[0]}: not an OCPP 1.6 key"]) from None
+        except ValueError as exc:
+            raise ConfigError([f"{self.cfg.source}: ocpp.{exc}"]) from None
+
+    def link_settings(self, keys: Keys) -> LinkSettings:
+        cs = self.cfg.central_system
+
+        def password() -> str | None:
+            return keys.get("AuthorizationKey") or cs.password
+
+        return LinkSettings(
+            url=cs.url,
+            charge_point_id=self.cfg.charge_point.id,
+            security_profile=max(cs.security_profile, keys.get_int("SecurityProfile")),
+            password=password,
+            ca_file=cs.ca_file,
+            client_cert_file=cs.client_cert_file,
+            client_key_file=cs.client_key_file,
+            insecure_skip_tls_verify=cs.insecure_skip_tls_verify,
+            reconnect_min_s=cs.reconnect_min_s,
+            reconnect_max_s=cs.reconnect_max_s,
+            stable_after_s=cs.stable_after_s,
+            response_timeout_s=cs.response_timeout_s,
+            max_frame_bytes=cs.max_frame_bytes,
+            ping_interval_s=float(keys.get_int("WebSocketPingInterval")),
+            log_frames=self.cfg.logging.log_frames,
+        )
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.notifier.status("starting")
+        try:
+            self.store = store = self._open_store()
+        except StorageError as exc:
+            log.error("storage: %s", exc)
+            return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
+        try:
+            keys = self._keys(store)
+            hw = build_hardware(cfg)
+            self.station = station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys),
+                                             wall=self.wall)
+            self.cp = cp = ChargePoint(cfg=cfg, store=store, station=station, keys=keys,
+                                       wall=self.wall, on_reset=self._on_reset)
+            station.attach(cp)
+            cp.link = Link(self.link_settings(keys), handler=cp.handle, validator=Validator(),
+                           on_connected=cp.on_connected, on_disconnected=cp.on_disconnected)
+            keys.on_change.append(lambda name, value: self._key_changed(keys, name))
+            self.control = ControlServer(cfg.control.socket, mode=cfg.control.mode,
+                                         api=ControlApiImpl(self))
+            await self.control.start()
+            await station.start()
+        except BaseException:
+            await self._teardown(stop_reason=None)
+            raise
+        self.notifier.ready()
+        tasks = [asyncio.ensure_future(cp.run()), asyncio.ensure_future(self._status_loop())]
+        interval = watchdog_interval_s()
+        if interval is not None:
+            tasks.append(asyncio.ensure_future(run_watchdog(self.notifier, interval)))
+        log.info("ocppd %s running: %d connector(s), driver %s, central system %s",
+                 __version__, len(cfg.connectors), cfg.hardware.driver, cfg.central_system.url)
+        try:
+            await self.stop_event.wait()
+        finally:
+            self.notifier.stopping()
+            self.notifier.status("stopping")
+            reason = None if cfg.system.power_loss == "resume" else StopReason.REBOOT
+            if self.reset_hard is not None:
+                reason = None  # the reset already stopped the transactions
+            await self._teardown(stop_reason=reason, tasks=tasks)
+        if self.reset_hard:
+            self._reboot()
+        return self.exit_code
+
+    async def _teardown(self, *, stop_reason: StopReason | None,
+                        tasks: list[asyncio.Future[Any]] | None = None) -> None:
+        deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
+        if self.station is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.station.close(stop_transactions=stop_reason), timeout=2.0)
+        if self.cp is not None and self.cp.link is not None:
+            remaining = deadline - asyncio.get_running_loop().time() - 1.0
+            if remaining > 0:
+                with contextlib.suppress(Exception):
+                    await self.cp.flush(timeout_s=min(1.5, remaining))
+        for t in tasks or []:
+            t.cancel()
+        for t in tasks or []:
+            with contextlib.suppress(BaseException):
+                await t
+        if self.cp is not None and self.cp.link is not None:
+            with contextlib.suppress(Exception):
+                await self.cp.close()
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.close()
+        if self.store is not None:
+            self.store.close()
+
+    # --- events -----------------------------------------------------------------------------------
+
+    def _key_changed(self, keys: Keys, name: str) -> None:
+        if name in ("AuthorizationKey", "SecurityProfile", "WebSocketPingInterval"):
+            assert self.cp is not None
+            self.cp.link.update(self.link_settings(keys))
+            if name in ("AuthorizationKey", "SecurityProfile"):
+                self.cp.link.reconnect_now(f"{name} changed")
+
+    def _on_reset(self, hard: bool) -> None:
+        self.reset_hard = hard
+        # Soft: exit with the code the unit restarts on; Hard: reboot after a clean shutdown.
+        self.exit_code = 0 if hard else self.cfg.system.soft_reset_exit_code
+        self.stop_event.set()
+
+    def _reboot(self) -> None:
+        cmd = self.cfg.system.reboot_command
+        log.warning("hard reset: running %s", " ".join(cmd))
+        try:
+            subprocess.run(cmd, check=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.error("hard reset: reboot command failed: %s", exc)
+            self.exit_code = self.cfg.system.soft_reset_exit_code
+
+    def reload(self) -> None:
+        path = self.cfg.source or config.DEFAULT_PATH
+        try:
+            new = config.load(path)
+        except ConfigError as exc:
+            log.error("reload: configuration not changed:\n%s", exc)
+            return
+        self.notifier.reloading()
+        setup_logging(new.logging.level, log_frames=new.logging.log_frames)
+        changed = [f.name for f in new.__dataclass_fields__.values()  # type: ignore[attr-defined]
+                   if f.name not in ("logging", "source") and getattr(new, f.name) != getattr(self.cfg, f.name)]
+        if changed:
+            log.warning("reload: changes to %s take effect after a restart", ", ".join(changed))
+        log.info("reload: log level %s", new.logging.level)
+        self.notifier.ready()
+
+    async def _status_loop(self) -> None:
+        """STATUS= for systemctl status; event-driven enough: once every few seconds."""
+        while True:
+            self.notifier.status(self.status_line())
+            await asyncio.sleep(5)
+
+    def status_line(self) -> str:
+        assert self.station is not None and self.cp is not None
+        n = len(self.station.connectors)
+        charging = sum(1 for c in self.station.connectors.values() if c.tx is not None)
+        state = "connected to" if self.cp.link.connected else "connecting to"
+        reg = "" if self.cp.registration.value == "accepted" else f" ({self.cp.registration.value})"
+        return f"{state} {self.cfg.central_system.url}{reg}; {n} connectors, {charging} charging"
+
+
+class ControlApiImpl:
+    """What ocppctl can see and do, on top of the daemon's parts."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+
+    @property
+    def _station(self) -> Station:
+        assert self.d.station is not None
+        return self.d.station
+
+    @property
+    def _cp(self) -> ChargePoint:
+        assert self.d.cp is not None
+        return self.d.cp
+
+    def status(self) -> dict[str, Any]:
+        cp, st, cfg = self._cp, self._station, self.d.cfg
+        stats = cp.link.stats
+        connectors = []
+        for c in st.connectors.values():
+            view = st.connector_view(c)
+            status, fault = cp._current(c.id)
+            view["status"] = mapping.STATUS[status]
+            view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
+            connectors.append(view)
+        since = getattr(stats, "connected_since", None)
+        return {
+            "charge_point_id": cfg.charge_point.id,
+            "version": __version__,
+            "driver": cfg.hardware.driver,
+            "connection": {
+                "state": "connected" if cp.link.connected else "connecting",
+                "url": cfg.central_system.url,
+                "registration": cp.registration.value,
+                "since": since.isoformat() if isinstance(since, datetime) else since,
+                "last_error": getattr(stats, "last_error", None),
+            },
+            "outbox": self.d.store.outbox_count() if self.d.store else 0,
+            "outgoing_invalid": getattr(stats, "outgoing_invalid", 0),
+            "connectors": connectors,
+        }
+
+    async def swipe(self, id_tag: str, connector_id: int | None) -> str:
+        try:
+            return await self._station.swipe(id_tag, connector_id)
+        except StationRefused as exc:
+            raise Refused(str(exc)) from None
+
+    def _sim(self) -> Any:
+        try:
+            return self._station.sim_control()
+        except StationRefused as exc:
+            raise Refused(str(exc)) from None
+
+    def _check(self, connector_id: int) -> None:
+        if connector_id not in self._station.connectors:
+            raise Refused(f"no connector {connector_id}")
+
+    def plug(self, connector_id: int) -> None:
+        self._check(connector_id)
+        self._sim().plug(connector_id)
+
+    def unplug(self, connector_id: int) -> None:
+        self._check(connector_id)
+        self._sim().unplug(connector_id)
+
+    def ev_state(self, connector_id: int, state: str) -> None:
+        self._check(connector_id)
+        try:
+            pilot = PilotState(state.upper())
+        except ValueError:
+            raise Refused(f"no pilot state {state!r}; use A to F") from None
+        self._sim().set_ev_state(connector_id, pilot)
+
+    def transactions(self, limit: int) -> list[dict[str, Any]]:
+        assert self.d.store is not None
+        out = []
+        for tx in self.d.store.recent_transactions(limit):
+            energy = None if tx.meter_stop_wh is None else tx.meter_stop_wh - tx.meter_start_wh
+            out.append({
+                "local_id": tx.local_id, "transaction_id": tx.tx_id, "connector_id": tx.connector_id,
+                "id_tag": tx.id_tag, "started_at": tx.started_at.isoformat(),
+                "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,
+                "meter_start_wh": tx.meter_start_wh, "meter_stop_wh": tx.meter_stop_wh,
+                "energy_wh": energy, "reason": tx.stop_reason,
+            })
+        return out
+
+    def config_get(self, keys: list[str] | None) -> dict[str, Any]:
+        k = self._cp.keys
+        readable = {d.name.lower(): (d, v) for d, v in k.readable()}
+        entries, unknown = [], []
+        for name in keys or [d.name for d, _ in k.readable()]:
+            hit = readable.get(name.lower())
+            if hit is None:
+                unknown.append(name)
+            else:
+                entries.append({"key": hit[0].name, "value": hit[1], "readonly": hit[0].access == "R"})
+        return {"keys": entries, "unknown": unknown}
+
+    def config_set(self, key: str, value: str) -> str:
+        result = self._cp.keys.change(key, value)
+        self._station.retime()
+        return result.value
+
+
+def run(cfg: Config) -> int:
+    daemon = Daemon(cfg)
+    return asyncio.run(daemon.run())
+

@@ -1,0 +1,54 @@
+"""The ``ocppd`` command: argument parsing, config check, and running the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ocppd import __version__, config
+from ocppd.errors import ConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ocppd", description="OCPP-J 1.6 charge point daemon for Linux-based EV chargers."
+    )
+    p.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
+                   help=f"configuration file (default {config.DEFAULT_PATH})")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration and exit: 0 if valid, 78 otherwise")
+    p.add_argument("--version", action="version", version=f"ocppd {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return os.EX_CONFIG
+    if args.check_config:
+        print(f"{args.config}: OK")
+        return 0
+    from ocppd import app
+    from ocppd.systemd import setup_logging
+
+    setup_logging(cfg.logging.level, log_frames=cfg.logging.log_frames)
+    try:
+        return app.run(cfg)
+    except ConfigError as exc:
+        for line in exc.problems:
+            logging.getLogger("ocppd").error("%s", line)
+            print(line, file=sys.stderr)
+        return os.EX_CONFIG
+    except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside the loop
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,643 @@
+"""The OCPP 1.6 adapter: registration, heartbeats, the transaction outbox and the Central System's
+commands, on top of the Link (transport, RPC, validation) and the Station (the charger).
+
+It implements station.CentralPort. Rules it follows, with the spec section where they live:
+- BootNotification first after every start; nothing else initiated until Accepted; in Pending
+  only answers (and triggered messages); in Rejected nothing at all; the next attempt after the
+  ``interval`` given (§4.2). Again on reconnect only if OcppdBootNotificationOnReconnect
+  (OCPP-J §5.4).
+- Heartbeat only after the link was idle for HeartbeatInterval (§4.6: any message resets it).
+- Transaction messages are written to the outbox before sending and removed only when their
+  CALLRESULT arrives, in chronological order; other messages may overtake them (§3.7). Retries:
+  TransactionMessageAttempts, waiting TransactionMessageRetryInterval × preceding attempts
+  (§3.7.1); a CALLERROR counts as a failed attempt, a dead link does not.
+- StatusNotification honours MinimumStatusDuration, except when triggered (§4.9, §5.17).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from ocppd import __version__
+from ocppd.config import Config
+from ocppd.core.auth import Credential
+from ocppd.core.model import Status, StopReason
+from ocppd.hw.base import Fault, MeterReading
+from ocppd.ocpp.link import Link
+from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
+from ocppd.ocpp.v16 import mapping
+from ocppd.ocpp.v16.keys import ChangeResult, Keys
+from ocppd.station import Station
+from ocppd.storage import AuthEntry, OutboxItem, Store, TxRecord
+
+log = logging.getLogger("ocppd.ocpp")
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
+DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, str | None]]]
+
+
+class Registration(StrEnum):
+    NONE = "none"
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class ChargePoint:
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        store: Store,
+        station: Station,
+        keys: Keys,
+        link: Link | None = None,
+        wall: Callable[[], datetime],
+        on_reset: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.station = station
+        self.keys = keys
+        self.link: Link = link  # type: ignore[assignment]  # set by app before run()
+        self.wall = wall
+        self.on_reset = on_reset
+        self.registration = Registration.NONE
+        self._accepted = asyncio.Event()
+        self._outbox_wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._status_tasks: dict[int, asyncio.Task[Any]] = {}
+        self._latest: dict[int, tuple[Status, Fault | None]] = {}
+        self._sent: dict[int, tuple[Status, Fault | None]] = {}
+        self._boot_task: asyncio.Task[Any] | None = None
+        self._boot_wake = asyncio.Event()
+        self.data_transfer: dict[str, dict[str | None, DataTransferHandler]] = {}
+        self.pending_tx_profiles: dict[int, dict[str, Any]] = {}
+        self.diagnostics_status = "Idle"
+        self.firmware_status = "Idle"
+        self.handlers: dict[str, Handler] = {
+            "ChangeAvailability": self._change_availability,
+            "ChangeConfiguration": self._change_configuration,
+            "ClearCache": self._clear_cache,
+            "DataTransfer": self._data_transfer,
+            "GetConfiguration": self._get_configuration,
+            "RemoteStartTransaction": self._remote_start,
+            "RemoteStopTransaction": self._remote_stop,
+            "Reset": self._reset,
+            "UnlockConnector": self._unlock,
+            "TriggerMessage": self._trigger,
+            "GetLocalListVersion": self._get_local_list_version,
+            "SendLocalList": self._send_local_list,
+            "ReserveNow": self._reserve_now,
+            "CancelReservation": self._cancel_reservation,
+        }
+
+    # --- CentralPort ------------------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self.link is not None and self.link.connected and self.registration is Registration.ACCEPTED
+
+    async def authorize(self, id_tag: str) -> Credential | None:
+        if not self.online:
+            return None
+        try:
+            conf = await self.link.call("Authorize", {"idTag": id_tag})
+        except (LinkDown, CallTimeout, OcppCallError) as exc:
+            log.warning("Authorize for %s failed: %s", id_tag, exc)
+            return None
+        return mapping.credential(conf["idTagInfo"])
+
+    def enqueue_start(self, tx: TxRecord) -> None:
+        payload: dict[str, Any] = {
+            "connectorId": tx.connector_id,
+            "idTag": tx.id_tag,
+            "meterStart": tx.meter_start_wh,
+            "timestamp": mapping.iso(tx.started_at),
+        }
+        if tx.reservation_id is not None:
+            payload["reservationId"] = tx.reservation_id
+        self.store.outbox_put(action="StartTransaction", payload=payload, local_tx_id=tx.local_id,
+                              kind="start")
+        self._outbox_wake.set()
+
+    def enqueue_stop(self, tx: TxRecord) -> None:
+        assert tx.meter_stop_wh is not None and tx.stopped_at is not None
+        payload: dict[str, Any] = {
+            "meterStop": tx.meter_stop_wh,
+            "timestamp": mapping.iso(tx.stopped_at),
+            "reason": mapping.STOP_REASON[StopReason(tx.stop_reason or "other")],
+        }
+        if tx.tx_id is not None:
+            payload["transactionId"] = tx.tx_id
+        if tx.stop_id_tag:
+            payload["idTag"] = tx.stop_id_tag
+        samples = self.store.tx_samples(tx.local_id)
+        if samples:  # StopTxnSampledData / StopTxnAlignedData (§3.16.1), Begin and End included
+            payload["transactionData"] = samples
+        self.store.outbox_put(action="StopTransaction", payload=payload, local_tx_id=tx.local_id,
+                              kind="stop")
+        self._outbox_wake.set()
+
+    def meter_sample(
+        self, *, connector_id: int, tx: TxRecord | None, reading: MeterReading, at: datetime,
+        context: str, offered_a: float | None,
+    ) -> None:
+        keys = self.keys
+        if tx is not None:
+            stop_list = {
+                "begin": keys.get_list("StopTxnSampledData"),
+                "end": keys.get_list("StopTxnSampledData"),
+                "periodic": keys.get_list("StopTxnSampledData"),
+                "clock": keys.get_list("StopTxnAlignedData"),
+            }.get(context, [])
+            if stop_list:
+                values = mapping.sampled_values(reading, stop_list, context=context, offered_a=offered_a)
+                if values:
+                    self.store.add_tx_sample(tx.local_id, at, {"timestamp": mapping.iso(at),
+                                                                "sampledValue": values})
+        if context in ("begin", "end", "poll"):
+            return
+        measurands = keys.get_list(
+            "MeterValuesAlignedData" if context == "clock" else "MeterValuesSampledData"
+        ) or ["Energy.Active.Import.Register"]
+        values = mapping.sampled_values(reading, measurands, context=context, offered_a=offered_a)
+        if not values:
+            return
+        payload: dict[str, Any] = {
+            "connectorId": connector_id,
+            "meterValue": [{"timestamp": mapping.iso(at), "sampledValue": values}],
+        }
+        if tx is not None and context in ("periodic", "clock"):
+            if tx.tx_id is not None:
+                payload["transactionId"] = tx.tx_id
+            self.store.outbox_put(action="MeterValues", payload=payload, local_tx_id=tx.local_id,
+                                  kind="meter")
+            self._outbox_wake.set()
+        else:
+            if tx is not None and tx.tx_id is not None:
+                payload["transactionId"] = tx.tx_id
+            self._spawn(self._send_direct("MeterValues", payload))
+
+    def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None:
+        self._latest[connector_id] = (status, fault)
+        if not self.online:
+            return  # sent after (re)connection if it differs from what was last sent (§4.9)
+        old = self._status_tasks.pop(connector_id, None)
+        if old is not None:
+            old.cancel()  # a status shorter than MinimumStatusDuration is not reported
+        delay = self.keys.get_int("MinimumStatusDuration") + self.cfg.system.min_status_duration_s
+        self._status_tasks[connector_id] = self._spawn(self._send_status(connector_id, delay))
+
+    # --- running ----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("OCPP task failed", exc_info=task.exception())
+
+    async def run(self) -> None:
+        """Run link, outbox sender and heartbeat until cancelled."""
+        sender = self._spawn(self._sender())
+        heart = self._spawn(self._heartbeat())
+        try:
+            await self.link.run()
+        finally:
+            sender.cancel()
+            heart.cancel()
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+        await self.link.close()
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty (before a reset or shutdown). True if it emptied."""
+        deadline = time.monotonic() + timeout_s
+        while self.store.outbox_count() and time.monotonic() < deadline:
+            if not self.online:
+                return False
+            await asyncio.sleep(0.05)
+        return self.store.outbox_count() == 0
+
+    async def on_connected(self) -> None:
+        if self.registration is Registration.ACCEPTED and not self.keys.get_bool(
+            "OcppdBootNotificationOnReconnect"
+        ) and not self.cfg.central_system.boot_notification_on_reconnect:
+            self._accepted.set()
+            self._send_changed_statuses()
+            self._outbox_wake.set()
+            return
+        self.registration = Registration.NONE
+        self._accepted.clear()
+        if self._boot_task is None or self._boot_task.done():
+            self._boot_task = self._spawn(self._boot_loop())
+
+    def on_disconnected(self, reason: str) -> None:
+        log.info("link down: %s", reason)
+        self._accepted.clear()
+
+    def boot_payload(self) -> dict[str, Any]:
+        cp = self.cfg.charge_point
+        payload: dict[str, Any] = {"chargePointVendor": cp.vendor, "chargePointModel": cp.model,
+                                   "firmwareVersion": cp.firmware_version}
+        if cp.serial_number:
+            payload["chargePointSerialNumber"] = cp.serial_number
+        return payload
+
+    async def _boot_loop(self) -> None:
+        while True:
+            try:
+                conf = await self.link.call("BootNotification", self.boot_payload())
+            except LinkDown:
+                return  # on_connected starts again after reconnecting
+            except (CallTimeout, OcppCallError) as exc:
+                log.warning("BootNotification failed: %s; retrying in 30 s", exc)
+                await self._boot_wait(30)
+                continue
+            self._take_time(conf.get("currentTime"))
+            status, interval = conf["status"], int(conf["interval"])
+            if status == "Accepted":
+                self.registration = Registration.ACCEPTED
+                if interval > 0:  # §4.2: the interval of an Accepted boot is the heartbeat interval
+                    self.keys.change("HeartbeatInterval", str(interval))
+                log.info("registered with the Central System (heartbeat %d s)", interval)
+                self._accepted.set()
+                self._send_all_statuses()
+                self._outbox_wake.set()
+                return
+            self.registration = Registration.PENDING if status == "Pending" else Registration.REJECTED
+            # §4.2: interval is the minimum wait; 0 lets us choose one that does not flood
+            wait = interval if interval > 0 else 60
+            log.warning("BootNotification %s; next attempt in %d s", status, wait)
+            await self._boot_wait(wait)
+
+    async def _boot_wait(self, seconds: float) -> None:
+        self._boot_wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._boot_wake.wait(), timeout=seconds)
+
+    def _take_time(self, current_time: str | None) -> None:
+        if current_time and self.cfg.system.set_clock_from_central_system:
+            setter = getattr(self.wall, "set_offset_from", None)
+            if setter is not None:
+                setter(mapping.parse_iso(current_time))
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self._accepted.wait()
+            interval = self.keys.get_int("HeartbeatInterval")
+            if interval <= 0:
+                await asyncio.sleep(3600)
+                continue
+            idle = time.monotonic() - self.link.last_activity
+            if idle < interval:
+                await asyncio.sleep(interval - idle)
+                continue
+            try:
+                conf = await self.link.call("Heartbeat", {})
+                self._take_time(conf.get("currentTime"))
+            except (LinkDown, CallTimeout, OcppCallError) as exc:
+                log.info("Heartbeat failed: %s", exc)
+                await asyncio.sleep(min(interval, 30))
+
+    # --- statuses ---------------------------------------------------------------------------------
+
+    def _status_payload(self, connector_id: int, status: Status, fault: Fault | None) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "connectorId": connector_id,
+            "status": mapping.STATUS[status],
+            "errorCode": mapping.ERROR_CODE[fault] if fault else "NoError",
+            "timestamp": mapping.iso(self.wall()),
+        }
+        if fault is not None and fault in mapping.VENDOR_ERROR:
+            payload["vendorErrorCode"] = mapping.VENDOR_ERROR[fault]
+        return payload
+
+    def _current(self, connector_id: int) -> tuple[Status, Fault | None]:
+        if connector_id == 0:
+            st = self.station.charger_status or Status.AVAILABLE
+            return st, next(iter(self.station.charger_faults), None)
+        c = self.station.connectors[connector_id]
+        return (c.status or Status.AVAILABLE), next(iter(c.all_faults(self.station.charger_faults)), None)
+
+    async def _send_status(self, connector_id: int, delay_s: float = 0.0, *, force: bool = False) -> None:
+        if delay_s > 0:
+            await asyncio.sleep(delay_s)
+        status, fault = self._current(connector_id)
+        if not force and self._sent.get(connector_id) == (status, fault):
+            return
+        self._sent[connector_id] = (status, fault)
+        await self._send_direct("StatusNotification", self._status_payload(connector_id, status, fault))
+
+    def _send_all_statuses(self) -> None:
+        # TC_001: after Accepted, a StatusNotification for connector 0 and every connector
+        for cid in [0, *self.station.connectors]:
+            self._spawn(self._send_status(cid, force=True))
+
+    def _send_changed_statuses(self) -> None:
+        for cid in [0, *self.station.connectors]:
+            self._spawn(self._send_status(cid))
+
+    async def _send_direct(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """A message outside the outbox: sent if possible, not retried (§3.7 non-transaction)."""
+        try:
+            return await self.link.call(action, payload)
+        except (LinkDown, CallTimeout, OcppCallError) as exc:
+            log.info("%s not delivered: %s", action, exc)
+            return None
+
+    # --- outbox -----------------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while True:
+            await self._accepted.wait()
+            item = self.store.outbox_head()
+            if item is None:
+                self._outbox_wake.clear()
+                await self._outbox_wake.wait()
+                continue
+            if item.next_attempt_at is not None:
+                wait = item.next_attempt_at - time.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+            await self._deliver(item)
+
+    def _prepared(self, item: OutboxItem) -> dict[str, Any]:
+        payload = dict(item.payload)
+        if item.kind in ("stop", "meter") and "transactionId" not in payload and item.local_tx_id:
+            tx = self.store.transaction(item.local_tx_id)
+            if tx is not None and tx.tx_id is not None:
+                payload["transactionId"] = tx.tx_id
+            elif item.kind == "stop":
+                # Only when the StartTransaction was given up after all attempts: the Central
+                # System must still learn that the session ended.
+                payload["transactionId"] = -1
+        return payload
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        payload = self._prepared(item)
+        try:
+            conf = await self.link.call(item.action, payload)
+        except LinkDown:
+            if not self.link.connected:
+                self._accepted.clear()  # wait for the next registration, no busy loop
+            return  # a lost connection does not use up attempts
+        except (CallTimeout, OcppCallError) as exc:
+            if isinstance(exc, CallTimeout) and not self.link.connected:
+                return
+            self._failed_attempt(item, str(exc))
+            return
+        if item.kind == "start":
+            tx_id = int(conf["transactionId"])
+            cred = mapping.credential(conf["idTagInfo"])
+            assert item.local_tx_id is not None
+            with self.store.atomic():  # a confirmed start is never sent again
+                self.store.set_transaction_id(item.local_tx_id, tx_id)
+                self.store.outbox_assign_tx_id(item.local_tx_id, tx_id)
+                self.store.outbox_remove(item.seq)
+            tx = self.store.transaction(item.local_tx_id)
+            if tx is not None:
+                self.station.note_id_tag_info(tx.id_tag, cred)
+            self.station.on_start_confirmed(item.local_tx_id, tx_id, cred)
+            return
+        if item.kind == "stop" and "idTagInfo" in conf and "idTag" in payload:
+            self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
+        self.store.outbox_remove(item.seq)
+
+    def _failed_attempt(self, item: OutboxItem, why: str) -> None:
+        max_attempts = self.keys.get_int("TransactionMessageAttempts")
+        retry_s = self.keys.get_int("TransactionMessageRetryInterval")
+        attempts = item.attempts + 1
+        if attempts >= max_attempts:
+            log.error("%s (queued #%d) failed %d times (%s): discarded as §3.7.1 says",
+                      item.action, item.seq, attempts, why)
+            self.store.log_event(self.wall(), "outbox_discarded", f"{item.action} {item.payload}")
+            self.store.outbox_remove(item.seq)
+            return
+        # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions
+        self.store.outbox_record_attempt(item.seq, next_attempt_at=time.time() + retry_s * attempts)
+        log.warning("%s failed (%s); attempt %d of %d, next in %d s",
+                    item.action, why, attempts, max_attempts, retry_s * attempts)
+
+    # --- incoming calls -----------------------------------------------------------------------------
+
+    async def handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | Reply:
+        if self.registration is Registration.REJECTED:
+            raise NoReply()  # §4.2: Rejected, do not respond to Central System requests
+        handler = self.handlers.get(action)
+        if handler is None:
+            raise OcppCallError(CallErrorCode.NotSupported, f"{action} is not supported")
+        return await handler(payload)
+
+    async def _change_availability(self, p: dict[str, Any]) -> dict[str, Any]:
+        operative = p["type"] == "Operative"
+        result = self.station.change_availability(int(p["connectorId"]), operative)
+        return {"status": result.capitalize()}
+
+    async def _change_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
+        result = self.keys.change(p["key"], p["value"])
+        if result in (ChangeResult.ACCEPTED, ChangeResult.REBOOT_REQUIRED):
+            self.station.retime()
+        return {"status": result.value}
+
+    async def _clear_cache(self, p: dict[str, Any]) -> dict[str, Any]:
+        self.store.cache_clear()
+        return {"status": "Accepted"}
+
+    async def _data_transfer(self, p: dict[str, Any]) -> dict[str, Any]:
+        vendor = self.data_transfer.get(p["vendorId"])
+        if vendor is None:
+            return {"status": "UnknownVendorId"}
+        handler = vendor.get(p.get("messageId")) or vendor.get(None)
+        if handler is None:
+            return {"status": "UnknownMessageId"}
+        status, data = await handler(p.get("messageId"), p.get("data"))
+        out: dict[str, Any] = {"status": status}
+        if data is not None:
+            out["data"] = data
+        return out
+
+    async def _get_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
+        wanted = p.get("key")
+        readable = {d.name.lower(): (d, v) for d, v in self.keys.readable()}
+        entries, unknown = [], []
+        names = wanted if wanted else [d.name for d, _ in self.keys.readable()]
+        for name in names:
+            hit = readable.get(name.lower())
+            if hit is None:
+                unknown.append(name)
+                continue
+            d, value = hit
+            entries.append({"key": d.name, "readonly": d.access == "R", "value": value})
+        out: dict[str, Any] = {"configurationKey": entries}
+        if unknown:
+            out["unknownKey"] = unknown
+        return out
+
+    async def _remote_start(self, p: dict[str, Any]) -> dict[str, Any]:
+        if self.registration is not Registration.ACCEPTED:
+            return {"status": "Rejected"}  # §4.2: not allowed while Pending
+        connector_id = p.get("connectorId")
+        if connector_id == 0:
+            return {"status": "Rejected"}  # TC_027: connectorId 0 shall not be used
+        profile = p.get("chargingProfile")
+        if profile is not None and profile.get("chargingProfilePurpose") != "TxProfile":
+            return {"status": "Rejected"}  # §5.11: only a TxProfile may come with it
+        c = self.station.remote_start(p["idTag"], connector_id)
+        if c is None:
+            return {"status": "Rejected"}
+        if profile is not None:
+            self.pending_tx_profiles[c.id] = profile
+        return {"status": "Accepted"}
+
+    async def _remote_stop(self, p: dict[str, Any]) -> dict[str, Any]:
+        ok = self.station.remote_stop(int(p["transactionId"]))
+        return {"status": "Accepted" if ok else "Rejected"}
+
+    async def _reset(self, p: dict[str, Any]) -> Reply:
+        hard = p["type"] == "Hard"
+        return Reply({"status": "Accepted"}, then=lambda: self._do_reset(hard))
+
+    async def _do_reset(self, hard: bool) -> None:
+        # §5.14: StopTransaction for every ongoing transaction before the reset; queued if offline
+        await self.station.stop_all(StopReason.HARD_RESET if hard else StopReason.SOFT_RESET)
+        await self.flush(timeout_s=10.0)
+        log.warning("%s reset requested by the Central System", "hard" if hard else "soft")
+        if self.on_reset is not None:
+            self.on_reset(hard)
+
+    async def _unlock(self, p: dict[str, Any]) -> dict[str, Any]:
+        result = await self.station.unlock(int(p["connectorId"]))
+        return {"status": {"unlocked": "Unlocked", "failed": "UnlockFailed",
+                           "not_supported": "NotSupported"}[result]}
+
+    async def _trigger(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        what, cid = p["requestedMessage"], p.get("connectorId")
+        if cid is not None and cid != 0 and cid not in self.station.connectors:
+            return {"status": "Rejected"}
+        accepted = {"status": "Accepted"}
+        if what == "BootNotification":
+            async def boot() -> None:
+                conf = await self._send_direct("BootNotification", self.boot_payload())
+                if conf is not None and conf.get("status") == "Accepted":
+                    was = self.registration
+                    self.registration = Registration.ACCEPTED
+                    self._accepted.set()
+                    if was is not Registration.ACCEPTED:
+                        self._boot_wake.set()
+                        self._send_all_statuses()
+            return Reply(accepted, then=boot)
+        if what == "Heartbeat":
+            return Reply(accepted, then=lambda: self._send_direct("Heartbeat", {}))
+        if what == "StatusNotification":
+            targets = [cid] if cid is not None else [0, *self.station.connectors]
+
+            async def statuses() -> None:
+                for t in targets:  # triggered: no MinimumStatusDuration (open-ocpp #46)
+                    await self._send_status(t, force=True)
+            return Reply(accepted, then=statuses)
+        if what == "MeterValues":
+            return Reply(accepted, then=lambda: self.station.sample_now(cid, "trigger"))
+        if what == "DiagnosticsStatusNotification":
+            return Reply(accepted, then=lambda: self._send_direct(
+                "DiagnosticsStatusNotification", {"status": self.diagnostics_status}))
+        if what == "FirmwareStatusNotification":
+            return Reply(accepted, then=lambda: self._send_direct(
+                "FirmwareStatusNotification", {"status": self.firmware_status}))
+        return {"status": "NotImplemented"}
+
+    async def _get_local_list_version(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not self.keys.get_bool("LocalAuthListEnabled"):
+            return {"listVersion": -1}
+        return {"listVersion": self.store.local_list_version() if self.store.local_list_count() else 0}
+
+    async def _send_local_list(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not self.keys.get_bool("LocalAuthListEnabled"):
+            return {"status": "NotSupported"}
+        version, full = int(p["listVersion"]), p["updateType"] == "Full"
+        items = p.get("localAuthorizationList", [])
+        if len(items) > self.keys.get_int("SendLocalListMaxLength"):
+            return {"status": "Failed"}
+        if not full and version <= self.store.local_list_version():
+            return {"status": "VersionMismatch"}
+        upserts, deletes = [], []
+        for item in items:
+            info = item.get("idTagInfo")
+            if info is None:
+                deletes.append(item["idTag"])
+                continue
+            cred = mapping.credential(info)
+            upserts.append(AuthEntry(id_tag=item["idTag"], status=cred.status.value,
+                                     expiry=cred.expiry, parent_id_tag=cred.parent_id_tag))
+        try:
+            if full:
+                if len(upserts) > self.keys.get_int("LocalAuthListMaxLength"):
+                    return {"status": "Failed"}
+                self.store.local_list_replace(version, upserts)
+            else:
+                self.store.local_list_update(version, upserts, deletes)
+                if self.store.local_list_count() > self.keys.get_int("LocalAuthListMaxLength"):
+                    return {"status": "Failed"}
+        except Exception:  # noqa: BLE001 - a storage failure is reported as Failed
+            log.exception("SendLocalList could not be stored")
+            return {"status": "Failed"}
+        return {"status": "Accepted"}
+
+    async def _reserve_now(self, p: dict[str, Any]) -> dict[str, Any]:
+        from ocppd.storage import Reservation
+
+        cid, rid = int(p["connectorId"]), int(p["reservationId"])
+        expiry = mapping.parse_iso(p["expiryDate"])
+        if cid == 0:
+            if not self.keys.get_bool("ReserveConnectorZeroSupported"):
+                return {"status": "Rejected"}
+            picked = self.station._pick_free(None, None)
+            if picked is None:
+                return {"status": "Occupied"}
+            cid = picked.id
+        c = self.station.connectors.get(cid)
+        if c is None:
+            return {"status": "Rejected"}
+        self.station.cancel_reservation(rid)  # the same id replaces (§5.13)
+        if c.status is Status.FAULTED:
+            return {"status": "Faulted"}
+        if c.status is Status.UNAVAILABLE:
+            return {"status": "Unavailable"}
+        if c.tx is not None or c.waiting is not None or c.reservation_id is not None or c.pilot.plugged:
+            return {"status": "Occupied"}
+        self.store.reservation_put(Reservation(reservation_id=rid, connector_id=cid, id_tag=p["idTag"],
+                                               parent_id_tag=p.get("parentIdTag"), expiry=expiry))
+        self.station.reserve(rid, cid, p["idTag"], p.get("parentIdTag"))
+        delay = max(0.0, (expiry - self.wall()).total_seconds())
+        asyncio.get_running_loop().call_later(delay, self._expire_reservation, rid)
+        return {"status": "Accepted"}
+
+    def _expire_reservation(self, rid: int) -> None:
+        if self.station.cancel_reservation(rid):
+            self.store.reservation_delete(rid)
+            log.info("reservation %d expired", rid)
+
+    async def _cancel_reservation(self, p: dict[str, Any]) -> dict[str, Any]:
+        rid = int(p["reservationId"])
+        if self.station.cancel_reservation(rid):
+            self.store.reservation_delete(rid)
+            return {"status": "Accepted"}
+        return {"status": "Rejected"}

@@ -1,0 +1,864 @@
+"""The station: connectors, sessions and transactions, driven by hardware events and commands.
+
+This is the protocol-neutral heart of ocppd. It speaks to the hardware through ocppd.hw.base,
+to storage through ocppd.storage.Store, and to the Central System only through the
+``CentralPort`` protocol below, which the OCPP 1.6 adapter implements (a 2.0.1 adapter would
+implement it again). Policies that OCPP configures (timeouts, what to do on EV disconnect, ...)
+arrive through ``Policy``.
+
+Safety-critical reactions happen synchronously inside the board's event callback: when the
+pilot drops or a fault appears, outputs are recomputed (``_apply``) before anything else runs,
+and never wait behind a network call. Transaction starts and stops are serialized by a lock,
+and each one writes the transaction and its queued message in one SQLite transaction, so a
+power cut leaves either both or neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from ocppd.config import Config, ConnectorConfig
+from ocppd.core import safety
+from ocppd.core.auth import AuthPolicy, Credential, Decision, decide, same_tag
+from ocppd.core.model import (
+    STOPPING_FAULTS,
+    AuthStatus,
+    ConnectorFacts,
+    Status,
+    StopReason,
+    charger_status,
+    derive_status,
+)
+from ocppd.errors import MeterError, OcppdError
+from ocppd.hw.base import (
+    BoardEvent,
+    CableRating,
+    Fault,
+    FaultChanged,
+    Hardware,
+    MeterReading,
+    PilotChanged,
+    PilotState,
+)
+from ocppd.storage import AuthEntry, Store, TxRecord
+
+log = logging.getLogger("ocppd.station")
+
+
+class Refused(OcppdError):
+    """A command the station understood but will not carry out (the message says why)."""
+
+
+class Policy(Protocol):
+    """Behaviour the Central System configures. Read on every use, so changes apply at once."""
+
+    @property
+    def connection_timeout_s(self) -> int: ...
+    @property
+    def stop_on_ev_disconnect(self) -> bool: ...
+    @property
+    def unlock_on_ev_disconnect(self) -> bool: ...
+    @property
+    def meter_sample_interval_s(self) -> int: ...
+    @property
+    def clock_aligned_interval_s(self) -> int: ...
+    @property
+    def stop_on_invalid_id(self) -> bool: ...
+    @property
+    def max_energy_on_invalid_id_wh(self) -> int | None: ...
+    @property
+    def authorize_remote_tx(self) -> bool: ...
+    @property
+    def auth(self) -> AuthPolicy: ...
+    @property
+    def auth_cache_max_entries(self) -> int: ...
+
+
+class CentralPort(Protocol):
+    """What the station needs from the Central System adapter."""
+
+    @property
+    def online(self) -> bool: ...
+
+    async def authorize(self, id_tag: str) -> Credential | None:
+        """Ask the Central System. None when it cannot be asked (offline, timeout)."""
+
+    def enqueue_start(self, tx: TxRecord) -> None:
+        """Queue the start message. Called inside a Store.atomic() block."""
+
+    def enqueue_stop(self, tx: TxRecord) -> None:
+        """Queue the stop message (tx is finished). Called inside a Store.atomic() block."""
+
+    def meter_sample(
+        self, *, connector_id: int, tx: TxRecord | None, reading: MeterReading, at: datetime,
+        context: str, offered_a: float | None,
+    ) -> None:
+        """A meter sample. context: periodic, clock, begin, end, trigger."""
+
+    def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None: ...
+
+
+@dataclass(slots=True)
+class _Waiting:
+    id_tag: str
+    parent_id_tag: str | None
+    reservation_id: int | None
+    handle: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class Connector:
+    id: int
+    cfg: ConnectorConfig
+    pilot: PilotState = PilotState.A
+    faults: dict[Fault, str] = field(default_factory=dict)
+    operative: bool = True
+    scheduled_operative: bool | None = None
+    waiting: _Waiting | None = None
+    tx: TxRecord | None = None
+    tx_parent_id_tag: str | None = None
+    invalid_id: bool = False  # StartTransaction.conf refused the idTag, energy withheld
+    stopping: bool = False
+    finishing: bool = False
+    reservation_id: int | None = None
+    reservation_tag: tuple[str, str | None] | None = None
+    cable_max_a: float | None = None
+    smart_limit_a: float | None = None
+    offer_a: float | None = None
+    contactor_closed: bool = False
+    status: Status | None = None
+    last_reading: MeterReading | None = None
+    last_good_energy_wh: float | None = None
+
+    def all_faults(self, charger_faults: dict[Fault, str]) -> frozenset[Fault]:
+        return frozenset(self.faults) | frozenset(charger_faults)
+
+    def facts(self, charger_faults: dict[Fault, str]) -> ConnectorFacts:
+        return ConnectorFacts(
+            pilot=self.pilot,
+            faults=self.all_faults(charger_faults),
+            operative=self.operative,
+            tx_active=self.tx is not None,
+            authorized_waiting=self.waiting is not None,
+            finishing=self.finishing,
+            reserved=self.reservation_id is not None,
+            evse_suspended=self.evse_suspended,
+            contactor_closed=self.contactor_closed,
+        )
+
+    @property
+    def evse_suspended(self) -> bool:
+        low_limit = self.smart_limit_a is not None and self.smart_limit_a < safety.MIN_OFFER_A
+        return self.invalid_id or low_limit
+
+    @property
+    def session_energy_wh(self) -> float | None:
+        if self.tx is None or self.last_good_energy_wh is None:
+            return None
+        return max(0.0, self.last_good_energy_wh - self.tx.meter_start_wh)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Station:
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        store: Store,
+        hw: Hardware,
+        policy: Policy,
+        wall: Callable[[], datetime] = utcnow,
+        mono: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.hw = hw
+        self.policy = policy
+        self.wall = wall
+        self.mono = mono
+        self.port: CentralPort | None = None
+        self.connectors = {
+            i + 1: Connector(id=i + 1, cfg=c) for i, c in enumerate(cfg.connectors)
+        }
+        self.charger_faults: dict[Fault, str] = {}
+        self.charger_operative = True
+        self.charger_status: Status | None = None
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._retime = asyncio.Event()
+        self._started = False
+        self.on_tx_ended: list[Callable[[int, TxRecord], None]] = []
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def attach(self, port: CentralPort) -> None:
+        self.port = port
+
+    async def start(self) -> None:
+        """Outputs safe first, then availability, then recover what a power cut interrupted."""
+        for c in self.connectors.values():
+            stored = self.store.get_availability(c.id)
+            if stored is not None:
+                c.operative, c.scheduled_operative = stored
+        stored0 = self.store.get_availability(0)
+        if stored0 is not None:
+            self.charger_operative = stored0[0]
+        for r in self.store.reservations():
+            c = self.connectors.get(r.connector_id)
+            if c is not None and r.expiry > self.wall():
+                c.reservation_id = r.reservation_id
+                c.reservation_tag = (r.id_tag, r.parent_id_tag)
+        await self.hw.board.start(self._emit)
+        for reader in self.hw.readers:
+            await reader.start(self._on_card)
+        await self._read_all_meters()
+        await self._recover()
+        self._started = True
+        for c in self.connectors.values():
+            self._apply(c)
+        self._report_charger()
+        self._spawn(self._sampler(), name="ocppd-sampler")
+        self._spawn(self._aligned_sampler(), name="ocppd-aligned")
+
+    async def close(self, *, stop_transactions: StopReason | None) -> None:
+        """Shut down: stop transactions if asked, open every contactor, release hardware."""
+        for c in self.connectors.values():
+            c.stopping = True
+            self._apply(c)  # contactors open before anything that can wait
+        if stop_transactions is not None:
+            for c in self.connectors.values():
+                if c.tx is not None:
+                    await self.stop_transaction(c.id, stop_transactions, force=True)
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for reader in self.hw.readers:
+            with contextlib.suppress(Exception):
+                await reader.close()
+        await self.hw.board.close()
+        for meter in self.hw.meters.values():
+            with contextlib.suppress(Exception):
+                await meter.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("station task %s failed", task.get_name(), exc_info=task.exception())
+
+    def retime(self) -> None:
+        """Sampling intervals changed (ChangeConfiguration): recompute the timers."""
+        self._retime.set()
+
+    # --- outputs ----------------------------------------------------------------------------------
+
+    def _apply(self, c: Connector) -> None:
+        """Recompute pilot offer, contactor and status from the facts. Synchronous on purpose."""
+        faults = c.all_faults(self.charger_faults)
+        authorized = c.tx is not None and not c.stopping
+        offer = safety.offer_a(
+            connector_max_a=c.cfg.max_current_a,
+            cable_max_a=c.cable_max_a,
+            smart_limit_a=c.smart_limit_a,
+            tx_authorized=authorized,
+            evse_suspended=c.evse_suspended,
+            faults=faults,
+        )
+        close = safety.may_close(
+            safety.SafetyInputs(
+                pilot=c.pilot, faults=faults, tx_authorized=authorized,
+                evse_suspended=c.evse_suspended, stopping=c.stopping,
+            )
+        )
+        if c.contactor_closed and not close:  # open first, then change the offer
+            self.hw.board.set_contactor(c.id, False)
+            c.contactor_closed = False
+        if offer != c.offer_a:
+            self.hw.board.set_offer(c.id, offer)
+            c.offer_a = offer
+        if close and not c.contactor_closed:
+            self.hw.board.set_contactor(c.id, True)
+            c.contactor_closed = True
+        self._report(c)
+
+    def _report(self, c: Connector) -> None:
+        status = derive_status(c.facts(self.charger_faults))
+        if status is not c.status:
+            c.status = status
+            fault = next(iter(c.all_faults(self.charger_faults)), None)
+            log.info("connector %d: %s", c.id, status.value, extra={"CONNECTOR_ID": c.id})
+            if self.port is not None and self._started:
+                self.port.status_changed(c.id, status, fault)
+        leds = getattr(self.hw.board, "set_leds", None)
+        if leds is not None:
+            statuses = [x.status for x in self.connectors.values()]
+            leds(ready=Status.FAULTED not in statuses,
+                 charging=Status.CHARGING in statuses,
+                 fault=Status.FAULTED in statuses)
+
+    def _report_charger(self) -> None:
+        status = charger_status(operative=self.charger_operative, faults=frozenset(self.charger_faults))
+        if status is not self.charger_status:
+            self.charger_status = status
+            if self.port is not None and self._started:
+                self.port.status_changed(0, status, next(iter(self.charger_faults), None))
+
+    # --- hardware events --------------------------------------------------------------------------
+
+    def _emit(self, ev: BoardEvent) -> None:
+        match ev:
+            case PilotChanged(connector_id=cid, state=state):
+                c = self.connectors.get(cid)
+                if c is None or c.pilot is state:
+                    return
+                old, c.pilot = c.pilot, state
+                if state in (PilotState.E, PilotState.F):
+                    c.faults[Fault.PILOT_FAULT] = f"pilot state {state.value}"
+                else:
+                    c.faults.pop(Fault.PILOT_FAULT, None)
+                self._apply(c)
+                if self._started:
+                    self._spawn(self._after_pilot(c, old, state))
+            case FaultChanged(connector_id=cid, fault=fault, active=active, detail=detail):
+                if cid != 0 and cid not in self.connectors:
+                    return
+                targets = self.connectors.values() if cid == 0 else [self.connectors[cid]]
+                book = self.charger_faults if cid == 0 else self.connectors[cid].faults
+                if active:
+                    book[fault] = detail
+                    log.warning("fault %s on %s: %s", fault.value, cid or "charger", detail)
+                else:
+                    book.pop(fault, None)
+                    log.info("fault %s on %s cleared", fault.value, cid or "charger")
+                for c in targets:
+                    self._apply(c)
+                    if active and fault in STOPPING_FAULTS and c.tx is not None and self._started:
+                        reason = StopReason.EMERGENCY_STOP if fault is Fault.EMERGENCY_STOP else StopReason.OTHER
+                        self._spawn(self.stop_transaction(c.id, reason))
+                self._report_charger()
+            case CableRating(connector_id=cid, max_current_a=amps):
+                c = self.connectors.get(cid)
+                if c is not None:
+                    c.cable_max_a = amps
+                    self._apply(c)
+
+    async def _after_pilot(self, c: Connector, old: PilotState, new: PilotState) -> None:
+        if new.plugged and not old.plugged:
+            c.finishing = False
+            if c.waiting is not None and c.tx is None:
+                w = c.waiting
+                self._clear_waiting(c)
+                await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id)
+        elif new is PilotState.A and old is not PilotState.A:
+            c.finishing = False
+            if c.tx is not None and self.policy.stop_on_ev_disconnect:
+                await self.stop_transaction(c.id, StopReason.EV_DISCONNECTED)
+                if self.policy.unlock_on_ev_disconnect and self.hw.board.has_lock(c.id):
+                    await self.hw.board.lock(c.id, False)
+            self._apply(c)
+
+    def _on_card(self, id_tag: str) -> None:
+        self._spawn(self._card(id_tag), name="ocppd-card")
+
+    async def _card(self, id_tag: str) -> None:
+        try:
+            msg = await self.swipe(id_tag, None)
+            log.info("card %s: %s", id_tag, msg)
+        except Refused as exc:
+            log.info("card %s refused: %s", id_tag, exc)
+
+    # --- sessions ---------------------------------------------------------------------------------
+
+    def _connector(self, connector_id: int) -> Connector:
+        c = self.connectors.get(connector_id)
+        if c is None:
+            raise Refused(f"no connector {connector_id}")
+        return c
+
+    def _usable(self, c: Connector) -> bool:
+        return (
+            c.operative and self.charger_operative and c.tx is None and not c.waiting
+            and not (set(c.faults) | set(self.charger_faults)) - {Fault.READER_FAILURE}
+        )
+
+    def _reserved_for(self, c: Connector, id_tag: str, parent: str | None) -> bool:
+        if c.reservation_tag is None:
+            return True
+        tag, rparent = c.reservation_tag
+        return same_tag(tag, id_tag) or (rparent is not None and same_tag(rparent, parent))
+
+    def _pick_free(self, id_tag: str | None, parent: str | None) -> Connector | None:
+        free = [c for c in self.connectors.values() if self._usable(c)]
+        if id_tag is not None:  # a reservation for this tag wins
+            for c in free:
+                if c.reservation_tag is not None and self._reserved_for(c, id_tag, parent):
+                    return c
+        free = [c for c in free if c.reservation_tag is None]
+        plugged = [c for c in free if c.pilot.plugged]
+        return (plugged or free or [None])[0]
+
+    async def swipe(self, id_tag: str, connector_id: int | None) -> str:
+        """A card was presented (reader or ocppctl). Returns what happened, in words."""
+        id_tag = id_tag.strip()
+        if not 1 <= len(id_tag) <= 20:
+            raise Refused("an idTag has 1 to 20 characters")
+        # Stopping: the same idTag needs no Authorize (§3.4, §4.1)
+        running = [c for c in self.connectors.values() if c.tx is not None]
+        if connector_id is not None:
+            running = [c for c in running if c.id == connector_id]
+        for c in running:
+            assert c.tx is not None
+            if same_tag(c.tx.id_tag, id_tag):
+                await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
+                return f"stopped transaction on connector {c.id}"
+        if connector_id is not None and running:
+            # another tag on a busy connector: it may stop only with the same parentIdTag
+            c = running[0]
+            ok, cred = await self._authorize(id_tag)
+            parent = cred.parent_id_tag if cred else None
+            if ok and c.tx_parent_id_tag is not None and same_tag(parent, c.tx_parent_id_tag):
+                await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
+                return f"stopped transaction on connector {c.id} (same parent id)"
+            raise Refused(f"connector {c.id} is busy with another card")
+        for c in self.connectors.values():  # cancel a waiting authorization with the same card
+            if c.waiting is not None and same_tag(c.waiting.id_tag, id_tag) and connector_id in (None, c.id):
+                self._clear_waiting(c)
+                self._apply(c)
+                return f"cancelled the waiting session on connector {c.id}"
+        ok, cred = await self._authorize(id_tag)
+        if not ok:
+            raise Refused(f"idTag {id_tag} not authorized")
+        parent = cred.parent_id_tag if cred else None
+        if connector_id is not None:
+            c = self._connector(connector_id)
+            if not self._usable(c) or not self._reserved_for(c, id_tag, parent):
+                raise Refused(f"connector {c.id} is not available")
+        else:
+            picked = self._pick_free(id_tag, parent)
+            if picked is None:
+                raise Refused("no connector is available")
+            c = picked
+        return await self._begin_session(c, id_tag, parent, c.reservation_id)
+
+    async def _begin_session(
+        self, c: Connector, id_tag: str, parent: str | None, reservation_id: int | None
+    ) -> str:
+        if c.pilot.plugged:
+            await self._start(c, id_tag, parent, reservation_id)
+            return f"started a transaction on connector {c.id}"
+        loop = asyncio.get_running_loop()
+        c.waiting = _Waiting(id_tag=id_tag, parent_id_tag=parent, reservation_id=reservation_id)
+        timeout = max(1, self.policy.connection_timeout_s)
+        c.waiting.handle = loop.call_later(timeout, self._connection_timeout, c)
+        self._apply(c)
+        return f"authorized; plug in on connector {c.id} within {timeout} s"
+
+    def _connection_timeout(self, c: Connector) -> None:
+        # §9.1.6 ConnectionTimeOut: the EV was not plugged in time, back to Available
+        if c.waiting is not None:
+            log.info("connector %d: no EV within ConnectionTimeOut, session cancelled", c.id)
+            self._clear_waiting(c)
+            self._apply(c)
+
+    def _clear_waiting(self, c: Connector) -> None:
+        if c.waiting is not None and c.waiting.handle is not None:
+            c.waiting.handle.cancel()
+        c.waiting = None
+
+    async def _authorize(self, id_tag: str) -> tuple[bool, Credential | None]:
+        now = self.wall()
+        policy = self.policy.auth
+        listed = self._entry(self.store.local_list_get(id_tag)) if policy.local_list_enabled else None
+        cached = self._entry(self.store.cache_get(id_tag)) if policy.cache_enabled else None
+        online = self.port is not None and self.port.online
+        decision, entry = decide(now=now, online=online, policy=policy, listed=listed, cached=cached)
+        if decision is Decision.ASK:
+            assert self.port is not None
+            answer = await self.port.authorize(id_tag)
+            if answer is None:  # could not ask after all: decide as offline
+                decision, entry = decide(now=now, online=False, policy=policy, listed=listed, cached=cached)
+            else:
+                self.note_id_tag_info(id_tag, answer)
+                return answer.valid_at(now), answer
+        return decision is Decision.ACCEPT, entry
+
+    @staticmethod
+    def _entry(e: AuthEntry | None) -> Credential | None:
+        if e is None:
+            return None
+        return Credential(status=AuthStatus(e.status), expiry=e.expiry, parent_id_tag=e.parent_id_tag)
+
+    def note_id_tag_info(self, id_tag: str, cred: Credential) -> None:
+        """Every IdTagInfo from the Central System updates the cache (§3.4), unless listed."""
+        policy = self.policy.auth
+        if not policy.cache_enabled:
+            return
+        if policy.local_list_enabled and self.store.local_list_get(id_tag) is not None:
+            return  # list ids are never cached (§3.5.2)
+        self.store.cache_put(
+            AuthEntry(id_tag=id_tag, status=cred.status.value, expiry=cred.expiry,
+                      parent_id_tag=cred.parent_id_tag),
+            max_entries=self.policy.auth_cache_max_entries,
+        )
+
+    async def _read_meter(self, c: Connector) -> MeterReading | None:
+        meter = self.hw.meters.get(c.id)
+        if meter is None:
+            return None
+        try:
+            reading = await meter.read()
+        except MeterError as exc:
+            if Fault.METER_FAILURE not in c.faults:
+                log.error("connector %d: meter failure: %s", c.id, exc)
+                c.faults[Fault.METER_FAILURE] = str(exc)
+                self._apply(c)
+            return None
+        if Fault.METER_FAILURE in c.faults:
+            log.info("connector %d: meter answers again", c.id)
+            del c.faults[Fault.METER_FAILURE]
+            self._apply(c)
+        if c.last_good_energy_wh is not None and reading.energy_import_wh < c.last_good_energy_wh:
+            # §7.31: registers are monotonic. A register going backwards (swapped meter) is
+            # reported; we never turn it into negative energy.
+            log.error(
+                "connector %d: energy register went backwards (%.0f -> %.0f Wh); ignoring",
+                c.id, c.last_good_energy_wh, reading.energy_import_wh,
+            )
+            self.store.log_event(self.wall(), "meter_backwards", f"connector {c.id}")
+            return None
+        c.last_reading = reading
+        c.last_good_energy_wh = reading.energy_import_wh
+        return reading
+
+    def _energy_wh(self, c: Connector) -> int:
+        if c.last_good_energy_wh is not None:
+            return int(round(c.last_good_energy_wh))
+        if c.tx is not None:
+            return c.tx.last_meter_wh if c.tx.last_meter_wh is not None else c.tx.meter_start_wh
+        return 0
+
+    async def _start(
+        self, c: Connector, id_tag: str, parent: str | None, reservation_id: int | None
+    ) -> None:
+        async with self._lock:
+            if c.tx is not None:
+                return
+            reading = await self._read_meter(c)
+            now = self.wall()
+            meter_start = self._energy_wh(c)
+            with self.store.atomic():
+                local_id = self.store.begin_transaction(
+                    connector_id=c.id, id_tag=id_tag, meter_start_wh=meter_start,
+                    started_at=now, reservation_id=reservation_id,
+                )
+                if reservation_id is not None:
+                    self.store.reservation_delete(reservation_id)
+                tx = self.store.transaction(local_id)
+                assert tx is not None
+                if self.port is not None:
+                    self.port.enqueue_start(tx)
+            c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
+            c.reservation_id = c.reservation_tag = None
+            log.info("connector %d: transaction %d started for %s at %d Wh",
+                     c.id, local_id, id_tag, meter_start, extra={"CONNECTOR_ID": c.id})
+            if reading is not None and self.port is not None:
+                self.port.meter_sample(connector_id=c.id, tx=tx, reading=reading, at=now,
+                                       context="begin", offered_a=c.offer_a)
+            self._apply(c)
+
+    async def stop_transaction(
+        self, connector_id: int, reason: StopReason, *, stop_id_tag: str | None = None,
+        force: bool = False,
+    ) -> bool:
+        c = self._connector(connector_id)
+        if c.tx is None:
+            return False
+        c.stopping = True
+        self._apply(c)  # the contactor opens before the meter is read
+        async with self._lock:
+            tx = c.tx
+            if tx is None:
+                c.stopping = False
+                return False
+            reading = await self._read_meter(c)
+            now = self.wall()
+            meter_stop = max(self._energy_wh(c), tx.meter_start_wh)
+            with self.store.atomic():
+                self.store.finish_transaction(
+                    tx.local_id, meter_stop_wh=meter_stop, stopped_at=now,
+                    reason=reason.value, stop_id_tag=stop_id_tag,
+                )
+                done = self.store.transaction(tx.local_id)
+                assert done is not None
+                if self.port is not None:
+                    if reading is not None:
+                        self.port.meter_sample(connector_id=c.id, tx=done, reading=reading, at=now,
+                                               context="end", offered_a=c.offer_a)
+                    self.port.enqueue_stop(done)
+            log.info("connector %d: transaction %d stopped (%s) at %d Wh",
+                     c.id, tx.local_id, reason.value, meter_stop, extra={"CONNECTOR_ID": c.id})
+            c.tx, c.tx_parent_id_tag, c.invalid_id = None, None, False
+            c.stopping = False
+            c.finishing = c.pilot.plugged
+            for hook in self.on_tx_ended:
+                hook(c.id, done)
+            if c.scheduled_operative is not None:
+                self._set_operative(c, c.scheduled_operative)
+            if not force and c.cfg.cable == "socket" and self.hw.board.has_lock(c.id):
+                await self.hw.board.lock(c.id, False)
+            self._apply(c)
+            return True
+
+    def on_start_confirmed(self, local_id: int, tx_id: int, cred: Credential) -> None:
+        """StartTransaction.conf arrived (possibly long after an offline start)."""
+        self.store.set_transaction_id(local_id, tx_id)
+        self.store.set_id_tag_status(local_id, cred.status.value)
+        for c in self.connectors.values():
+            if c.tx is not None and c.tx.local_id == local_id:
+                c.tx = self.store.transaction(local_id)
+                if cred.status is not AuthStatus.ACCEPTED:
+                    log.warning("connector %d: idTag %s rejected by the Central System (%s)",
+                                c.id, c.tx.id_tag if c.tx else "?", cred.status.value)
+                    if self.policy.stop_on_invalid_id:
+                        self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
+                    elif self.policy.max_energy_on_invalid_id_wh is None:
+                        c.invalid_id = True  # §3.5.4: suspend energy, keep the transaction
+                    else:
+                        self._check_energy_cap(c)
+                self._apply(c)
+
+    def _check_energy_cap(self, c: Connector) -> None:
+        """MaxEnergyOnInvalidId (§9.1.15): energy allowed after the idTag turned invalid."""
+        cap = self.policy.max_energy_on_invalid_id_wh
+        if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED.value) or cap is None:
+            return
+        used = c.session_energy_wh or 0.0
+        if used >= cap and not c.invalid_id:
+            log.info("connector %d: MaxEnergyOnInvalidId reached (%d Wh)", c.id, cap)
+            c.invalid_id = True
+            self._apply(c)
+
+    async def _recover(self) -> None:
+        """Transactions a power cut or crash left open (OCPP 1.6 §4.10, TC_032)."""
+        for tx in self.store.active_transactions():
+            c = self.connectors.get(tx.connector_id)
+            if c is None:
+                continue
+            if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
+                c.tx = tx
+                log.info("connector %d: resuming transaction %d after restart", c.id, tx.local_id)
+                continue
+            meter_stop = max(tx.last_meter_wh or tx.meter_start_wh, tx.meter_start_wh)
+            at = tx.last_meter_at or tx.started_at
+            with self.store.atomic():
+                self.store.finish_transaction(
+                    tx.local_id, meter_stop_wh=meter_stop, stopped_at=at,
+                    reason=StopReason.POWER_LOSS.value, stop_id_tag=None,
+                )
+                done = self.store.transaction(tx.local_id)
+                assert done is not None
+                if self.port is not None:
+                    self.port.enqueue_stop(done)
+            c.finishing = c.pilot.plugged
+            log.info("connector %d: transaction %d stopped after power loss at %d Wh",
+                     c.id, tx.local_id, meter_stop)
+
+    # --- commands from the Central System ---------------------------------------------------------
+
+    def remote_start(self, id_tag: str, connector_id: int | None) -> Connector | None:
+        """Pick the connector for RemoteStartTransaction; None means Rejected."""
+        if connector_id is not None:
+            c = self.connectors.get(connector_id)
+            if c is None or not self._usable(c) or not self._reserved_for(c, id_tag, None):
+                return None
+        else:
+            c = self._pick_free(id_tag, None)
+            if c is None:
+                return None
+        self._spawn(self._remote_start(c, id_tag), name="ocppd-remote-start")
+        return c
+
+    async def _remote_start(self, c: Connector, id_tag: str) -> None:
+        parent = None
+        if self.policy.authorize_remote_tx:  # §5.11: behave like a local start
+            ok, cred = await self._authorize(id_tag)
+            if not ok:
+                log.info("remote start for %s refused by authorization", id_tag)
+                return
+            parent = cred.parent_id_tag if cred else None
+        if self._usable(c):
+            await self._begin_session(c, id_tag, parent, c.reservation_id)
+
+    def remote_stop(self, tx_id: int) -> bool:
+        for c in self.connectors.values():
+            if c.tx is not None and c.tx.tx_id == tx_id:
+                self._spawn(self.stop_transaction(c.id, StopReason.REMOTE))
+                return True
+        return False
+
+    async def unlock(self, connector_id: int) -> str:
+        """UnlockConnector (§5.18): 'unlocked', 'failed' or 'not_supported'."""
+        c = self.connectors.get(connector_id)
+        if c is None or c.cfg.cable == "fixed" or not self.hw.board.has_lock(connector_id):
+            return "not_supported"
+        if c.tx is not None:
+            await self.stop_transaction(c.id, StopReason.UNLOCK_COMMAND, force=True)
+        ok = await self.hw.board.lock(c.id, False)
+        if not ok:
+            c.faults[Fault.LOCK_FAILURE] = "unlock failed"
+            self._apply(c)
+        return "unlocked" if ok else "failed"
+
+    def change_availability(self, connector_id: int, operative: bool) -> str:
+        """ChangeAvailability (§5.2): 'accepted', 'scheduled' or 'rejected'. Persisted."""
+        if connector_id == 0:
+            targets = list(self.connectors.values())
+            self.charger_operative = operative
+            self.store.set_availability(0, operative)
+            self._report_charger()
+        elif connector_id in self.connectors:
+            targets = [self.connectors[connector_id]]
+        else:
+            return "rejected"
+        scheduled = False
+        for c in targets:
+            if c.tx is not None:
+                c.scheduled_operative = operative
+                self.store.set_availability(c.id, c.operative, operative)
+                scheduled = True
+            else:
+                self._set_operative(c, operative)
+        return "scheduled" if scheduled else "accepted"
+
+    def _set_operative(self, c: Connector, operative: bool) -> None:
+        c.operative, c.scheduled_operative = operative, None
+        self.store.set_availability(c.id, operative, None)
+        if not operative:
+            self._clear_waiting(c)
+        self._apply(c)
+
+    def set_limit(self, connector_id: int, limit_a: float | None) -> None:
+        """The smart-charging limit for a connector (None: unconstrained)."""
+        c = self.connectors.get(connector_id)
+        if c is not None and c.smart_limit_a != limit_a:
+            c.smart_limit_a = limit_a
+            self._apply(c)
+
+    def reserve(self, reservation_id: int, connector_id: int, id_tag: str, parent: str | None) -> None:
+        c = self.connectors[connector_id]
+        c.reservation_id, c.reservation_tag = reservation_id, (id_tag, parent)
+        self._apply(c)
+
+    def cancel_reservation(self, reservation_id: int) -> bool:
+        for c in self.connectors.values():
+            if c.reservation_id == reservation_id:
+                c.reservation_id = c.reservation_tag = None
+                self._apply(c)
+                return True
+        return False
+
+    async def stop_all(self, reason: StopReason) -> None:
+        for c in self.connectors.values():
+            if c.tx is not None:
+                await self.stop_transaction(c.id, reason)
+
+    # --- simulator controls -----------------------------------------------------------------------
+
+    def sim_control(self) -> Any:
+        if self.hw.sim is None:
+            raise Refused("this charger runs on real hardware: plug and unplug the cable instead")
+        return self.hw.sim
+
+    # --- meter sampling ---------------------------------------------------------------------------
+
+    async def _read_all_meters(self) -> None:
+        for c in self.connectors.values():
+            await self._read_meter(c)
+
+    async def sample_now(self, connector_id: int | None, context: str) -> None:
+        """Read meters and pass samples on (periodic ticks and TriggerMessage)."""
+        now = self.wall()
+        for c in self.connectors.values():
+            if connector_id not in (None, 0, c.id):
+                continue
+            reading = await self._read_meter(c)
+            if reading is None:
+                continue
+            if c.tx is not None:
+                self.store.update_meter(c.tx.local_id, int(round(reading.energy_import_wh)), now)
+                self._check_energy_cap(c)
+            if self.port is not None and (c.tx is not None or context != "periodic"):
+                self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading, at=now,
+                                       context=context, offered_a=c.offer_a)
+
+    async def _wait_retime(self, delay_s: float) -> None:
+        self._retime.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._retime.wait(), timeout=delay_s)
+
+    async def _sampler(self) -> None:
+        # MeterValueSampleInterval (§9.1.19): samples during transactions. With 0 the meters are
+        # still read once a minute, to keep the register persisted and see a dead meter.
+        while True:
+            interval = self.policy.meter_sample_interval_s
+            await self._wait_retime(interval if interval > 0 else 60)
+            if self._retime.is_set():
+                continue
+            await self.sample_now(None, "periodic" if interval > 0 else "poll")
+
+    async def _aligned_sampler(self) -> None:
+        # ClockAlignedDataInterval (§3.16.2, §9.1.5): evenly spaced from midnight UTC, timestamps
+        # exactly on the boundary (OCTT TC_071).
+        while True:
+            interval = self.policy.clock_aligned_interval_s
+            if interval <= 0:
+                await self._wait_retime(3600)
+                continue
+            now = self.wall()
+            midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+            elapsed = (now - midnight).total_seconds()
+            boundary = midnight + timedelta(seconds=(int(elapsed // interval) + 1) * interval)
+            await self._wait_retime(max(0.0, (boundary - self.wall()).total_seconds()))
+            if self._retime.is_set():
+                continue
+            for c in self.connectors.values():
+                reading = await self._read_meter(c)
+                if reading is not None and self.port is not None:
+                    self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading,
+                                           at=boundary, context="clock", offered_a=c.offer_a)
+
+    # --- views ------------------------------------------------------------------------------------
+
+    def connector_view(self, c: Connector) -> dict[str, Any]:
+        r = c.last_reading
+        return {
+            "id": c.id,
+            "status": c.status.value if c.status else None,
+            "fault": next(iter(c.faults), None),
+            "transaction_id": c.tx.tx_id if c.tx else None,
+            "local_tx_id": c.tx.local_id if c.tx else None,
+            "id_tag": c.tx.id_tag if c.tx else (c.waiting.id_tag if c.waiting else None),
+            "energy_wh": c.session_energy_wh,
+            "register_wh": c.last_good_energy_wh,
+            "power_w": r.power_w if r else None,
+            "limit_a": c.offer_a,
+            "pilot": c.pilot.value,
+            "contactor": "closed" if c.contactor_closed else "open",
+        }
+
