@@ -180,7 +180,8 @@ def test_composite_matches_the_limit_at_every_second(
             cap_a=32.0,
         )
         got = s.periods[i]
-        assert (got.limit, got.number_phases) == (pytest.approx(want), n), offset
+        assert got.number_phases == n, offset
+        assert got.limit == pytest.approx(want), offset
 
 
 @FAST
@@ -236,6 +237,7 @@ def test_limit_at_matches_brute_force_stacking(
     schedules_: list[Schedule], valid: list[tuple[int | None, int | None]], at: int
 ) -> None:
     # distinct stack levels: equal ones would replace each other on install
+    bounds = [tuple(None if b is None else sec(b) for b in pair) for pair in valid]
     profs = [
         Profile(
             profile_id=i + 1,
@@ -243,8 +245,8 @@ def test_limit_at_matches_brute_force_stacking(
             stack_level=i,
             purpose=Purpose.TX_DEFAULT,
             kind=Kind.ABSOLUTE,
-            valid_from=None if valid[i][0] is None else sec(valid[i][0]),
-            valid_to=None if valid[i][1] is None else sec(valid[i][1]),
+            valid_from=bounds[i][0],
+            valid_to=bounds[i][1],
             schedule=s,
         )
         for i, s in enumerate(schedules_)
