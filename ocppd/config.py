@@ -200,7 +200,7 @@ class LoggingConfig:
 class SystemConfig:
     power_loss: str = _f("stop", choices=("stop", "resume"))
     soft_reset_exit_code: int = _f(75, lo=1, hi=254, doc="systemd restarts on this exit code")
-    reboot_command: list[str] = _f(["/usr/bin/sudo", "-n", "/usr/bin/systemctl", "reboot"])
+    reboot_command: list[str] = _f(["/usr/bin/systemctl", "reboot"])
     firmware_install_command: list[str] = _f(["/usr/lib/ocppd/install-firmware"])
     firmware_dir: Path = _f(Path("/var/lib/ocppd/firmware"))
     set_clock_from_central_system: bool = _f(False)
@@ -331,7 +331,7 @@ def _describe(tp: Any) -> str:
     return str(tp)
 
 
-def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> Any:
+def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> Any:  # noqa: C901
     """Convert one TOML value to ``tp``; on failure append a problem and return None."""
 
     def bad(msg: str) -> None:
@@ -371,7 +371,7 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> 
                 _check_meta(f.metadata, converted, sub, problems, where)
                 kwargs[name] = converted
         try:
-            return tp(**kwargs)
+            return tp(**kwargs)  # type: ignore[operator]
         except TypeError:
             return None  # a required key was missing; already reported
     if origin is list:
@@ -416,10 +416,10 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> 
     raise TypeError(f"config schema: unsupported type {tp!r} at {key}")  # pragma: no cover
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+_HINTS: dict[Any, dict[str, Any]] = {}
 
 
-def _hint(tp: type, name: str) -> Any:
+def _hint(tp: Any, name: str) -> Any:
     hints = _HINTS.get(tp)
     if hints is None:
         hints = _HINTS[tp] = typing.get_type_hints(tp)

@@ -1,0 +1,245 @@
+"""A real OCPP 1.6 Central System for tests and the demo, built on the `ocpp` package.
+
+It runs on loopback with `websockets`, answers every charge-point-initiated action, records
+every message in both directions, and lets a test call the charge point. It is test-side code:
+the daemon itself never depends on the `ocpp` package (Debian does not ship it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import websockets
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as OcppChargePoint
+from ocpp.v16 import call, call_result
+from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
+
+log = logging.getLogger("csms")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class Message:
+    direction: str  # "in" (charge point -> CS) or "out"
+    action: str
+    payload: dict[str, Any]
+    at: float
+
+
+@dataclass
+class Behaviour:
+    """How the Central System answers; tests change these fields."""
+
+    boot_status: str = "Accepted"
+    boot_interval: int = 300
+    accepted_tags: set[str] | None = None  # None: every tag is accepted
+    tag_status: dict[str, str] = field(default_factory=dict)
+    start_tag_status: dict[str, str] = field(default_factory=dict)
+    parent_of: dict[str, str] = field(default_factory=dict)
+    fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
+    ignore_actions: set[str] = field(default_factory=set)  # never answer (timeouts)
+
+
+class _CP(OcppChargePoint):
+    def __init__(self, cp_id: str, ws: Any, server: CentralSystem) -> None:
+        super().__init__(cp_id, ws, response_timeout=10)
+        self.server = server
+
+    async def route_message(self, raw: str) -> None:  # record before the library handles it
+        self.server._record_raw("in", raw)
+        await super().route_message(raw)
+
+    async def _send(self, message: str) -> None:
+        self.server._record_raw("out", message)
+        await super()._send(message)
+
+    def _tag_info(self, id_tag: str, table: dict[str, str] | None = None) -> dict[str, Any]:
+        b = self.server.behaviour
+        status = (table or {}).get(id_tag) or b.tag_status.get(id_tag)
+        if status is None:
+            ok = b.accepted_tags is None or id_tag in b.accepted_tags
+            status = AuthorizationStatus.accepted if ok else AuthorizationStatus.invalid
+        info: dict[str, Any] = {"status": status}
+        if id_tag in b.parent_of:
+            info["parent_id_tag"] = b.parent_of[id_tag]
+        return info
+
+    @on(Action.boot_notification)
+    async def on_boot(self, **_: Any) -> Any:
+        b = self.server.behaviour
+        return call_result.BootNotification(current_time=now_iso(), interval=b.boot_interval,
+                                            status=RegistrationStatus(b.boot_status.lower()))
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self) -> Any:
+        return call_result.Heartbeat(current_time=now_iso())
+
+    @on(Action.status_notification)
+    async def on_status(self, **_: Any) -> Any:
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str) -> Any:
+        return call_result.Authorize(id_tag_info=self._tag_info(id_tag))
+
+    @on(Action.start_transaction)
+    async def on_start(self, id_tag: str, **_: Any) -> Any:
+        tx_id = next(self.server.tx_ids)
+        return call_result.StartTransaction(
+            transaction_id=tx_id,
+            id_tag_info=self._tag_info(id_tag, self.server.behaviour.start_tag_status),
+        )
+
+    @on(Action.stop_transaction)
+    async def on_stop(self, **_: Any) -> Any:
+        return call_result.StopTransaction()
+
+    @on(Action.meter_values)
+    async def on_meter_values(self, **_: Any) -> Any:
+        return call_result.MeterValues()
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(self, **_: Any) -> Any:
+        return call_result.DataTransfer(status="Accepted")
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diag(self, **_: Any) -> Any:
+        return call_result.DiagnosticsStatusNotification()
+
+    @on(Action.firmware_status_notification)
+    async def on_fw(self, **_: Any) -> Any:
+        return call_result.FirmwareStatusNotification()
+
+
+class CentralSystem:
+    """Start with ``async with CentralSystem() as cs:``; ``cs.url`` is the base URL."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
+                 on_message: Callable[[Message], None] | None = None) -> None:
+        self.host, self.port = host, port
+        self.behaviour = Behaviour()
+        self.messages: list[Message] = []
+        self.tx_ids = itertools.count(1000)
+        self.on_message = on_message
+        self.cps: dict[str, _CP] = {}
+        self.connections = 0
+        self._changed = asyncio.Condition()
+        self._server: Any = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ocpp"
+
+    async def __aenter__(self) -> CentralSystem:
+        self._server = await websockets.serve(self._handler, self.host, self.port,
+                                              subprotocols=["ocpp1.6"])
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 5)
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def _handler(self, ws: Any) -> None:
+        path = ws.request.path if hasattr(ws, "request") else ws.path
+        cp_id = path.rstrip("/").split("/")[-1]
+        cp = _CP(cp_id, ws, self)
+        self.cps[cp_id] = cp
+        self.connections += 1
+        await self._notify()
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        try:
+            await cp.start()
+        except websockets.exceptions.ConnectionClosed:
+            pass
+        finally:
+            if task is not None:
+                self._tasks.discard(task)
+            if self.cps.get(cp_id) is cp:
+                del self.cps[cp_id]
+
+    def _record_raw(self, direction: str, raw: str) -> None:
+        import json
+
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            return
+        if frame[0] == 2:
+            action, payload = frame[2], frame[3]
+            self._pending_action = getattr(self, "_pending_action", {})
+            self._pending_action[frame[1]] = action
+        else:
+            pending = getattr(self, "_pending_action", {})
+            action = pending.pop(frame[1], "?") + (".conf" if frame[0] == 3 else ".error")
+            payload = frame[2] if frame[0] == 3 else {"code": frame[2], "description": frame[3]}
+        msg = Message(direction, action, payload, asyncio.get_running_loop().time())
+        self.messages.append(msg)
+        if self.on_message is not None:
+            self.on_message(msg)
+        self._tasks.add(t := asyncio.ensure_future(self._notify()))
+        t.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def received(self, action: str, where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        return [m.payload for m in self.messages
+                if m.direction == "in" and m.action == action and (where is None or where(m.payload))]
+
+    async def wait_for(self, action: str, where: Callable[[dict[str, Any]], bool] | None = None,
+                       *, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` messages ``action`` (matching ``where``) came from the charge point."""
+        async def check() -> list[dict[str, Any]]:
+            async with self._changed:
+                while len(found := self.received(action, where)) < count:
+                    await self._changed.wait()
+                return found
+        try:
+            return await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            got = [f"{m.direction} {m.action} {m.payload}" for m in self.messages[-15:]]
+            raise AssertionError(f"no {count}x {action} within {timeout} s; last: {got}") from None
+
+    async def wait_connected(self, cp_id: str, timeout: float = 10.0) -> _CP:
+        async def check() -> _CP:
+            async with self._changed:
+                while cp_id not in self.cps:
+                    await self._changed.wait()
+                return self.cps[cp_id]
+        return await asyncio.wait_for(check(), timeout)
+
+    async def call(self, cp_id: str, request: Any) -> Any:
+        cp = await self.wait_connected(cp_id)
+        return await cp.call(request)
+
+    def status_sequence(self, connector_id: int) -> list[str]:
+        return [p["status"] for p in self.received("StatusNotification")
+                if p["connectorId"] == connector_id]
+
+    def actions(self) -> list[str]:
+        return [m.action for m in self.messages if m.direction == "in"]
+
+
+__all__ = ["CentralSystem", "Behaviour", "Message", "call", "call_result"]
