@@ -1,0 +1,200 @@
+"""The Raspberry Pi board (GPIO + pilot) and the factory that builds all real hardware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from ocppd.config import Config, ConnectorConfig, HardwareConfig
+from ocppd.errors import HardwareError
+from ocppd.hw.base import BoardEvent, CardReader, Emit, Fault, FaultChanged, Hardware, Meter
+from ocppd.hw.gpio import ConnectorLock, Contactor, FaultInput, StatusLeds
+from ocppd.hw.metermap import load_meter_map
+from ocppd.hw.modbus import ModbusBus, ModbusMeter
+from ocppd.hw.pilot import GpioPwm, LocalPilot, PilotPort, PwmOutput, SysfsPwm, open_adc
+
+log = logging.getLogger(__name__)
+
+SYSFS_PWM_ROOT = Path("/sys/class/pwm")
+
+
+def build_local_pilot(connector_id: int, conn: ConnectorConfig, *, pin_factory: Any = None,
+                      pwm_root: Path = SYSFS_PWM_ROOT) -> LocalPilot:
+    cfg = conn.pilot
+    assert cfg is not None
+    # The ADC first: with gpiozero's mock factory its SPI pins must exist before PWM pins.
+    adc = open_adc(cfg.adc, cfg.adc_channel, select_pin=cfg.adc_select_pin,
+                   vref_v=cfg.adc_vref_v, pin_factory=pin_factory)
+    pp = (None if cfg.pp_adc_channel is None else
+          open_adc(cfg.adc, cfg.pp_adc_channel, select_pin=cfg.adc_select_pin,
+                   vref_v=cfg.adc_vref_v, pin_factory=pin_factory))
+    pwm: PwmOutput
+    if cfg.pwm == "sysfs":
+        pwm = SysfsPwm(chip=cfg.pwm_chip, channel=cfg.pwm_channel, inverted=cfg.pwm_inverted,
+                       root=pwm_root)
+    else:
+        pwm = GpioPwm(pin=cfg.pwm_pin, inverted=cfg.pwm_inverted, pin_factory=pin_factory)
+    return LocalPilot(connector_id, cfg, pwm, adc, pp)
+
+
+class GpioBoard:
+    """hw.base.EvseBoard for N connectors wired to the Pi's GPIO.
+
+    Connector ids are 1..N in the order of ``connectors``. The pilot of each connector is a
+    ``PilotPort`` (see pilot.py): built from its [connectors.pilot] table by default, or passed
+    in ``pilots`` (an external EVSE controller, a test double).
+    """
+
+    def __init__(self, connectors: list[ConnectorConfig], hardware: HardwareConfig, *,
+                 pin_factory: Any = None, pwm_root: Path = SYSFS_PWM_ROOT,
+                 pilots: dict[int, PilotPort] | None = None) -> None:
+        self._emit: Emit | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.contactors: dict[int, Contactor] = {}
+        self.locks: dict[int, ConnectorLock] = {}
+        self.rcds: dict[int, FaultInput] = {}
+        self.pilots: dict[int, PilotPort] = dict(pilots or {})
+        self.estop: FaultInput | None = None
+        self.leds: StatusLeds | None = None
+        self._closables: list[Any] = []
+        try:
+            # Contactors first: their relays are created open (the safe state) before anything.
+            for cid, conn in enumerate(connectors, start=1):
+                if conn.contactor is not None:
+                    self.contactors[cid] = Contactor(cid, conn.contactor, pin_factory=pin_factory)
+            for cid, conn in enumerate(connectors, start=1):
+                if conn.rcd is not None:
+                    self.rcds[cid] = FaultInput(
+                        cid, Fault.GROUND_FAILURE, conn.rcd, pin_factory=pin_factory,
+                        on_trip=lambda cid=cid: self._open_now(cid))  # type: ignore[misc]
+                if conn.lock is not None and conn.cable != "fixed":
+                    self.locks[cid] = ConnectorLock(cid, conn.lock, pin_factory=pin_factory)
+                if conn.pilot is not None and cid not in self.pilots:
+                    self.pilots[cid] = build_local_pilot(cid, conn, pin_factory=pin_factory,
+                                                         pwm_root=pwm_root)
+            if hardware.emergency_stop is not None:
+                self.estop = FaultInput(0, Fault.EMERGENCY_STOP, hardware.emergency_stop,
+                                        on_trip=self._open_all_now, pin_factory=pin_factory)
+            if hardware.leds is not None:
+                self.leds = StatusLeds(hardware.leds, pin_factory=pin_factory)
+        except Exception as exc:
+            self._release()
+            if isinstance(exc, HardwareError):
+                raise
+            raise HardwareError(f"GPIO setup failed: {exc}") from exc
+
+    # --- safety paths (any thread) ------------------------------------------------------------
+
+    def _open_now(self, connector_id: int) -> None:
+        contactor = self.contactors.get(connector_id)
+        if contactor is not None:
+            contactor.set(False)
+
+    def _open_all_now(self) -> None:
+        for contactor in self.contactors.values():
+            contactor.set(False)
+
+    def _blocked(self, connector_id: int) -> str | None:
+        if self.estop is not None and self.estop.tripped:
+            return "emergency stop"
+        rcd = self.rcds.get(connector_id)
+        if rcd is not None and rcd.tripped:
+            return "RCD tripped"
+        return None
+
+    # --- EvseBoard ----------------------------------------------------------------------------
+
+    async def start(self, emit: Emit) -> None:
+        self._open_all_now()  # first thing, whatever state a previous run left behind
+        loop = asyncio.get_running_loop()
+        self._emit, self._loop = emit, loop
+
+        def report(event: BoardEvent) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(emit, event)
+
+        for contactor in self.contactors.values():
+            contactor.start(loop, report)
+        if self.estop is not None:
+            self.estop.start(report)
+        for rcd in self.rcds.values():
+            rcd.start(report)
+        for pilot in self.pilots.values():
+            pilot.start(emit, loop)
+
+    async def close(self) -> None:
+        self._open_all_now()
+        self._release()
+
+    def _release(self) -> None:
+        for pilot in self.pilots.values():
+            pilot.close()
+        for part in [*self.contactors.values(), *self.locks.values(), *self.rcds.values(),
+                     self.estop, self.leds]:
+            if part is not None:
+                part.close()
+
+    def set_contactor(self, connector_id: int, closed: bool) -> None:
+        contactor = self.contactors.get(connector_id)
+        if contactor is None:
+            raise HardwareError(f"connector {connector_id} has no contactor")
+        if closed:
+            why = self._blocked(connector_id)
+            if why is not None:  # a hardware interlock, whatever the core decided
+                log.error("connector %d: refusing to close the contactor: %s", connector_id, why)
+                closed = False
+        contactor.set(closed)
+
+    def set_offer(self, connector_id: int, current_a: float | None) -> None:
+        self._pilot(connector_id).set_offer(current_a)
+
+    def set_pilot_error(self, connector_id: int) -> None:
+        self._pilot(connector_id).set_error()
+
+    def _pilot(self, connector_id: int) -> PilotPort:
+        pilot = self.pilots.get(connector_id)
+        if pilot is None:
+            raise HardwareError(f"connector {connector_id} has no pilot")
+        return pilot
+
+    async def lock(self, connector_id: int, locked: bool) -> bool:
+        lock = self.locks.get(connector_id)
+        if lock is None:
+            return True  # nothing to lock (fixed cable): the requested state holds trivially
+
+        def report(event: FaultChanged) -> None:
+            if self._emit is not None:
+                self._emit(event)
+
+        return await lock.set(locked, report)
+
+    def has_lock(self, connector_id: int) -> bool:
+        return connector_id in self.locks
+
+    def set_leds(self, ready: bool, charging: bool, fault: bool) -> None:
+        if self.leds is not None:
+            self.leds.set(ready=ready, charging=charging, fault=fault)
+
+
+def build_real_hardware(cfg: Config, *, pin_factory: Any = None,
+                        pwm_root: Path = SYSFS_PWM_ROOT) -> Hardware:
+    """Board, meters (one ModbusBus per [buses.NAME]) and card readers from the configuration."""
+    from ocppd.hw.rfid import make_reader
+
+    buses: dict[str, ModbusBus] = {}
+    meters: dict[int, Meter] = {}
+    for cid, conn in enumerate(cfg.connectors, start=1):
+        if conn.meter is None:
+            continue
+        mcfg = cfg.meters[conn.meter]
+        bus = buses.get(mcfg.bus)
+        if bus is None:
+            bus = buses[mcfg.bus] = ModbusBus(cfg.buses[mcfg.bus], name=mcfg.bus)
+        meters[cid] = ModbusMeter(bus, load_meter_map(mcfg.model), unit_id=mcfg.unit_id,
+                                  name=conn.meter)
+    readers: list[CardReader] = [make_reader(r) for r in cfg.rfid]
+    board = GpioBoard(cfg.connectors, cfg.hardware, pin_factory=pin_factory, pwm_root=pwm_root)
+    return Hardware(board=board, meters=meters, readers=readers,
+                    extra_closers=[bus.close for bus in buses.values()])
