@@ -30,6 +30,7 @@ from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
+from ocppd.ocpp.v16.smartcharging import SmartCharging
 from ocppd.ocpp.validate import Validator
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
@@ -79,6 +80,7 @@ class Daemon:
         self.station: Station | None = None
         self.cp: ChargePoint | None = None
         self.control: ControlServer | None = None
+        self.smart: SmartCharging | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -139,6 +141,11 @@ class Daemon:
             self.cp = cp = ChargePoint(cfg=cfg, store=store, station=station, keys=keys,
                                        wall=self.wall, on_reset=self._on_reset)
             station.attach(cp)
+            self.smart = smart = SmartCharging(cfg=cfg, store=store, station=station, keys=keys,
+                                               wall=self.wall)
+            smart.register(cp.handlers)
+            cp.smart = smart
+            station.on_tx_started.append(lambda cid, tx: smart.apply())
             cp.link = Link(self.link_settings(keys), handler=cp.handle, validator=Validator(),
                            on_connected=cp.on_connected, on_disconnected=cp.on_disconnected)
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
@@ -146,6 +153,7 @@ class Daemon:
                                          api=ControlApiImpl(self))
             await self.control.start()
             await station.start()
+            smart.apply()
         except BaseException:
             await self._teardown(stop_reason=None)
             raise
@@ -172,6 +180,8 @@ class Daemon:
     async def _teardown(self, *, stop_reason: StopReason | None,
                         tasks: list[asyncio.Future[Any]] | None = None) -> None:
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
+        if self.smart is not None:
+            self.smart.close()
         if self.station is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.station.close(stop_transactions=stop_reason), timeout=2.0)

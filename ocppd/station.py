@@ -197,6 +197,9 @@ class Station:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retime = asyncio.Event()
         self._started = False
+        # hooks of other features (smart charging): (connector id, transaction)
+        self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
+        self.on_tx_confirmed: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_ended: list[Callable[[int, TxRecord], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -580,6 +583,8 @@ class Station:
             if reading is not None and self.port is not None:
                 self.port.meter_sample(connector_id=c.id, tx=tx, reading=reading, at=now,
                                        context="begin", offered_a=c.offer_a)
+            for hook in self.on_tx_started:
+                hook(c.id, tx)
             self._apply(c)
 
     async def stop_transaction(
@@ -632,6 +637,9 @@ class Station:
         for c in self.connectors.values():
             if c.tx is not None and c.tx.local_id == local_id:
                 c.tx = self.store.transaction(local_id)
+                if c.tx is not None:
+                    for hook in self.on_tx_confirmed:
+                        hook(c.id, c.tx)
                 if cred.status is not AuthStatus.ACCEPTED:
                     log.warning("connector %d: idTag %s rejected by the Central System (%s)",
                                 c.id, c.tx.id_tag if c.tx else "?", cred.status.value)

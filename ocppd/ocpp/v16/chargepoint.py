@@ -79,7 +79,7 @@ class ChargePoint:
         self._boot_task: asyncio.Task[Any] | None = None
         self._boot_wake = asyncio.Event()
         self.data_transfer: dict[str, dict[str | None, DataTransferHandler]] = {}
-        self.pending_tx_profiles: dict[int, dict[str, Any]] = {}
+        self.smart: Any = None  # SmartCharging, when wired (app.py)
         self.diagnostics_status = "Idle"
         self.firmware_status = "Idle"
         self.handlers: dict[str, Handler] = {
@@ -504,8 +504,8 @@ class ChargePoint:
         c = self.station.remote_start(p["idTag"], connector_id)
         if c is None:
             return {"status": "Rejected"}
-        if profile is not None:
-            self.pending_tx_profiles[c.id] = profile
+        if profile is not None and self.smart is not None:
+            self.smart.pending_remote[c.id] = profile  # installed once the tx id is known
         return {"status": "Accepted"}
 
     async def _remote_stop(self, p: dict[str, Any]) -> dict[str, Any]:
