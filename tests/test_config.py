@@ -1,0 +1,185 @@
+"""Configuration: every mistake is named with its key and the daemon exits 78, no traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+from ocppd import config
+from ocppd.cli import main as ocppd_main
+from ocppd.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE = ROOT / "etc" / "ocppd.toml"
+
+
+def minimal(tmp_path: Path, extra: str = "") -> str:
+    return f"""
+[charge_point]
+id = "CP-1"
+[central_system]
+url = "ws://127.0.0.1:9000/ocpp"
+[[connectors]]
+[storage]
+path = "{tmp_path / 'db.sqlite'}"
+[control]
+socket = "{tmp_path / 'ctl.sock'}"
+{extra}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "ocppd.toml"
+    p.write_text(text)
+    return p
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, minimal(tmp_path)))
+    assert cfg.charge_point.id == "CP-1"
+    assert cfg.hardware.driver == "sim"
+    assert cfg.connectors[0].max_current_a == 32.0
+    assert cfg.central_system.reconnect_max_s == 300.0
+
+
+def test_toml_syntax_error_names_line_and_column(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, minimal(tmp_path) + "\n[broken\n")
+    assert "TOML syntax error" in line and re.search(r"line \d+, column \d+", line), line
+
+
+def test_unknown_key_is_an_error_with_a_hint(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace('id = "CP-1"', 'id = "CP-1"\nvendr = "x"')
+    (line,) = problems(tmp_path, text)
+    assert "charge_point.vendr: unknown key" in line and "'vendor'" in line
+
+
+def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmax_current_a = \"lots\""))
+    assert "connectors[1].max_current_a: must be a number, got 'lots'" in line
+
+
+def test_out_of_range_value(tmp_path: Path) -> None:
+    (line,) = problems(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmax_current_a = 100"))
+    assert "connectors[1].max_current_a: must be at most 80" in line
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace('url = "ws://127.0.0.1:9000/ocpp"', "")
+    assert any("central_system.url: required key is missing" in p for p in problems(tmp_path, text))
+
+
+def test_all_problems_reported_at_once(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nphases = 2\ncable = \"rope\"")
+    found = problems(tmp_path, text)
+    assert len(found) == 2 and all(str(tmp_path) in p for p in found)
+
+
+def test_secret_is_never_printed(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace("ws://127.0.0.1:9000/ocpp", "ws://127.0.0.1:9000/ocpp\"\nsecurity_profile = 1\npassword = \"short-secret-x")
+    found = problems(tmp_path, text)
+    assert any("central_system.password" in p for p in found)
+    assert not any("short-secret-x" in p for p in found)
+
+
+def test_security_profile_must_match_url_scheme(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace("ws://127.0.0.1:9000/ocpp\"", "ws://127.0.0.1:9000/ocpp\"\nsecurity_profile = 2\npassword = \"0123456789abcdef0123\"")
+    assert any("needs a wss:// URL" in p for p in problems(tmp_path, text))
+
+
+def test_meter_must_exist(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmeter = \"nope\"")
+    assert any("connectors[1].meter: no [meters.nope] table" in p for p in problems(tmp_path, text))
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(tmp_path / "missing.toml")
+    assert "cannot read" in info.value.problems[0]
+
+
+def test_socket_directory_must_exist(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace(str(tmp_path / "ctl.sock"), "/nonexistent/dir/ctl.sock")
+    assert any("control.socket: directory /nonexistent/dir does not exist" in p for p in problems(tmp_path, text))
+
+
+def test_unknown_ocpp_key_is_refused_at_startup(tmp_path: Path) -> None:
+    """The [ocpp] table holds OCPP keys; a name that is not one is an error (exit 78)."""
+    path = write(tmp_path, minimal(tmp_path, "[ocpp]\nHeartbeatIntervall = 30\n"))
+    proc = subprocess.run([sys.executable, "-m", "ocppd", "--config", str(path)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    assert "ocpp.HeartbeatIntervall" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, minimal(tmp_path))
+    assert ocppd_main(["--check-config", "--config", str(good)]) == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[charge_point\n")
+    assert ocppd_main(["--check-config", "--config", str(bad)]) == os.EX_CONFIG
+    err = capsys.readouterr().err
+    assert "TOML syntax error" in err and "Traceback" not in err
+
+
+def test_check_config_as_a_process_prints_one_line_per_problem(tmp_path: Path) -> None:
+    bad = write(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nphases = 2\nbogus = 1"))
+    proc = subprocess.run([sys.executable, "-m", "ocppd", "--check-config", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 78
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(str(bad)) for line in lines)
+
+
+def _all_keys(tp: typing.Any, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    hints = typing.get_type_hints(tp)
+    for f in dataclasses.fields(tp):
+        if f.metadata.get("internal"):
+            continue
+        name = f"{prefix}{f.name}"
+        inner = hints[f.name]
+        for arg in typing.get_args(inner) or (inner,):
+            if dataclasses.is_dataclass(arg):
+                keys |= _all_keys(arg, name + ".")
+                break
+            if typing.get_origin(arg) in (list, dict):
+                (*_, item) = typing.get_args(arg)
+                if dataclasses.is_dataclass(item):
+                    keys |= _all_keys(item, name + ".")
+                    break
+        else:
+            keys.add(name)
+    return keys
+
+
+def test_reference_config_documents_every_key() -> None:
+    """etc/ocppd.toml mentions every key of the schema (set or commented out)."""
+    text = REFERENCE.read_text()
+    def documented(key: str) -> bool:
+        leaf = re.escape(key.rsplit(".", 1)[-1])
+        return bool(re.search(rf"^\s*#?\s*({leaf}\s*=|\[{re.escape(key)}\])", text, re.M))
+
+    missing = [k for k in sorted(_all_keys(config.Config)) if not documented(k)]
+    assert not missing, f"not documented in etc/ocppd.toml: {missing}"
+
+
+def test_reference_config_is_valid(tmp_path: Path) -> None:
+    text = REFERENCE.read_text()
+    text = text.replace("/var/lib/ocppd/ocppd.db", str(tmp_path / "db.sqlite"))
+    text = text.replace("/run/ocppd/control.sock", str(tmp_path / "ctl.sock"))
+    cfg = config.load(write(tmp_path, text))
+    assert cfg.hardware.driver == "sim" and len(cfg.connectors) == 1
