@@ -235,3 +235,55 @@ async def test_status_leds(rig: Rig) -> None:
     board.set_leds(ready=False, charging=True, fault=False)
     assert (rig.pin(16).state, rig.pin(20).state, rig.pin(21).state) == (0, 1, 0)
     await board.close()
+
+
+async def test_factory_builds_board_meters_on_shared_buses_and_readers(rig: Rig) -> None:
+    from hwpeers import TcpMeterServer, image_for
+
+    from ocppd.config import (
+        BusConfig,
+        CentralSystemConfig,
+        ChargePointConfig,
+        Config,
+        MeterConfig,
+        RfidConfig,
+    )
+    from ocppd.hw.metermap import load_meter_map
+    from ocppd.hw.modbus import ModbusMeter
+    from ocppd.hw.realboard import build_real_hardware
+    from ocppd.hw.rfid import Pn532Reader, Rdm6300Reader
+
+    sdm = load_meter_map("sdm120")
+    values = {"energy_import_wh": 1500.0, "energy_export_wh": 0.0, "power_w": 3680.0,
+              "frequency_hz": 50.0, "current_l1_a": 16.0, "voltage_l1_v": 230.0}
+    server = TcpMeterServer({1: image_for(sdm, values), 2: image_for(sdm, values)})
+    await server.start()
+    cfg = Config(
+        charge_point=ChargePointConfig(id="cp1"),
+        central_system=CentralSystemConfig(url="ws://127.0.0.1:9/ocpp"),
+        connectors=[connector(meter="m1"),
+                    connector(meter="m2", contactor=ContactorConfig(pins=[26]), rcd=None,
+                              lock=None, pilot=None)],
+        hardware=HW,
+        buses={"gw": BusConfig(type="tcp", host="127.0.0.1", tcp_port=server.port,
+                               timeout_s=0.5)},
+        meters={"m1": MeterConfig(model="sdm120", bus="gw", unit_id=1),
+                "m2": MeterConfig(model="sdm120", bus="gw", unit_id=2)},
+        rfid=[RfidConfig(type="rdm6300", port="/dev/null-reader"),
+              RfidConfig(type="pn532", port="/dev/null-reader2")],
+    )
+    hw = build_real_hardware(cfg, pin_factory=rig.factory, pwm_root=rig.pwm_root)
+    try:
+        assert isinstance(hw.board, GpioBoard)
+        m1, m2 = hw.meters[1], hw.meters[2]
+        assert isinstance(m1, ModbusMeter) and isinstance(m2, ModbusMeter)
+        assert m1.bus is m2.bus  # one owner for the gateway
+        assert [type(r) for r in hw.readers] == [Rdm6300Reader, Pn532Reader]
+        assert (await m2.read()).power_w == pytest.approx(3680.0)
+    finally:
+        await hw.board.close()
+        for closer in hw.extra_closers:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
+        await server.stop()
