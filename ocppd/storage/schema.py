@@ -1,0 +1,143 @@
+"""Numbered schema migrations, tracked in ``PRAGMA user_version``.
+
+``MIGRATIONS[i]`` takes the database from version ``i`` to ``i + 1``. Each runs in its own
+transaction together with the ``user_version`` bump, so a power cut leaves the database at one
+version or the next, never between. Append new steps; never edit a released one (databases in
+the field have already run it). tests/storage/test_migrations.py upgrades from every earlier
+version, so a new step is tested as soon as it is added.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: initial schema
+    """
+    -- store-internal values (the local authorization list version)
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- OCPP configuration keys and other small values owned by the layers above
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    -- OCPP 1.6 §5.2: availability set by ChangeAvailability survives a reboot, Scheduled too
+    CREATE TABLE availability (
+        connector_id INTEGER PRIMARY KEY,
+        operative INTEGER NOT NULL,
+        scheduled_operative INTEGER
+    );
+    -- AUTOINCREMENT: a local_id is never reused, even after old rows are pruned
+    CREATE TABLE transactions (
+        local_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        connector_id INTEGER NOT NULL,
+        id_tag TEXT NOT NULL,
+        tx_id INTEGER,
+        meter_start_wh INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        last_meter_wh INTEGER,
+        last_meter_at TEXT,
+        meter_stop_wh INTEGER,
+        stopped_at TEXT,
+        stop_reason TEXT,
+        stop_id_tag TEXT,
+        reservation_id INTEGER,
+        id_tag_status TEXT,
+        finished INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE tx_samples (
+        id INTEGER PRIMARY KEY,
+        local_id INTEGER NOT NULL,
+        taken_at TEXT NOT NULL,
+        payload TEXT NOT NULL
+    );
+    -- OCPP 1.6 §3.7: transaction messages are queued before sending. AUTOINCREMENT: a seq
+    -- is never reused, so a late confirmation can never remove a newer message.
+    CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        local_tx_id INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'meter')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at TEXT NOT NULL
+    );
+    -- OCPP 1.6 §3.4 / §3.5: tag_key is the case-folded id tag (IdToken is a CiString20)
+    CREATE TABLE auth_cache (
+        tag_key TEXT PRIMARY KEY,
+        id_tag TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expiry TEXT,
+        parent_id_tag TEXT,
+        used_at INTEGER NOT NULL
+    );
+    CREATE TABLE local_list (
+        tag_key TEXT PRIMARY KEY,
+        id_tag TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expiry TEXT,
+        parent_id_tag TEXT
+    );
+    CREATE TABLE profiles (
+        profile_id INTEGER PRIMARY KEY,
+        connector_id INTEGER NOT NULL,
+        purpose TEXT NOT NULL,
+        stack_level INTEGER NOT NULL,
+        tx_id INTEGER,
+        payload TEXT NOT NULL
+    );
+    CREATE TABLE reservations (
+        reservation_id INTEGER PRIMARY KEY,
+        connector_id INTEGER NOT NULL,
+        id_tag TEXT NOT NULL,
+        parent_id_tag TEXT,
+        expiry TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    """,
+    # 2: indexes for the hot queries (queries spell the partial-index conditions literally)
+    """
+    CREATE INDEX transactions_by_tx_id ON transactions(tx_id) WHERE tx_id IS NOT NULL;
+    CREATE INDEX transactions_active ON transactions(local_id) WHERE finished = 0;
+    CREATE INDEX tx_samples_by_tx ON tx_samples(local_id, id);
+    CREATE INDEX outbox_by_tx ON outbox(local_tx_id) WHERE local_tx_id IS NOT NULL;
+    CREATE INDEX outbox_meter ON outbox(seq) WHERE kind = 'meter';
+    CREATE INDEX auth_cache_lru ON auth_cache(used_at);
+    CREATE INDEX events_by_time ON events(at);
+    """,
+)
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[int]:
+    """Apply the missing steps up to ``target``; returns the versions reached.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). sqlite3 errors propagate;
+    the caller translates them.
+    """
+    if not 0 <= target <= LATEST_VERSION:
+        raise ValueError(f"schema version {target} does not exist (latest is {LATEST_VERSION})")
+    reached = []
+    for version in range(schema_version(conn) + 1, target + 1):
+        script = MIGRATIONS[version - 1]
+        try:
+            # executescript runs the statements as given: BEGIN/COMMIT make the step and the
+            # version bump one transaction (user_version lives in the header page)
+            conn.executescript(
+                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {version};\nCOMMIT;"
+            )
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        reached.append(version)
+    return reached

@@ -1,0 +1,193 @@
+"""The persistent store: one SQLite file that survives crashes, outages and power cuts.
+
+The layers above decide WHAT to store; this class makes it durable, atomic and fast. Every
+public method is one transaction, committed (and fsynced) before it returns, unless it runs
+inside ``atomic()``, where everything commits together. All errors are ``StorageError``
+(``StorageFullError`` for a full disk, ``StorageCorruptError`` for a damaged file); programming
+errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
+
+Calls are synchronous and quick: the store is used from the event-loop thread.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from ocppd.storage.auth import AuthMixin
+from ocppd.storage.db import Database
+from ocppd.storage.outbox import OutboxMixin, dumps
+from ocppd.storage.records import (
+    Reservation,
+    StoredProfile,
+    dt_from_text,
+    dt_to_text,
+)
+from ocppd.storage.transactions import TransactionsMixin
+
+EVENTS_MAX = 5000  # diagnostics ring: newest events kept
+
+
+class Store(TransactionsMixin, OutboxMixin, AuthMixin):
+    def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int) -> None:
+        self._db = db
+        self._outbox_max = outbox_max_messages
+        self._outbox_n: int | None = None
+        self._over_cap_warned = False
+        self._tx_samples_max = tx_samples_max
+        self.outbox_dropped = 0  # MeterValues dropped by the cap since open
+        db.on_rollback.append(self._forget_cached_counts)
+
+    @classmethod
+    def open(cls, path: Path, *, move_aside_corrupt: bool = False,
+             outbox_max_messages: int = 50_000, tx_samples_max: int = 1000) -> Store:
+        """Open (creating or upgrading) the store at ``path``.
+
+        A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
+        renamed to ``<path>.corrupt-<UTC timestamp>`` (never deleted) and an empty store is
+        created. A file from a newer ocppd is always refused.
+        """
+        if outbox_max_messages < 1 or tx_samples_max < 2:
+            raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
+        db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt)
+        return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def path(self) -> Path:
+        return self._db.path
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.schema_version
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Group calls: they commit together with one fsync, or not at all on an exception.
+        Nest-safe (inner blocks are savepoints)."""
+        with self._db.guard("run an atomic block"), self._db.atomic():
+            yield
+
+    def integrity_check(self) -> list[str]:
+        """``['ok']`` when the file is healthy (``PRAGMA quick_check``)."""
+        return self._db.raw_integrity_check()
+
+    def _forget_cached_counts(self) -> None:
+        self._outbox_n = None
+
+    # --- settings -----------------------------------------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        row = self._db.one("read a setting", "SELECT value FROM settings WHERE key = ?", (key,))
+        return None if row is None else str(row[0])
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self._db.write(f"save setting {key}"):
+            self._db.exec("INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key)"
+                          " DO UPDATE SET value = excluded.value", (key, value))
+
+    def delete_setting(self, key: str) -> None:
+        with self._db.write(f"delete setting {key}"):
+            self._db.exec("DELETE FROM settings WHERE key = ?", (key,))
+
+    def settings(self, prefix: str = "") -> dict[str, str]:
+        # substr, not LIKE: LIKE is case-insensitive and treats '_' as a wildcard
+        rows = self._db.rows("read settings",
+                             "SELECT key, value FROM settings WHERE substr(key, 1, ?) = ?"
+                             " ORDER BY key", (len(prefix), prefix))
+        return {r[0]: r[1] for r in rows}
+
+    # --- availability (OCPP 1.6 §5.2: persists across reboots, Scheduled too) -----------------
+
+    def get_availability(self, connector_id: int) -> tuple[bool, bool | None] | None:
+        row = self._db.one("read availability",
+                           "SELECT operative, scheduled_operative FROM availability"
+                           " WHERE connector_id = ?", (connector_id,))
+        if row is None:
+            return None
+        scheduled = row[1]
+        return bool(row[0]), None if scheduled is None else bool(scheduled)
+
+    def set_availability(self, connector_id: int, operative: bool,
+                         scheduled: bool | None = None) -> None:
+        with self._db.write("save availability"):
+            self._db.exec(
+                "INSERT INTO availability(connector_id, operative, scheduled_operative)"
+                " VALUES (?, ?, ?) ON CONFLICT(connector_id) DO UPDATE SET"
+                " operative = excluded.operative,"
+                " scheduled_operative = excluded.scheduled_operative",
+                (connector_id, int(operative), None if scheduled is None else int(scheduled)))
+
+    # --- charging profiles (opaque JSON) ------------------------------------------------------
+
+    def profiles(self) -> list[StoredProfile]:
+        rows = self._db.rows("read charging profiles",
+                             "SELECT profile_id, connector_id, purpose, stack_level, tx_id,"
+                             " payload FROM profiles ORDER BY profile_id")
+        return [StoredProfile(profile_id=r[0], connector_id=r[1], purpose=r[2], stack_level=r[3],
+                              tx_id=r[4], payload=json.loads(r[5])) for r in rows]
+
+    def profile_put(self, p: StoredProfile) -> None:
+        """Insert, or replace the profile with the same profile_id."""
+        text = dumps(p.payload)
+        with self._db.write("save a charging profile"):
+            self._db.exec("INSERT OR REPLACE INTO profiles(profile_id, connector_id, purpose,"
+                          " stack_level, tx_id, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                          (p.profile_id, p.connector_id, p.purpose, p.stack_level, p.tx_id, text))
+
+    def profile_delete(self, profile_id: int) -> None:
+        with self._db.write("delete a charging profile"):
+            self._db.exec("DELETE FROM profiles WHERE profile_id = ?", (profile_id,))
+
+    # --- reservations -------------------------------------------------------------------------
+
+    def reservations(self) -> list[Reservation]:
+        rows = self._db.rows("read reservations",
+                             "SELECT reservation_id, connector_id, id_tag, parent_id_tag, expiry"
+                             " FROM reservations ORDER BY reservation_id")
+        return [Reservation(reservation_id=r[0], connector_id=r[1], id_tag=r[2],
+                            parent_id_tag=r[3], expiry=dt_from_text(r[4])) for r in rows]
+
+    def reservation_put(self, r: Reservation) -> None:
+        """Insert, or replace the reservation with the same id (OCPP 1.6 §5.13)."""
+        with self._db.write("save a reservation"):
+            self._db.exec("INSERT OR REPLACE INTO reservations(reservation_id, connector_id,"
+                          " id_tag, parent_id_tag, expiry) VALUES (?, ?, ?, ?, ?)",
+                          (r.reservation_id, r.connector_id, r.id_tag, r.parent_id_tag,
+                           dt_to_text(r.expiry)))
+
+    def reservation_delete(self, reservation_id: int) -> None:
+        with self._db.write("delete a reservation"):
+            self._db.exec("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+
+    # --- diagnostics events (a ring of the newest EVENTS_MAX) ---------------------------------
+
+    def log_event(self, at: datetime, kind: str, detail: str) -> None:
+        with self._db.write("log an event"):
+            cur = self._db.exec("INSERT INTO events(at, kind, detail) VALUES (?, ?, ?)",
+                                (dt_to_text(at), kind, detail))
+            assert cur.lastrowid is not None
+            if cur.lastrowid > EVENTS_MAX and cur.lastrowid % 100 == 0:  # prune in batches
+                self._db.exec("DELETE FROM events WHERE id <= ?", (cur.lastrowid - EVENTS_MAX,))
+
+    def events(self, since: datetime | None = None,
+               until: datetime | None = None) -> list[tuple[datetime, str, str]]:
+        """Events with ``since <= at <= until``, in the order they were logged."""
+        rows = self._db.rows(
+            "read events",
+            "SELECT at, kind, detail FROM events WHERE (?1 IS NULL OR at >= ?1)"
+            " AND (?2 IS NULL OR at <= ?2) ORDER BY id",
+            (None if since is None else dt_to_text(since),
+             None if until is None else dt_to_text(until)))
+        return [(dt_from_text(r[0]), r[1], r[2]) for r in rows]

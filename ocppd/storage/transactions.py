@@ -1,0 +1,160 @@
+"""Transactions and their StopTransaction.transactionData samples.
+
+Every write here is durable: the last persisted meter reading becomes meterStop when a power cut
+ends a transaction (OCPP 1.6 §4.10, TC_032), so it is billing data.
+
+Samples cap (``tx_samples_max``): StopTxnSampledData/StopTxnAlignedData samples of a long
+transaction are capped per transaction. The FIRST sample (the start of the series, e.g.
+Transaction.Begin) is always kept, plus the newest ``tx_samples_max - 1``; the oldest after the
+first give way. History: finished transactions beyond the newest ``KEEP_FINISHED_TX`` are pruned
+with their samples, but never while a queued message still refers to them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ocppd.storage.db import Database
+from ocppd.storage.outbox import dumps
+from ocppd.storage.records import (
+    TxRecord,
+    dt_from_text,
+    dt_to_text,
+    opt_dt_from_text,
+)
+
+KEEP_FINISHED_TX = 1000
+
+_COLS = ("local_id, connector_id, id_tag, tx_id, meter_start_wh, started_at, last_meter_wh,"
+         " last_meter_at, meter_stop_wh, stopped_at, stop_reason, stop_id_tag, reservation_id,"
+         " id_tag_status, finished")
+
+
+class TransactionsMixin:
+    _db: Database
+    _tx_samples_max: int
+
+    def begin_transaction(self, *, connector_id: int, id_tag: str, meter_start_wh: int,
+                          started_at: datetime, reservation_id: int | None = None) -> int:
+        """Record a started transaction; returns its local_id (ours, never reused)."""
+        with self._db.write("record a started transaction"):
+            cur = self._db.exec(
+                "INSERT INTO transactions(connector_id, id_tag, meter_start_wh, started_at,"
+                " reservation_id) VALUES (?, ?, ?, ?, ?)",
+                (connector_id, id_tag, meter_start_wh, dt_to_text(started_at), reservation_id))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def set_transaction_id(self, local_id: int, tx_id: int) -> None:
+        self._update(local_id, "tx_id = ?", (tx_id,), "record a transactionId")
+
+    def set_id_tag_status(self, local_id: int, status: str) -> None:
+        self._update(local_id, "id_tag_status = ?", (status,), "record an idTag status")
+
+    def update_meter(self, local_id: int, energy_wh: int, at: datetime) -> None:
+        """Persist the latest reading of a running transaction (ignored once finished)."""
+        at_text = dt_to_text(at)
+        with self._db.write("record a meter reading"):
+            cur = self._db.exec(
+                "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
+                " WHERE local_id = ? AND finished = 0", (energy_wh, at_text, local_id))
+            if cur.rowcount == 0:
+                self._require(local_id)  # a late sample after the stop is fine; unknown is not
+
+    def finish_transaction(self, local_id: int, *, meter_stop_wh: int, stopped_at: datetime,
+                           reason: str, stop_id_tag: str | None) -> None:
+        """Mark a transaction finished. Finishing twice is an error: a second stop would be a
+        second StopTransaction (a known interoperability bug), so the caller must look first."""
+        with self._db.write("record a finished transaction"):
+            cur = self._db.exec(
+                "UPDATE transactions SET finished = 1, meter_stop_wh = ?, stopped_at = ?,"
+                " stop_reason = ?, stop_id_tag = ? WHERE local_id = ? AND finished = 0",
+                (meter_stop_wh, dt_to_text(stopped_at), reason, stop_id_tag, local_id))
+            if cur.rowcount == 0:
+                self._require(local_id)
+                raise ValueError(f"transaction {local_id} is already finished")
+            self._prune_finished()
+
+    def transaction(self, local_id: int) -> TxRecord | None:
+        row = self._db.one("read a transaction",
+                           f"SELECT {_COLS} FROM transactions WHERE local_id = ?", (local_id,))
+        return None if row is None else _tx(row)
+
+    def active_transactions(self) -> list[TxRecord]:
+        rows = self._db.rows("read active transactions",
+                             f"SELECT {_COLS} FROM transactions WHERE finished = 0"
+                             " ORDER BY local_id")
+        return [_tx(r) for r in rows]
+
+    def recent_transactions(self, limit: int = 20) -> list[TxRecord]:
+        rows = self._db.rows("read recent transactions",
+                             f"SELECT {_COLS} FROM transactions ORDER BY local_id DESC LIMIT ?",
+                             (limit,))
+        return [_tx(r) for r in rows]
+
+    def transaction_by_tx_id(self, tx_id: int) -> TxRecord | None:
+        row = self._db.one("read a transaction",
+                           f"SELECT {_COLS} FROM transactions WHERE tx_id = ?"
+                           " AND tx_id IS NOT NULL ORDER BY local_id DESC LIMIT 1", (tx_id,))
+        return None if row is None else _tx(row)
+
+    # --- samples for StopTransaction.transactionData -------------------------------------------
+
+    def add_tx_sample(self, local_id: int, taken_at: datetime, payload: dict[str, Any]) -> None:
+        """Keep a MeterValue for the stop message; capped (first + newest, see module doc)."""
+        text = dumps(payload)
+        with self._db.write("record a transaction sample"):
+            self._db.exec("INSERT INTO tx_samples(local_id, taken_at, payload) VALUES (?, ?, ?)",
+                          (local_id, dt_to_text(taken_at), text))
+            row = self._db.exec("SELECT count(*) FROM tx_samples WHERE local_id = ?",
+                                (local_id,)).fetchone()
+            excess = int(row[0]) - self._tx_samples_max
+            if excess > 0:
+                # drop the oldest after the first (OFFSET 1 skips the first sample)
+                self._db.exec(
+                    "DELETE FROM tx_samples WHERE id IN (SELECT id FROM tx_samples"
+                    " WHERE local_id = ? ORDER BY id LIMIT ? OFFSET 1)", (local_id, excess))
+
+    def tx_samples(self, local_id: int) -> list[dict[str, Any]]:
+        rows = self._db.rows("read transaction samples",
+                             "SELECT payload FROM tx_samples WHERE local_id = ?"
+                             " ORDER BY taken_at, id", (local_id,))
+        return [json.loads(r[0]) for r in rows]
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _update(self, local_id: int, assignment: str, params: tuple[Any, ...], what: str) -> None:
+        with self._db.write(what):
+            cur = self._db.exec(f"UPDATE transactions SET {assignment} WHERE local_id = ?",
+                                (*params, local_id))
+            if cur.rowcount == 0:
+                raise KeyError(f"no transaction with local_id {local_id}")
+
+    def _require(self, local_id: int) -> None:
+        if self._db.exec("SELECT 1 FROM transactions WHERE local_id = ?",
+                         (local_id,)).fetchone() is None:
+            raise KeyError(f"no transaction with local_id {local_id}")
+
+    def _prune_finished(self) -> None:
+        old = [r[0] for r in self._db.exec(
+            "SELECT local_id FROM transactions WHERE finished = 1 AND local_id NOT IN"
+            " (SELECT local_tx_id FROM outbox WHERE local_tx_id IS NOT NULL)"
+            " ORDER BY local_id DESC LIMIT -1 OFFSET ?", (KEEP_FINISHED_TX,))]
+        if old:
+            self._db.execmany("DELETE FROM tx_samples WHERE local_id = ?", [(i,) for i in old])
+            self._db.execmany("DELETE FROM transactions WHERE local_id = ?", [(i,) for i in old])
+
+
+def _tx(row: Any) -> TxRecord:
+    return TxRecord(
+        local_id=row["local_id"], connector_id=row["connector_id"], id_tag=row["id_tag"],
+        tx_id=row["tx_id"], meter_start_wh=row["meter_start_wh"],
+        started_at=dt_from_text(row["started_at"]), last_meter_wh=row["last_meter_wh"],
+        last_meter_at=opt_dt_from_text(row["last_meter_at"]),
+        meter_stop_wh=row["meter_stop_wh"], stopped_at=opt_dt_from_text(row["stopped_at"]),
+        stop_reason=row["stop_reason"], stop_id_tag=row["stop_id_tag"],
+        reservation_id=row["reservation_id"], id_tag_status=row["id_tag_status"],
+        finished=bool(row["finished"]),
+    )
