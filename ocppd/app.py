@@ -69,8 +69,9 @@ def build_hardware(cfg: Config) -> Hardware:
 
 
 class Daemon:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, *, install_signals: bool = True) -> None:
         self.cfg = cfg
+        self.install_signals = install_signals
         self.notifier = Notifier()
         self.wall = WallClock()
         self.stop_event = asyncio.Event()
@@ -124,9 +125,10 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop_event.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop_event.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.notifier.status("starting")
         try:
             self.store = store = self._open_store()

@@ -1,0 +1,155 @@
+"""Running the real daemon in tests: in-process (fast, inspectable) or as a process.
+
+In-process runs use ocppd.app.Daemon exactly as `ocppd` does, minus signal handlers, on the
+simulator, against the test Central System (tests/csms.py) on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from ocppd import config
+from ocppd.app import Daemon
+from ocppd.config import Config
+
+CP_ID = "CP-TEST-1"
+
+
+def sim_config_text(tmp_path: Path, url: str, *, connectors: int = 1, ocpp: dict[str, Any] | None = None,
+                    sim: dict[str, Any] | None = None, system: dict[str, Any] | None = None,
+                    central: dict[str, Any] | None = None, cable: str = "socket",
+                    db: Path | None = None) -> str:
+    def table(values: dict[str, Any] | None) -> str:
+        out = []
+        for k, v in (values or {}).items():
+            if isinstance(v, bool):
+                out.append(f"{k} = {'true' if v else 'false'}")
+            elif isinstance(v, str):
+                out.append(f'{k} = "{v}"')
+            elif isinstance(v, list):
+                out.append(f"{k} = [{', '.join(repr(x).replace(chr(39), chr(34)) for x in v)}]")
+            else:
+                out.append(f"{k} = {v}")
+        return "\n".join(out)
+
+    conn = "".join(f'\n[[connectors]]\nmax_current_a = 32.0\ncable = "{cable}"\n' for _ in range(connectors))
+    cs = {"url": url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "response_timeout_s": 5.0}
+    cs.update(central or {})
+    o = {"MeterValueSampleInterval": 0, "HeartbeatInterval": 300}
+    o.update(ocpp or {})
+    return f"""
+[charge_point]
+id = "{CP_ID}"
+vendor = "ocppd"
+model = "test"
+[central_system]
+{table(cs)}
+[hardware]
+driver = "sim"
+{conn}
+[sim]
+{table(sim)}
+[storage]
+path = "{db or tmp_path / 'ocppd.db'}"
+[control]
+socket = "{tmp_path / 'control.sock'}"
+[logging]
+level = "debug"
+[system]
+{table({"reboot_command": ["/bin/true"], **(system or {})})}
+[ocpp]
+{table(o)}
+"""
+
+
+def sim_config(tmp_path: Path, url: str, **kw: Any) -> Config:
+    path = tmp_path / "ocppd.toml"
+    path.write_text(sim_config_text(tmp_path, url, **kw))
+    return config.load(path)
+
+
+async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: Config) -> AsyncIterator[Daemon]:
+    d = Daemon(cfg, install_signals=False)
+    task = asyncio.ensure_future(d.run())
+    try:
+        await wait_until(lambda: task.done() or (d.station is not None and d.station._started),
+                         what="daemon start")
+        if task.done():
+            task.result()
+        yield d
+    finally:
+        d.stop_event.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        if not task.done():
+            task.cancel()
+
+
+def sim(d: Daemon) -> Any:
+    assert d.station is not None
+    return d.station.hw.sim
+
+
+def status(d: Daemon, connector_id: int = 1) -> str:
+    assert d.station is not None
+    c = d.station.connectors[connector_id]
+    return c.status.value if c.status else ""
+
+
+class DaemonProcess:
+    """The daemon as a real process (signals, sd_notify, SIGKILL)."""
+
+    def __init__(self, cfg_path: Path, env: dict[str, str] | None = None) -> None:
+        self.cfg_path = cfg_path
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = cfg_path.parent / "ocppd.log"
+
+    def start(self) -> DaemonProcess:
+        self._logf = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "ocppd", "--config", str(self.cfg_path)],
+                                     stdout=self._logf, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._logf.close()
+        return self.proc.returncode
+
+    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ocppd.ctl", "--config", str(self.cfg_path), *args],
+                              capture_output=True, text=True, timeout=20)
