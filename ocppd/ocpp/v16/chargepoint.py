@@ -80,6 +80,8 @@ class ChargePoint:
         self._boot_wake = asyncio.Event()
         self.data_transfer: dict[str, dict[str | None, DataTransferHandler]] = {}
         self.smart: Any = None  # SmartCharging, when wired (app.py)
+        # called each time BootNotification is Accepted (firmware: report Installed after restart)
+        self.on_accepted: list[Callable[[], None]] = []
         self.diagnostics_status = "Idle"
         self.firmware_status = "Idle"
         self.handlers: dict[str, Handler] = {
@@ -279,6 +281,8 @@ class ChargePoint:
                     self.keys.change("HeartbeatInterval", str(interval))
                 log.info("registered with the Central System (heartbeat %d s)", interval)
                 self._accepted.set()
+                for hook in self.on_accepted:
+                    hook()
                 self._send_all_statuses()
                 self._outbox_wake.set()
                 return
@@ -354,6 +358,12 @@ class ChargePoint:
     def _send_changed_statuses(self) -> None:
         for cid in [0, *self.station.connectors]:
             self._spawn(self._send_status(cid))
+
+    async def send(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
+        """Send a non-transaction message now if registered; None if it could not be delivered."""
+        if not self.online:
+            return None
+        return await self._send_direct(action, payload)
 
     async def _send_direct(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """A message outside the outbox: sent if possible, not retried (§3.7 non-transaction)."""
