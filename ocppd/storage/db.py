@@ -68,7 +68,8 @@ class Database:
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path, *, move_aside_corrupt: bool) -> Database:
+    def open(cls, path: Path, *, move_aside_corrupt: bool,
+             max_size_bytes: int | None = None) -> Database:
         path = Path(path)
         conn = _connect(path)
         problem = _integrity_problem(conn, path)
@@ -96,6 +97,11 @@ class Database:
                 raise StorageError(f"{path}: cannot switch the database to WAL mode (got {mode})")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA journal_size_limit = 4194304")  # trim the WAL after checkpoints
+            if max_size_bytes is not None:
+                # a hard ceiling keeps the store from filling the SD card; hitting it behaves
+                # like a full disk (SQLITE_FULL)
+                page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+                conn.execute(f"PRAGMA max_page_count = {max(1, max_size_bytes // page_size)}")
             reached = schema.migrate(conn)
             if reached:
                 log.info("%s: schema upgraded from version %d to %d", path, version, reached[-1])
@@ -168,8 +174,7 @@ class Database:
         conn = self._conn
         if self._depth:
             name = f"sp{self._depth}"
-            with self.guard("begin a nested transaction"):
-                self.exec(f"SAVEPOINT {name}")
+            self.exec(f"SAVEPOINT {name}")
             self._depth += 1
             try:
                 yield
@@ -184,37 +189,29 @@ class Database:
                 self._rolled_back()
                 raise
             self._depth -= 1
-            with self.guard("end a nested transaction"):
-                self.exec(f"RELEASE {name}")
+            self.exec(f"RELEASE {name}")
             return
 
-        with self.guard("begin a transaction"):
-            if not durable:
-                conn.execute("PRAGMA synchronous = NORMAL")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                if not durable:
-                    conn.execute("PRAGMA synchronous = FULL")
-                raise
-        self._depth = 1
+        # sqlite3 errors propagate untranslated: the caller's guard() names the action
+        if not durable:
+            conn.execute("PRAGMA synchronous = NORMAL")
         try:
+            conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
                 yield
             except BaseException:
                 self._rollback()
                 raise
             try:
-                with self.guard("commit"):
-                    conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
         finally:
             self._depth = 0
             if not durable:
-                with self.guard("restore synchronous=FULL"):
-                    conn.execute("PRAGMA synchronous = FULL")
+                conn.execute("PRAGMA synchronous = FULL")
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

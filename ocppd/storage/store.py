@@ -43,16 +43,19 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
 
     @classmethod
     def open(cls, path: Path, *, move_aside_corrupt: bool = False,
-             outbox_max_messages: int = 50_000, tx_samples_max: int = 1000) -> Store:
+             outbox_max_messages: int = 50_000, tx_samples_max: int = 1000,
+             max_size_bytes: int | None = None) -> Store:
         """Open (creating or upgrading) the store at ``path``.
 
         A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
         renamed to ``<path>.corrupt-<UTC timestamp>`` (never deleted) and an empty store is
-        created. A file from a newer ocppd is always refused.
+        created. A file from a newer ocppd is always refused. ``max_size_bytes`` caps the file
+        (writes beyond it fail like a full disk, with ``StorageFullError``).
         """
         if outbox_max_messages < 1 or tx_samples_max < 2:
             raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
-        db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt)
+        db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt,
+                           max_size_bytes=max_size_bytes)
         return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max)
 
     def close(self) -> None:
@@ -82,6 +85,17 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
     def integrity_check(self) -> list[str]:
         """``['ok']`` when the file is healthy (``PRAGMA quick_check``)."""
         return self._db.raw_integrity_check()
+
+    def diagnostics(self) -> dict[str, str]:
+        """Facts for ``ocppctl status`` and tests: journal mode, fsync level, sizes."""
+        facts = {}
+        for pragma in ("journal_mode", "synchronous", "page_count", "page_size",
+                       "freelist_count", "user_version"):
+            row = self._db.one("read diagnostics", f"PRAGMA {pragma}")
+            facts[pragma] = "" if row is None else str(row[0])
+        facts["outbox_count"] = str(self.outbox_count())
+        facts["outbox_dropped"] = str(self.outbox_dropped)
+        return facts
 
     def _forget_cached_counts(self) -> None:
         self._outbox_n = None
