@@ -23,7 +23,7 @@ class FakeStation:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.plugged = {1: False, 2: False}
-        self.pilot = {1: "A", 2: "A"}
+        self.pilot = {1: "C", 2: "A"}
         self.keys = {k: v for k, (v, _) in KEYS.items()}
         self.swipe_gate: asyncio.Event | None = None
         self.swipe_started = asyncio.Event()
@@ -44,7 +44,7 @@ class FakeStation:
             "outgoing_invalid": 0,
             "connectors": [
                 {"id": 1, "status": "Charging", "error": "NoError", "transaction_id": 4711,
-                 "local_tx_id": 12, "id_tag": "ABC123", "energy_wh": 1234.5, "power_w": 7360.0,
+                 "local_tx_id": 12, "id_tag": "ABC123", "energy_wh": 1234.6, "power_w": 7360.0,
                  "limit_a": 32.0, "pilot": self.pilot[1]},
                 {"id": 2, "status": "Available", "error": "NoError", "transaction_id": None,
                  "local_tx_id": None, "id_tag": None, "energy_wh": None, "power_w": None,
@@ -87,7 +87,7 @@ class FakeStation:
         rows = [
             {"local_id": 12, "transaction_id": 4711, "connector_id": 1, "id_tag": "ABC123",
              "start": datetime(2026, 1, 1, 11, 0, tzinfo=UTC), "stop": None,
-             "energy_wh": 1234.5, "reason": None},
+             "energy_wh": 1234.6, "reason": None},
             {"local_id": 11, "transaction_id": None, "connector_id": 2, "id_tag": "DEF456",
              "start": "2025-12-31T08:00:00Z", "stop": "2025-12-31T09:30:00Z",
              "energy_wh": 10500.0, "reason": "EVDisconnected"},

@@ -1,0 +1,323 @@
+"""ocppctl: look at and drive a running ocppd through its control socket.
+
+    ocppctl [--socket PATH | --config PATH] [--timeout S] VERB ...
+
+The socket is found in this order: ``--socket``; ``control.socket`` of an explicit
+``--config``; ``$OCPPCTL_SOCKET``; ``control.socket`` of /etc/ocppd.toml; /run/ocppd/control.sock.
+
+Exit status: 0 done; 1 refused, or the daemon cannot be reached; 2 usage error. The wire
+protocol and the shape of every answer are described in ocppd.control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ocppd import __version__, config
+from ocppd.control import EV_STATES, MAX_REQUEST_BYTES, MAX_TRANSACTIONS
+from ocppd.errors import ConfigError
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+DEFAULT_SOCKET = Path("/run/ocppd/control.sock")
+DEFAULT_TIMEOUT_S = 10.0
+# An ocppctl swipe may wait for an Authorize round trip to the Central System
+SWIPE_TIMEOUT_S = 60.0
+# OCPP 1.6 §9.1.4 ChangeConfiguration answers
+CONFIG_SET_OK = ("Accepted", "RebootRequired")
+
+
+class CtlError(Exception):
+    """Something to tell the user on stderr, with the exit status to leave with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_REFUSED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- finding and talking to the daemon ----------------------------------------------------------
+
+
+def _socket_from_config(path: Path) -> Path | None:
+    try:
+        return config.load(path).control.socket
+    except ConfigError:
+        pass
+    # A config with an unrelated problem (a missing directory on this machine) still names the
+    # socket: read just that key.
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        value = data.get("control", {}).get("socket")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return Path(value) if isinstance(value, str) and value else None
+
+
+def socket_path(sock: str | None, config_path: str | None) -> Path:
+    if sock:
+        return Path(sock)
+    if config_path:
+        found = _socket_from_config(Path(config_path))
+        if found is None:
+            print(f"ocppctl: cannot read control.socket from {config_path}; "
+                  f"trying {DEFAULT_SOCKET}", file=sys.stderr)
+        return found or DEFAULT_SOCKET
+    env = os.environ.get("OCPPCTL_SOCKET")
+    if env:
+        return Path(env)
+    return _socket_from_config(config.DEFAULT_PATH) or DEFAULT_SOCKET
+
+
+def call(path: Path, cmd: str, args: dict[str, Any], *, timeout_s: float) -> Any:
+    """Send one request and return its result; raises CtlError for anything else."""
+    request = json.dumps({"cmd": cmd, "args": args}).encode("utf-8") + b"\n"
+    if len(request) > MAX_REQUEST_BYTES:
+        raise CtlError(f"request too large ({len(request)} bytes)", EXIT_USAGE)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(f"ocppd is not running (no socket at {path})") from None
+        except PermissionError:
+            raise CtlError(
+                f"permission denied on {path}: run as root or a member of group ocppd") from None
+        except TimeoutError:
+            raise CtlError(f"ocppd does not accept connections on {path} "
+                           f"(no answer within {timeout_s:g} s)") from None
+        except OSError as exc:
+            raise CtlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        try:
+            sock.sendall(request)
+            answer = _read_line(sock)
+        except TimeoutError:
+            raise CtlError(f"no answer from ocppd within {timeout_s:g} s") from None
+        except OSError as exc:
+            raise CtlError(f"lost the connection to ocppd: {exc.strerror or exc}") from None
+    try:
+        response = json.loads(answer)
+        ok = response["ok"]
+    except (ValueError, TypeError, KeyError):
+        raise CtlError("ocppd sent an answer ocppctl does not understand") from None
+    if ok:
+        return response.get("result")
+    kind, error = response.get("kind"), response.get("error", "")
+    if kind == "usage":
+        raise CtlError(error, EXIT_USAGE)
+    if kind == "internal":
+        raise CtlError(f"ocppd failed: {error} (see its log)")
+    raise CtlError(error)
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise CtlError("ocppd closed the connection without answering")
+        chunks.append(chunk)
+        if b"\n" in chunk:
+            return b"".join(chunks).split(b"\n", 1)[0]
+
+
+# --- rendering ----------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, scale: float = 1.0, digits: int | None = None) -> str:
+    if value is None:
+        return "-"
+    if digits is not None:
+        return f"{float(value) / scale:.{digits}f}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """Columns two spaces apart; the columns numbered in ``right`` are right-aligned."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def render(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(
+            zip(cells, widths, strict=True))]
+        return "  ".join(out).rstrip()
+
+    return "\n".join([render(headers), *(render(r) for r in rows)])
+
+
+def render_status(st: dict[str, Any]) -> str:
+    conn = st.get("connection", {})
+    lines = [f"{st.get('charge_point_id', '?')}  ocppd {st.get('version', '?')}  "
+             f"driver {st.get('driver', '?')}"]
+    state = conn.get("state", "?")
+    where = {"connected": "to", "connecting": "to"}.get(state, "from")
+    line = f"connection: {state} {where} {conn.get('url', '?')}, " \
+           f"registration {conn.get('registration', '?')}"
+    if conn.get("since"):
+        line += f", since {conn['since']}"
+    lines.append(line)
+    if conn.get("last_error"):
+        lines.append(f"last error: {conn['last_error']}")
+    outbox = f"outbox: {st.get('outbox', 0)} waiting"
+    if st.get("outgoing_invalid"):
+        outbox += f", {st['outgoing_invalid']} refused by the central system"
+    lines += [outbox, ""]
+    rows = []
+    for c in st.get("connectors", []):
+        tx = c.get("transaction_id")
+        if tx is None and c.get("local_tx_id") is not None:
+            tx = f"local:{c['local_tx_id']}"  # started offline, no transactionId yet
+        rows.append([
+            str(c.get("id")), str(c.get("status", "?")), str(c.get("error", "?")), _fmt(tx),
+            _fmt(c.get("id_tag")), _fmt(c.get("energy_wh"), 1000, 3),
+            _fmt(c.get("power_w"), 1000, 2), _fmt(c.get("limit_a"), 1, 1), _fmt(c.get("pilot")),
+        ])
+    headers = ["ID", "STATUS", "ERROR", "TX", "ID TAG", "ENERGY kWh", "POWER kW", "LIMIT A",
+               "PILOT"]
+    lines.append(table(headers, rows, right=(0, 3, 5, 6, 7)))
+    return "\n".join(lines)
+
+
+def render_transactions(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no transactions"
+    headers = ["LOCAL", "TX", "CONN", "ID TAG", "START", "STOP", "ENERGY kWh", "REASON"]
+    body = [[
+        _fmt(r.get("local_id")), _fmt(r.get("transaction_id")), _fmt(r.get("connector_id")),
+        _fmt(r.get("id_tag")), _fmt(r.get("start")), _fmt(r.get("stop")),
+        _fmt(r.get("energy_wh"), 1000, 3), _fmt(r.get("reason")),
+    ] for r in rows]
+    return table(headers, body, right=(0, 1, 2, 6))
+
+
+def render_keys(result: dict[str, Any]) -> str:
+    body = [[str(k.get("key")), _fmt(k.get("value")), "read-only" if k.get("readonly") else "rw"]
+            for k in result.get("keys", [])]
+    return table(["KEY", "VALUE", "ACCESS"], body) if body else "no keys"
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+def _connector(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a connector number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("connectors are numbered from 1")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_TRANSACTIONS:
+        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TRANSACTIONS}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ocppctl", description="Control a running ocppd.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--socket", metavar="PATH", help="control socket of the daemon")
+    where.add_argument("--config", metavar="PATH", help="read control.socket from this config")
+    p.add_argument("--timeout", metavar="S", type=float, help="seconds to wait for an answer")
+    p.add_argument("--version", action="version", version=f"ocppctl {__version__}")
+    verbs = p.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    v = verbs.add_parser("status", help="connection and connectors")
+    v.add_argument("--json", action="store_true")
+    v = verbs.add_parser("swipe", help="present an RFID card")
+    v.add_argument("id_tag", metavar="IDTAG")
+    v.add_argument("--connector", type=_connector, metavar="N")
+    v = verbs.add_parser("plug", help="plug a simulated EV in")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v = verbs.add_parser("unplug", help="unplug a simulated EV")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v = verbs.add_parser("ev", help="set a simulated EV's pilot state (IEC 61851 A-F)")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v.add_argument("state", type=str.upper, choices=EV_STATES, metavar="STATE",
+                   help="one of " + ", ".join(EV_STATES))
+    v = verbs.add_parser("tx", help="recent transactions")
+    v.add_argument("--limit", type=_limit, default=20, metavar="N")
+    v.add_argument("--json", action="store_true")
+    v = verbs.add_parser("config", help="OCPP configuration keys")
+    ops = v.add_subparsers(dest="op", metavar="OP", required=True)
+    o = ops.add_parser("get", help="show keys (all by default)")
+    o.add_argument("keys", nargs="*", metavar="KEY")
+    o.add_argument("--json", action="store_true")
+    o = ops.add_parser("set", help="change a key as ChangeConfiguration would")
+    o.add_argument("key", metavar="KEY")
+    o.add_argument("value", metavar="VALUE")
+    return p
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = socket_path(args.socket, args.config)
+    timeout_s = args.timeout or (SWIPE_TIMEOUT_S if args.verb == "swipe" else DEFAULT_TIMEOUT_S)
+
+    def ask(cmd: str, **kw: Any) -> Any:
+        return call(path, cmd, kw, timeout_s=timeout_s)
+
+    match args.verb:
+        case "status":
+            st = ask("status")
+            print(_dump(st) if args.json else render_status(st))
+        case "swipe":
+            print(ask("swipe", id_tag=args.id_tag, connector_id=args.connector))
+        case "plug":
+            ask("plug", connector_id=args.connector)
+            print(f"connector {args.connector}: EV plugged in")
+        case "unplug":
+            ask("unplug", connector_id=args.connector)
+            print(f"connector {args.connector}: EV unplugged")
+        case "ev":
+            ask("ev", connector_id=args.connector, state=args.state)
+            print(f"connector {args.connector}: pilot state {args.state}")
+        case "tx":
+            rows = ask("transactions", limit=args.limit)
+            print(_dump(rows) if args.json else render_transactions(rows))
+        case "config" if args.op == "get":
+            result = ask("config_get", keys=args.keys or None)
+            print(_dump(result) if args.json else render_keys(result))
+            if result.get("unknown"):
+                print(f"ocppctl: unknown key(s): {', '.join(result['unknown'])}", file=sys.stderr)
+                return EXIT_REFUSED
+        case "config":
+            answer = ask("config_set", key=args.key, value=args.value)
+            print(f"{args.key}: {answer}")
+            return EXIT_OK if answer in CONFIG_SET_OK else EXIT_REFUSED
+        case _:  # pragma: no cover - argparse only lets known verbs through
+            raise CtlError(f"unknown verb {args.verb}", EXIT_USAGE)
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 for usage errors, 0 for --help/--version
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return run(args)
+    except CtlError as exc:
+        print(f"ocppctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
