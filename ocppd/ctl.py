@@ -179,7 +179,7 @@ def render_status(st: dict[str, Any]) -> str:
         ])
     headers = ["ID", "STATUS", "ERROR", "TX", "ID TAG", "ENERGY kWh", "POWER kW", "LIMIT A",
                "PILOT"]
-    lines.append(table(headers, rows, right=(0, 3, 5, 6, 7)))
+    lines.append(table(headers, rows, right=(3, 5, 6, 7)))
     return "\n".join(lines)
 
 

@@ -49,6 +49,9 @@ try:
 except ImportError:  # pragma: no cover - depends on the installation
     _sd_journal = None
 
+#: python3-systemd is importable (else the pure-Python notifier and stderr logging are used)
+HAVE_PYTHON_SYSTEMD = _sd_daemon is not None and _sd_journal is not None
+
 log = logging.getLogger("ocppd.systemd")
 
 #: The logger OCPP frames are written to at debug level; enabled only by ``logging.log_frames``.

@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover
     sd_journal = None
 
-HAVE_LIBRARY = sd._sd_daemon is not None
+HAVE_LIBRARY = sd.HAVE_PYTHON_SYSTEMD
 senders = pytest.mark.parametrize(
     "use_library",
     [
@@ -99,6 +99,16 @@ def test_identical_consecutive_status_lines_are_sent_once(
     assert [notify_path.recv(4096) for _ in range(3)] == [
         b"STATUS=offline", b"STATUS=connected", b"STATUS=offline"]
     _assert_nothing_more(notify_path)
+
+
+def test_without_python3_systemd_the_pure_python_sender_is_used(
+    notify_path: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sd, "_sd_daemon", None)
+    n = sd.Notifier()
+    assert not n.uses_library
+    n.ready()
+    assert notify_path.recv(4096) == b"READY=1"
 
 
 def test_status_is_kept_on_one_line(notify_path: socket.socket) -> None:
@@ -336,7 +346,7 @@ def test_journal_stream_chooses_journald_with_structured_fields(
     def capture(MESSAGE: str, **fields: object) -> None:  # noqa: N803 - journal.send's signature
         sent.append((MESSAGE, fields))
 
-    handler.send = capture  # type: ignore[attr-defined]
+    handler.send = capture
     sd.register_secret("hunter2-secret")
     logging.getLogger("ocppd.station").info(
         "tag %s started with %s", "ABC", "hunter2-secret",

@@ -84,7 +84,7 @@ class FakeStation:
 
     def transactions(self, limit: int) -> list[dict[str, Any]]:
         self.calls.append(("transactions", limit))
-        rows = [
+        rows: list[dict[str, Any]] = [
             {"local_id": 12, "transaction_id": 4711, "connector_id": 1, "id_tag": "ABC123",
              "start": datetime(2026, 1, 1, 11, 0, tzinfo=UTC), "stop": None,
              "energy_wh": 1234.6, "reason": None},
