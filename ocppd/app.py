@@ -35,7 +35,13 @@ from ocppd.ocpp.validate import Validator
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
 from ocppd.storage import Store
-from ocppd.systemd import Notifier, run_watchdog, setup_logging, watchdog_interval_s
+from ocppd.systemd import (
+    Notifier,
+    register_secret,
+    run_watchdog,
+    setup_logging,
+    watchdog_interval_s,
+)
 
 log = logging.getLogger("ocppd")
 
@@ -137,6 +143,9 @@ class Daemon:
             return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
         try:
             keys = self._keys(store)
+            for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):
+                if secret:
+                    register_secret(secret)  # never in a log line, whatever logs it
             hw = build_hardware(cfg)
             self.station = station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys),
                                              wall=self.wall)
@@ -151,8 +160,8 @@ class Daemon:
             cp.link = Link(self.link_settings(keys), handler=cp.handle, validator=Validator(),
                            on_connected=cp.on_connected, on_disconnected=cp.on_disconnected)
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
-            self.control = ControlServer(cfg.control.socket, mode=cfg.control.mode,
-                                         api=ControlApiImpl(self))
+            self.control = ControlServer(ControlApiImpl(self), cfg.control.socket,
+                                         mode=cfg.control.mode)
             await self.control.start()
             await station.start()
             smart.apply()
@@ -202,13 +211,15 @@ class Daemon:
                 await self.cp.close()
         if self.control is not None:
             with contextlib.suppress(Exception):
-                await self.control.close()
+                await self.control.stop()
         if self.store is not None:
             self.store.close()
 
     # --- events -----------------------------------------------------------------------------------
 
     def _key_changed(self, keys: Keys, name: str) -> None:
+        if name == "AuthorizationKey":
+            register_secret(keys.get(name))
         if name in ("AuthorizationKey", "SecurityProfile", "WebSocketPingInterval"):
             assert self.cp is not None
             self.cp.link.update(self.link_settings(keys))
