@@ -182,6 +182,7 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 async def handle_line(api: ControlApi, line: bytes) -> dict[str, Any]:
     """One request line in, one response object out. Never raises (except CancelledError)."""
+    cmd = "?"
     try:
         cmd, args = _parse(line)
         result = await dispatch(api, cmd, args)
@@ -190,7 +191,8 @@ async def handle_line(api: ControlApi, line: bytes) -> dict[str, Any]:
     except Refused as exc:
         return _error("refused", str(exc))
     except Exception as exc:
-        log.exception("control request failed: %s", line[:200].decode("utf-8", "replace"))
+        # the command only, not its arguments: config_set may carry AuthorizationKey
+        log.exception("control command %r failed", cmd)
         return _error("internal", f"{type(exc).__name__}: {exc}")
     return {"ok": True, "result": result}
 
