@@ -118,14 +118,17 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def migrate(conn: sqlite3.Connection, target: int = LATEST_VERSION) -> list[int]:
-    """Apply the missing steps up to ``target``; returns the versions reached.
+def migrate(conn: sqlite3.Connection, target: int | None = None) -> list[int]:
+    """Apply the missing steps up to ``target`` (default: the latest); returns the versions
+    reached.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``). sqlite3 errors propagate;
     the caller translates them.
     """
-    if not 0 <= target <= LATEST_VERSION:
-        raise ValueError(f"schema version {target} does not exist (latest is {LATEST_VERSION})")
+    latest = len(MIGRATIONS)
+    target = latest if target is None else target
+    if not 0 <= target <= latest:
+        raise ValueError(f"schema version {target} does not exist (latest is {latest})")
     reached = []
     for version in range(schema_version(conn) + 1, target + 1):
         script = MIGRATIONS[version - 1]
