@@ -110,9 +110,9 @@ def test_sigkill_at_random_moments_loses_no_committed_write(tmp_path: Path) -> N
             present = {item.seq for item in store.outbox_items()}
             assert queued - removed <= present, f"round {round_no}: lost queued messages"
             assert not (removed & present), f"round {round_no}: removed messages came back"
-            for lid, wh in txs.items():
-                tx = store.transaction(lid)
-                assert tx is not None, f"round {round_no}: lost transaction {lid}"
-                assert (tx.last_meter_wh or 0) >= wh
+            for local_id, last_wh in txs.items():
+                tx = store.transaction(local_id)
+                assert tx is not None, f"round {round_no}: lost transaction {local_id}"
+                assert (tx.last_meter_wh or 0) >= last_wh
             assert keys <= set(store.settings("k"))
     assert len(queued) > 20 and removed

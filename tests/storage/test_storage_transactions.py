@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,11 +63,14 @@ def test_meter_update_after_finish_is_ignored(store: Store) -> None:
 
 
 def test_unknown_local_id_raises_key_error(store: Store) -> None:
-    for call in (lambda: store.set_transaction_id(99, 1),
-                 lambda: store.set_id_tag_status(99, "Invalid"),
-                 lambda: store.update_meter(99, 1, at(0)),
-                 lambda: store.finish_transaction(99, meter_stop_wh=1, stopped_at=at(0),
-                                                  reason="Local", stop_id_tag=None)):
+    calls: list[Callable[[], None]] = [
+        lambda: store.set_transaction_id(99, 1),
+        lambda: store.set_id_tag_status(99, "Invalid"),
+        lambda: store.update_meter(99, 1, at(0)),
+        lambda: store.finish_transaction(99, meter_stop_wh=1, stopped_at=at(0), reason="Local",
+                                         stop_id_tag=None),
+    ]
+    for call in calls:
         with pytest.raises(KeyError):
             call()
     assert store.transaction(99) is None
