@@ -354,8 +354,8 @@ class ControlApiImpl:
             energy = None if tx.meter_stop_wh is None else tx.meter_stop_wh - tx.meter_start_wh
             out.append({
                 "local_id": tx.local_id, "transaction_id": tx.tx_id, "connector_id": tx.connector_id,
-                "id_tag": tx.id_tag, "started_at": tx.started_at.isoformat(),
-                "stopped_at": tx.stopped_at.isoformat() if tx.stopped_at else None,
+                "id_tag": tx.id_tag, "start": tx.started_at.isoformat(),
+                "stop": tx.stopped_at.isoformat() if tx.stopped_at else None,
                 "meter_start_wh": tx.meter_start_wh, "meter_stop_wh": tx.meter_stop_wh,
                 "energy_wh": energy, "reason": tx.stop_reason,
             })

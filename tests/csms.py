@@ -79,7 +79,7 @@ class _CP(OcppChargePoint):
     async def on_boot(self, **_: Any) -> Any:
         b = self.server.behaviour
         return call_result.BootNotification(current_time=now_iso(), interval=b.boot_interval,
-                                            status=RegistrationStatus(b.boot_status.lower()))
+                                            status=RegistrationStatus(b.boot_status))
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> Any:
