@@ -59,6 +59,8 @@ class OutboxMixin:
             count = self.outbox_count()
             if count >= self._outbox_max:
                 count -= self._make_room(count)
+            else:
+                self._over_cap_warned = False  # back under the cap: warn again next time
             cur = self._db.exec(
                 "INSERT INTO outbox(action, payload, local_tx_id, kind, created_at)"
                 " VALUES (?, ?, ?, ?, ?)", (action, text, local_tx_id, kind, now))
