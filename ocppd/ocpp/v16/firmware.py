@@ -1,0 +1,614 @@
+"""OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics.
+
+Rules followed, with the spec section where they live:
+- UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
+  ``retrieveDate``; FirmwareStatusNotification (§4.5, §7.25) reports Downloading, Downloaded,
+  Installing, then Installed or DownloadFailed / InstallationFailed, each once per request.
+  Download failures are retried ``retries`` times in all, ``retryInterval`` s apart.
+- Installation never interrupts a transaction: it waits until every connector is idle, then
+  (RECOMMENDED by §5.19) sets the idle connectors Unavailable so no session starts during it,
+  and gives them back afterwards (also after a failed install: libocpp PR #1058).
+- Installed is sent after the restart into the new firmware, on the next accepted
+  BootNotification (§5.19 good practice; ev-server #2305). The job's phase is persisted so a
+  restart never yields a duplicated or missing final status (SAP simulator #459): a restart
+  before installation started is reported as DownloadFailed (downloads are not resumed); one
+  during the install command as Installed if the reported firmware version changed, otherwise
+  InstallationFailed.
+- GetDiagnostics (§5.8): answers the archive's file name at once, then uploads it and reports
+  Uploading, then Uploaded or UploadFailed (§4.4, §7.24), with the same retry rules.
+- Idle (§7.25, §7.24) is only what TriggerMessage reports while nothing happens.
+
+Transfers: HTTP(S) with aiohttp (download GET; upload PUT, POST multipart/form-data if the
+server answers 405), FTP(S) with ftplib in a worker thread. For FTP the URL's path is relative to
+the login directory (RFC 1738) and GetDiagnostics' location is a directory; for HTTP the file
+name is appended only when the location ends with "/".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ftplib
+import json
+import logging
+import re
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import aiohttp
+
+from ocppd import __version__
+from ocppd.config import Config
+from ocppd.errors import OcppdError
+from ocppd.ocpp.rpc import Reply
+from ocppd.ocpp.v16 import mapping
+from ocppd.station import Station
+from ocppd.storage import Store
+
+log = logging.getLogger("ocppd.firmware")
+
+JOB_KEY = "firmware.job"  # the persisted UpdateFirmware job (JSON), see Phase
+DEFAULT_ATTEMPTS = 3  # §5.19: when retries is absent "the Charge Point decides"
+DEFAULT_RETRY_INTERVAL_S = 60
+CONNECT_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 60.0
+JOURNAL_TIMEOUT_S = 30.0
+IDLE_RECHECK_S = 5.0
+CHUNK_BYTES = 64 * 1024
+
+
+class FirmwareStatus(StrEnum):
+    """OCPP 1.6 §7.25 FirmwareStatus."""
+
+    DOWNLOADED = "Downloaded"
+    DOWNLOAD_FAILED = "DownloadFailed"
+    DOWNLOADING = "Downloading"
+    IDLE = "Idle"
+    INSTALLATION_FAILED = "InstallationFailed"
+    INSTALLING = "Installing"
+    INSTALLED = "Installed"
+
+
+class DiagnosticsStatus(StrEnum):
+    """OCPP 1.6 §7.24 DiagnosticsStatus."""
+
+    IDLE = "Idle"
+    UPLOADED = "Uploaded"
+    UPLOAD_FAILED = "UploadFailed"
+    UPLOADING = "Uploading"
+
+
+class Phase(StrEnum):
+    """Where an UpdateFirmware job is; persisted so a restart can tell what happened."""
+
+    IDLE = "idle"
+    WAITING = "waiting"  # for retrieveDate
+    DOWNLOADING = "downloading"
+    AWAITING_IDLE = "awaiting_idle"  # downloaded; transactions still running
+    INSTALLING = "installing"  # the install command runs
+    INSTALLED = "installed"  # the command succeeded; restarting into the new firmware
+
+
+class TransferError(OcppdError):
+    """A download or upload failed (HTTP status, truncated body, refused connection, FTP)."""
+
+
+# what aiohttp, ftplib and the file system raise; translated to TransferError once, below
+_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError, OSError, TimeoutError, *ftplib.all_errors)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    attempts: int
+    interval_s: float
+
+    @classmethod
+    def from_request(cls, p: dict[str, Any]) -> RetryPolicy:
+        retries = p.get("retries")
+        interval = p.get("retryInterval")
+        return cls(attempts=DEFAULT_ATTEMPTS if retries is None else max(1, int(retries)),
+                   interval_s=float(DEFAULT_RETRY_INTERVAL_S if interval is None
+                                    else max(0, interval)))
+
+
+# --- transfers ------------------------------------------------------------------------------------
+
+
+def _scheme(url: str) -> str:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https", "ftp", "ftps"):
+        raise TransferError(f"unsupported protocol {scheme or '(none)'!r} in {url}")
+    return scheme
+
+
+def _timeout() -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
+                                 sock_read=READ_TIMEOUT_S)
+
+
+def _ftp_login(url: str) -> tuple[ftplib.FTP, str]:
+    u = urlsplit(url)
+    ftp: ftplib.FTP = ftplib.FTP_TLS(timeout=READ_TIMEOUT_S) if u.scheme == "ftps" \
+        else ftplib.FTP(timeout=READ_TIMEOUT_S)
+    try:
+        ftp.connect(u.hostname or "", u.port or 21, timeout=CONNECT_TIMEOUT_S)
+        ftp.login(unquote(u.username or "anonymous"), unquote(u.password or ""))
+        if isinstance(ftp, ftplib.FTP_TLS):
+            ftp.prot_p()
+    except BaseException:
+        ftp.close()
+        raise
+    return ftp, unquote(u.path).lstrip("/")  # RFC 1738: relative to the login directory
+
+
+def _ftp_get(url: str, dest: Path) -> int:
+    ftp, path = _ftp_login(url)
+    with contextlib.closing(ftp), dest.open("wb") as f:
+        try:
+            expected: int | None = ftp.size(path)
+        except ftplib.error_perm:
+            expected = None  # SIZE is optional (RFC 3659)
+        ftp.retrbinary(f"RETR {path}", f.write, blocksize=CHUNK_BYTES)
+        got = f.tell()
+        with contextlib.suppress(*ftplib.all_errors):
+            ftp.quit()
+    if expected is not None and got != expected:
+        raise TransferError(f"truncated download: {got} of {expected} bytes")
+    return got
+
+
+def _ftp_put(url: str, src: Path, name: str) -> None:
+    ftp, directory = _ftp_login(url)
+    target = str(PurePosixPath(directory) / name) if directory else name
+    with contextlib.closing(ftp), src.open("rb") as f:
+        ftp.storbinary(f"STOR {target}", f, blocksize=CHUNK_BYTES)
+        with contextlib.suppress(*ftplib.all_errors):
+            ftp.quit()
+
+
+async def download(url: str, dest: Path) -> int:
+    """Fetch ``url`` into ``dest`` (through a .part file); the number of bytes. TransferError."""
+    scheme = _scheme(url)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        if scheme in ("ftp", "ftps"):
+            got = await asyncio.to_thread(_ftp_get, url, part)
+        else:
+            got = await _http_get(url, part)
+        part.replace(dest)
+        return got
+    except TransferError:
+        raise
+    except _LIBRARY_ERRORS as exc:
+        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+
+
+async def _http_get(url: str, part: Path) -> int:
+    async with aiohttp.ClientSession(timeout=_timeout()) as session, session.get(url) as resp:
+        if resp.status != 200:
+            raise TransferError(f"HTTP {resp.status} {resp.reason}")
+        expected, got = resp.content_length, 0
+        with part.open("wb") as f:
+            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
+                f.write(chunk)
+                got += len(chunk)
+    if expected is not None and got != expected:
+        raise TransferError(f"truncated download: {got} of {expected} bytes")
+    return got
+
+
+async def upload(url: str, src: Path, name: str) -> None:
+    """Send ``src`` as ``name`` to the location ``url``. TransferError."""
+    scheme = _scheme(url)
+    try:
+        if scheme in ("ftp", "ftps"):
+            await asyncio.to_thread(_ftp_put, url, src, name)
+        else:
+            await _http_put(url + name if url.endswith("/") else url, src, name)
+    except TransferError:
+        raise
+    except _LIBRARY_ERRORS as exc:
+        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
+
+
+async def _http_put(url: str, src: Path, name: str) -> None:
+    body = await asyncio.to_thread(src.read_bytes)  # a diagnostics archive: small
+    async with aiohttp.ClientSession(timeout=_timeout()) as session:
+        async with session.put(url, data=body,
+                               headers={"Content-Type": "application/octet-stream"}) as resp:
+            status, reason = resp.status, resp.reason
+        if status == 405:  # the server only takes form uploads
+            form = aiohttp.FormData()
+            form.add_field("file", body, filename=name, content_type="application/octet-stream")
+            async with session.post(url, data=form) as resp:
+                status, reason = resp.status, resp.reason
+    if not 200 <= status < 300:
+        raise TransferError(f"HTTP {status} {reason}")
+
+
+# --- the service ----------------------------------------------------------------------------------
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "file"
+
+
+class FirmwareService:
+    """The Firmware Management profile, plugged into a ChargePoint with ``register()``."""
+
+    def __init__(self, *, cfg: Config, store: Store, station: Station, cp: Any,
+                 restart: Callable[[], None], wall: Callable[[], datetime],
+                 install_timeout_s: float = 900.0, journal_unit: str = "ocppd") -> None:
+        self.cfg = cfg
+        self.store = store
+        self.station = station
+        self.cp = cp
+        self.restart = restart
+        self.wall = wall
+        self.install_timeout_s = install_timeout_s
+        self.journal_unit = journal_unit
+        self.phase = Phase.IDLE
+        self._inherited = self._load()  # a job a previous run left: its outcome is reported
+        self._update: asyncio.Task[None] | None = None
+        self._diag: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tx_ended = asyncio.Event()
+        self.cp.firmware_status = FirmwareStatus.IDLE.value
+        self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
+
+    def register(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]) -> None:
+        handlers["UpdateFirmware"] = self._on_update_firmware
+        handlers["GetDiagnostics"] = self._on_get_diagnostics
+        self.cp.on_accepted.append(self._on_accepted)
+        self.station.on_tx_ended.append(lambda cid, tx: self._tx_ended.set())
+        if getattr(self.cp, "online", False):
+            self._on_accepted()  # registered late: the boot was already accepted
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for t in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await t
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("firmware task failed", exc_info=task.exception())
+
+    # --- persisted job ----------------------------------------------------------------------------
+
+    def _load(self) -> dict[str, Any] | None:
+        raw = self.store.get_setting(JOB_KEY)
+        if raw is None:
+            return None
+        try:
+            job = json.loads(raw)
+            Phase(job["phase"])
+            return dict(job)
+        except (ValueError, KeyError, TypeError):
+            log.warning("unreadable firmware job state %r ignored", raw)
+            self.store.delete_setting(JOB_KEY)
+            return None
+
+    def _save(self, job: dict[str, Any], phase: Phase) -> None:
+        job["phase"] = phase.value
+        self.phase = phase
+        self.store.set_setting(JOB_KEY, json.dumps(job))
+
+    def _forget(self) -> None:
+        self.phase = Phase.IDLE
+        self.store.delete_setting(JOB_KEY)
+
+    # --- statuses ---------------------------------------------------------------------------------
+
+    async def _firmware(self, status: FirmwareStatus) -> bool:
+        self.cp.firmware_status = status.value
+        log.info("firmware status %s", status.value)
+        conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
+        return conf is not None
+
+    async def _diagnostics(self, status: DiagnosticsStatus) -> None:
+        self.cp.diagnostics_status = status.value
+        log.info("diagnostics status %s", status.value)
+        await self.cp.send("DiagnosticsStatusNotification", {"status": status.value})
+
+    # --- UpdateFirmware (§5.19) -------------------------------------------------------------------
+
+    async def _on_update_firmware(self, p: dict[str, Any]) -> Reply:
+        location = p["location"]
+        retrieve_at = mapping.parse_iso(p["retrieveDate"])
+        policy = RetryPolicy.from_request(p)
+
+        async def start() -> None:
+            if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
+                log.warning("UpdateFirmware %s ignored: an installation is under way", location)
+                return
+            if self._update is not None and not self._update.done():
+                log.warning("UpdateFirmware %s replaces the update in progress", location)
+                self._update.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._update
+            self._inherited = None  # a new request supersedes what a previous run left
+            self._update = self._spawn(self._run_update(location, retrieve_at, policy))
+
+        return Reply({}, then=start)
+
+    async def _run_update(self, location: str, retrieve_at: datetime, policy: RetryPolicy) -> None:
+        job: dict[str, Any] = {"location": location,
+                               "previous_version": self.cfg.charge_point.firmware_version,
+                               "blocked": []}
+        # Cancelled (shutdown, or replaced by a newer request): the persisted phase stays, so
+        # after a restart the outcome is still reported; a replacing job overwrites it.
+        await self._update_steps(job, retrieve_at, policy)
+
+    async def _update_steps(self, job: dict[str, Any], retrieve_at: datetime,
+                            policy: RetryPolicy) -> None:
+        location = job["location"]
+        self._save(job, Phase.WAITING)
+        delay_s = (retrieve_at - self.wall()).total_seconds()
+        if delay_s > 0:
+            log.info("firmware %s: download at %s (in %.0f s)", location,
+                     mapping.iso(retrieve_at), delay_s)
+            await asyncio.sleep(delay_s)
+        self._save(job, Phase.DOWNLOADING)
+        await self._firmware(FirmwareStatus.DOWNLOADING)
+        path = await self._download(location, policy)
+        if path is None:
+            self._forget()
+            await self._firmware(FirmwareStatus.DOWNLOAD_FAILED)
+            self.cp.firmware_status = FirmwareStatus.IDLE.value
+            return
+        self._save(job, Phase.AWAITING_IDLE)
+        await self._firmware(FirmwareStatus.DOWNLOADED)
+        await self._wait_idle()
+        # §5.19: RECOMMENDED: no new session may start while the firmware is installed
+        job["blocked"] = self._block()
+        self._save(job, Phase.INSTALLING)
+        await self._firmware(FirmwareStatus.INSTALLING)
+        if not await self._install(path):
+            self._unblock(job["blocked"])
+            self._forget()
+            await self._firmware(FirmwareStatus.INSTALLATION_FAILED)
+            self.cp.firmware_status = FirmwareStatus.IDLE.value
+            return
+        self._save(job, Phase.INSTALLED)
+        log.warning("firmware %s installed; restarting into it", path.name)
+        self.restart()
+
+    async def _download(self, location: str, policy: RetryPolicy) -> Path | None:
+        directory = self.cfg.system.firmware_dir
+        name = _safe_name(PurePosixPath(unquote(urlsplit(location).path)).name or "firmware.bin")
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                size = await download(location, directory / name)
+            except (TransferError, OSError) as exc:
+                log.warning("firmware download %s failed (attempt %d of %d): %s",
+                            location, attempt, policy.attempts, exc)
+                if attempt < policy.attempts:
+                    await asyncio.sleep(policy.interval_s)
+                continue
+            log.info("firmware %s downloaded: %d bytes", name, size)
+            return directory / name
+        log.error("firmware download %s failed after %d attempts", location, policy.attempts)
+        return None
+
+    def _busy(self) -> bool:
+        return any(c.tx is not None or c.stopping for c in self.station.connectors.values())
+
+    async def _wait_idle(self) -> None:
+        if not self._busy():
+            return
+        log.info("firmware installation deferred until the transactions end")
+        while self._busy():
+            self._tx_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tx_ended.wait(), IDLE_RECHECK_S)
+        log.info("all connectors idle: installing the firmware")
+
+    def _block(self) -> list[int]:
+        blocked = []
+        for c in self.station.connectors.values():
+            if c.operative and c.scheduled_operative is None:
+                self.station.change_availability(c.id, False)
+                blocked.append(c.id)
+        return blocked
+
+    def _unblock(self, blocked: list[int]) -> None:
+        for cid in blocked:
+            if cid in self.station.connectors:
+                self.station.change_availability(cid, True)
+
+    async def _install(self, path: Path) -> bool:
+        cmd = [*self.cfg.system.firmware_install_command, str(path)]
+        log.info("installing firmware: %s", " ".join(cmd))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT)
+        except OSError as exc:
+            log.error("firmware install command could not start: %s", exc)
+            return False
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), self.install_timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.error("firmware install command timed out after %.0f s", self.install_timeout_s)
+            return False
+        tail = out.decode(errors="replace").strip()[-2000:]
+        if proc.returncode != 0:
+            log.error("firmware install command failed (exit %s): %s", proc.returncode, tail)
+            return False
+        log.info("firmware install command succeeded%s", f": {tail}" if tail else "")
+        return True
+
+    # --- after a restart --------------------------------------------------------------------------
+
+    def _on_accepted(self) -> None:
+        if self._inherited is not None:
+            self._spawn(self._report_inherited())
+
+    async def _report_inherited(self) -> None:
+        job = self._inherited
+        if job is None:
+            return
+        self._inherited = None  # one report in flight at a time
+        phase = Phase(job["phase"])
+        now_version = self.cfg.charge_point.firmware_version
+        if phase is Phase.INSTALLED or (
+                phase is Phase.INSTALLING and now_version != job.get("previous_version")):
+            final = FirmwareStatus.INSTALLED
+            log.info("running firmware %s (was %s)", now_version, job.get("previous_version"))
+        elif phase is Phase.INSTALLING:
+            final = FirmwareStatus.INSTALLATION_FAILED
+            log.error("the firmware installation was interrupted by a restart; still %s",
+                      now_version)
+        else:
+            final = FirmwareStatus.DOWNLOAD_FAILED
+            log.warning("the firmware update %s was interrupted by a restart (%s)",
+                        job.get("location"), phase.value)
+        self._unblock(job.get("blocked", []))
+        if await self._firmware(final):
+            if self._inherited is None and self.phase is Phase.IDLE:
+                self.store.delete_setting(JOB_KEY)
+        else:
+            self._inherited = job  # not delivered: again on the next accepted boot
+        self.cp.firmware_status = FirmwareStatus.IDLE.value
+
+    # --- GetDiagnostics (§5.8) --------------------------------------------------------------------
+
+    async def _on_get_diagnostics(self, p: dict[str, Any]) -> Reply:
+        start = mapping.parse_iso(p["startTime"]) if p.get("startTime") else None
+        stop = mapping.parse_iso(p["stopTime"]) if p.get("stopTime") else None
+        stamp = self.wall().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"diagnostics-{_safe_name(self.cfg.charge_point.id)}-{stamp}.tar.gz"
+        policy = RetryPolicy.from_request(p)
+
+        async def begin() -> None:
+            if self._diag is not None and not self._diag.done():
+                log.warning("GetDiagnostics replaces the upload in progress")
+                self._diag.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._diag
+            self._diag = self._spawn(self._run_diagnostics(p["location"], name, start, stop,
+                                                           policy))
+
+        return Reply({"fileName": name}, then=begin)
+
+    async def _run_diagnostics(self, location: str, name: str, start: datetime | None,
+                               stop: datetime | None, policy: RetryPolicy) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="ocppd-diag-"))
+        try:
+            archive = workdir / name
+            await self._collect(archive, workdir, start, stop)
+            await self._diagnostics(DiagnosticsStatus.UPLOADING)
+            for attempt in range(1, policy.attempts + 1):
+                try:
+                    await upload(location, archive, name)
+                except TransferError as exc:
+                    log.warning("diagnostics upload to %s failed (attempt %d of %d): %s",
+                                location, attempt, policy.attempts, exc)
+                    if attempt < policy.attempts:
+                        await asyncio.sleep(policy.interval_s)
+                    continue
+                log.info("diagnostics %s uploaded (%d bytes)", name, archive.stat().st_size)
+                await self._diagnostics(DiagnosticsStatus.UPLOADED)
+                return
+            log.error("diagnostics upload to %s failed after %d attempts", location,
+                      policy.attempts)
+            await self._diagnostics(DiagnosticsStatus.UPLOAD_FAILED)
+        finally:
+            self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _collect(self, archive: Path, workdir: Path, start: datetime | None,
+                       stop: datetime | None) -> None:
+        """journal.log, events.log and state.json of the window, in one .tar.gz."""
+        journal = workdir / "journal.log"
+        await self._journal(journal, start, stop)
+        events = workdir / "events.log"
+        lines = [f"{mapping.iso(at)} {kind} {detail}\n"
+                 for at, kind, detail in self.store.events(start, stop)]
+        events.write_text("".join(lines) or "(no events in the window)\n")
+        state = workdir / "state.json"
+        state.write_text(json.dumps(self._snapshot(start, stop), indent=2, default=str))
+
+        def pack() -> None:
+            with tarfile.open(archive, "w:gz") as tar:
+                for f in (state, events, journal):
+                    tar.add(f, arcname=f.name)
+
+        await asyncio.to_thread(pack)
+
+    async def _journal(self, dest: Path, start: datetime | None, stop: datetime | None) -> None:
+        """The unit's journal for the window; a note instead when there is no journal."""
+        def when(at: datetime) -> str:
+            return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+        cmd = ["journalctl", "-u", self.journal_unit, "-o", "short-iso", "--no-pager", "-q"]
+        if start is not None:
+            cmd += ["--since", when(start)]
+        if stop is not None:
+            cmd += ["--until", when(stop + timedelta(seconds=1))]
+        with dest.open("wb") as out:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                    stderr=asyncio.subprocess.DEVNULL)
+            except OSError as exc:
+                out.write(f"(no journal: {exc})\n".encode())
+                return
+            try:
+                code = await asyncio.wait_for(proc.wait(), JOURNAL_TIMEOUT_S)
+            except (TimeoutError, asyncio.CancelledError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise
+            if code != 0:
+                out.write(f"(journalctl exited with {code})\n".encode())
+
+    def _snapshot(self, start: datetime | None, stop: datetime | None) -> dict[str, Any]:
+        cp, out = self.cp, dict[str, Any]()
+        out["collected_at"] = mapping.iso(self.wall())
+        out["window"] = {"start": start and mapping.iso(start), "stop": stop and mapping.iso(stop)}
+        out["charge_point_id"] = self.cfg.charge_point.id
+        out["version"] = __version__
+        out["firmware_version"] = self.cfg.charge_point.firmware_version
+        out["firmware_status"] = cp.firmware_status
+        parts: dict[str, Callable[[], Any]] = {
+            "registration": lambda: cp.registration.value,
+            "connected": lambda: cp.link.connected,
+            "configuration": lambda: {d.name: v for d, v in cp.keys.readable()},
+            "connectors": lambda: [self.station.connector_view(c)
+                                   for c in self.station.connectors.values()],
+            "storage": self.store.diagnostics,
+        }
+        for key, read in parts.items():
+            try:
+                out[key] = read()
+            except Exception as exc:  # noqa: BLE001 - a snapshot shows what it can
+                out[key] = f"unavailable: {exc}"
+        return out
