@@ -1,0 +1,112 @@
+#!/bin/sh
+# Checks of the installed ocppd package, run as root inside a clean Debian chroot by
+# scripts/deb.sh check (there is no systemd running there: nothing is started).
+#
+#   chroot-check.sh installed   user, groups, conffile, unit, polkit/udev/sysusers files, config
+#   chroot-check.sh versions    the Debian library versions the test suite runs against
+#   chroot-check.sh lifecycle   upgrade keeps db and config edits; remove keeps; purge deletes
+set -u
+
+FAILED=0
+ok() { echo "  ok: $*"; }
+bad() { echo "  FAIL: $*"; FAILED=1; }
+check() { # check DESCRIPTION COMMAND...
+    desc=$1
+    shift
+    if "$@" >/tmp/check.out 2>&1; then ok "$desc"; else bad "$desc"; sed 's/^/    /' /tmp/check.out; fi
+}
+
+unit_dir() {
+    for d in /usr/lib/systemd/system /lib/systemd/system; do
+        [ -f "$d/ocppd.service" ] && { echo "$d"; return; }
+    done
+}
+
+installed() {
+    check "user ocppd exists" id ocppd
+    for g in gpio spi dialout; do
+        check "ocppd is in group $g" sh -c "id -nG ocppd | tr ' ' '\n' | grep -qx $g"
+    done
+    check "/etc/ocppd.toml is a conffile" \
+        sh -c "dpkg-query -W -f='\${Conffiles}' ocppd | grep -q '^ /etc/ocppd.toml '"
+    check "/etc/ocppd.toml is root:ocppd 0640" \
+        sh -c '[ "$(stat -c "%U:%G %a" /etc/ocppd.toml)" = "root:ocppd 640" ]'
+    ud=$(unit_dir)
+    check "ocppd.service installed" test -n "$ud"
+    check "ocppd-firmware-install@.service installed" test -f "$ud/ocppd-firmware-install@.service"
+    check "ocppd.service enabled" test -L /etc/systemd/system/multi-user.target.wants/ocppd.service
+    check "systemd-analyze verify ocppd.service" systemd-analyze verify --man=no "$ud/ocppd.service"
+    check "sysusers.d/ocppd.conf" test -f /usr/lib/sysusers.d/ocppd.conf
+    check "polkit rule" test -f /usr/share/polkit-1/rules.d/50-ocppd.rules
+    check "udev rule" sh -c 'ls /lib/udev/rules.d/60-ocppd.rules /usr/lib/udev/rules.d/60-ocppd.rules 2>/dev/null | grep -q .'
+    for m in man8/ocppd.8.gz man8/ocppctl.8.gz man5/ocppd.toml.5.gz; do
+        check "man page $m" test -f "/usr/share/man/$m"
+    done
+    check "install-firmware refuses a call without a file (exit 2)" \
+        sh -c '/usr/lib/ocppd/install-firmware; [ $? -eq 2 ]'
+    check "ocppd --version" ocppd --version
+    check "ocppctl --version" ocppctl --version
+    # What systemd's RuntimeDirectory= and StateDirectory= would create before ExecStart.
+    install -d -o ocppd -g ocppd -m 0750 /run/ocppd /var/lib/ocppd
+    check "ocppd --check-config on the installed /etc/ocppd.toml, as user ocppd" \
+        runuser -u ocppd -- ocppd --check-config --config /etc/ocppd.toml
+    return $FAILED
+}
+
+versions() {
+    python3 - <<'EOF'
+import importlib.metadata as md
+import sys
+names = ["aiohttp", "pymodbus", "gpiozero", "pyserial", "fastjsonschema", "systemd-python",
+         "pytest", "pytest-asyncio", "hypothesis"]
+found = []
+for n in names:
+    try:
+        found.append(f"{n} {md.version(n)}")
+    except md.PackageNotFoundError:
+        found.append(f"{n} -")
+print("  python " + sys.version.split()[0] + ", " + ", ".join(found))
+EOF
+}
+
+lifecycle() {
+    apt_opts="-y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+    echo "# local edit: keep me" >>/etc/ocppd.toml
+    install -d -o ocppd -g ocppd -m 0750 /var/lib/ocppd
+    echo "fake database" >/var/lib/ocppd/ocppd.db
+    chown ocppd:ocppd /var/lib/ocppd/ocppd.db
+
+    # shellcheck disable=SC2086
+    check "upgrade installs" apt-get install $apt_opts --no-install-recommends /tmp/ocppd-upgrade.deb
+    check "upgraded version" sh -c "dpkg-query -W -f='\${Version}' ocppd | grep -q 'upgradetest1\$'"
+    check "upgrade keeps the database" grep -qx "fake database" /var/lib/ocppd/ocppd.db
+    check "upgrade keeps config edits" grep -q "local edit: keep me" /etc/ocppd.toml
+    check "upgrade leaves the new default beside it" test -f /etc/ocppd.toml.dpkg-dist
+    check "upgrade keeps root:ocppd 0640" \
+        sh -c '[ "$(stat -c "%U:%G %a" /etc/ocppd.toml)" = "root:ocppd 640" ]'
+
+    # shellcheck disable=SC2086
+    check "remove" apt-get remove $apt_opts ocppd
+    check "remove keeps the database" grep -qx "fake database" /var/lib/ocppd/ocppd.db
+    check "remove keeps the config" grep -q "local edit: keep me" /etc/ocppd.toml
+    check "state after remove is config-files" \
+        sh -c "dpkg-query -W -f='\${Status}' ocppd | grep -q 'config-files'"
+
+    # shellcheck disable=SC2086
+    check "purge" apt-get purge $apt_opts ocppd
+    check "purge deletes /var/lib/ocppd" test ! -e /var/lib/ocppd
+    check "purge deletes /etc/ocppd.toml" test ! -e /etc/ocppd.toml
+    check "purge deletes /etc/ocppd.toml.dpkg-dist" test ! -e /etc/ocppd.toml.dpkg-dist
+    check "purge drops the statoverride" sh -c '! dpkg-statoverride --list /etc/ocppd.toml'
+    if id ocppd >/dev/null 2>&1; then
+        echo "  note: system user ocppd stays after purge (Debian policy)"
+    fi
+    return $FAILED
+}
+
+case "${1:-}" in
+installed) installed ;;
+versions) versions ;;
+lifecycle) lifecycle ;;
+*) echo "usage: chroot-check.sh installed|versions|lifecycle" >&2; exit 2 ;;
+esac
