@@ -185,6 +185,12 @@ class FrameError(OcppdError):
 _HEAD = re.compile(r'^\s*\[\s*(\d+)\s*,\s*"([^"\\]{1,36})"')
 
 
+def recover_head(text: str) -> tuple[int, str] | None:
+    """(MessageTypeId, message id) from the start of a frame that does not parse, if present."""
+    head = _HEAD.match(text)
+    return (int(head.group(1)), head.group(2)) if head else None
+
+
 def _reject_constant(name: str) -> Any:
     # RFC 8259 JSON has no NaN/Infinity; Python's json would accept them silently.
     raise ValueError(f"{name} is not JSON")
@@ -215,11 +221,11 @@ def parse(text: str) -> Message:
     try:
         frame = _loads(text)
     except ValueError as exc:
-        head = _HEAD.match(text)
+        head = recover_head(text)
         if head is None:
             raise FrameError(CallErrorCode.FormationViolation, f"not JSON: {exc}") from None
         raise FrameError(CallErrorCode.FormationViolation, f"not JSON: {exc}",
-                         message_id=head.group(2), message_type=int(head.group(1))) from None
+                         message_id=head[1], message_type=head[0]) from None
     if not isinstance(frame, list) or not frame:
         raise FrameError(CallErrorCode.FormationViolation, "not an OCPP-J array")
     type_id = frame[0]

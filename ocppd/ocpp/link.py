@@ -1,0 +1,626 @@
+"""The OCPP-J 1.6 link: one WebSocket to the Central System, kept up forever, carrying RPC frames.
+
+What it does, and the rule behind each part:
+
+- Connects to ``url/<percent-encoded charge point id>`` with subprotocol ``ocpp1.6`` (OCPP-J §3.1,
+  §3.1.2) and the transport security of the 1.6 Security Whitepaper profile (0: ws; 1: ws + Basic;
+  2: wss + Basic; 3: wss + client certificate). Reconnects with capped exponential backoff and
+  jitter, reset once a connection has been stable.
+- WebSocket pings (OCPP-J §5.3 WebSocketPingInterval) find a dead link within about 1.5 intervals
+  (aiohttp's heartbeat: a ping after ``interval`` of silence, a pong due within half of it).
+- At most one outstanding CALL of ours (OCPP-J §4.1.1), correlated by message id; incoming CALLs
+  run each in their own task so a handler may itself await ``call()``.
+- Every payload in or out is checked against the 1.6 schemas when a Validator is given.
+
+This module is the only one that imports aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import ssl
+import time
+from base64 import b64encode
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+from yarl import URL
+
+from ocppd.ocpp import rpc
+from ocppd.ocpp.rpc import (
+    CallErrorCode,
+    CallErrorReceived,
+    CallTimeout,
+    InvalidResponse,
+    LinkDown,
+    NoReply,
+    OcppCallError,
+    OutgoingInvalid,
+    Reply,
+)
+from ocppd.ocpp.validate import Validator
+
+log = logging.getLogger("ocppd.link")
+frames_log = logging.getLogger("ocppd.ocpp.frames")  # ocppd.systemd.FRAMES_LOGGER
+
+SUBPROTOCOL = "ocpp1.6"  # OCPP-J 1.6 §3.1.2
+_T = TypeVar("_T")
+
+Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkSettings:
+    url: str  # ws:// or wss:// base URL; "/" + percent-encoded charge point id is appended
+    charge_point_id: str
+    security_profile: int = 0  # Security Whitepaper §2: 0..3
+    # AuthorizationKey, used as-is as the Basic password (user = charge point id); a callable is
+    # asked on every connect so a ChangeConfiguration takes effect on the next one.
+    password: Callable[[], str | None] | str | None = None
+    ca_file: Path | str | None = None  # None: the system store
+    client_cert_file: Path | str | None = None
+    client_key_file: Path | str | None = None
+    insecure_skip_tls_verify: bool = False
+    reconnect_min_s: float = 1.0
+    reconnect_max_s: float = 300.0
+    stable_after_s: float = 60.0
+    response_timeout_s: float = 30.0
+    connect_timeout_s: float = 30.0
+    max_frame_bytes: int = 1_048_576
+    ping_interval_s: float = 60.0  # WebSocketPingInterval; 0 = off
+    log_frames: bool = False
+
+    def endpoint(self) -> str:
+        return build_url(self.url, self.charge_point_id)
+
+    def password_value(self) -> str | None:
+        return self.password() if callable(self.password) else self.password
+
+    def __repr__(self) -> str:  # never print the password
+        return f"LinkSettings(url={self.url!r}, charge_point_id={self.charge_point_id!r}, " \
+               f"security_profile={self.security_profile})"
+
+
+@dataclass(slots=True)
+class LinkStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    outgoing_invalid: int = 0  # our own payloads that failed validation (bugs), never sent
+    incoming_errors: int = 0  # broken frames, invalid CALLs and responses, unknown ids
+    connects: int = 0
+    reconnects: int = 0  # connections made after the first
+    last_error: str | None = None
+    connected_since: datetime | None = None
+
+
+def build_url(base: str, charge_point_id: str) -> str:
+    """OCPP-J §3.1.1: the charge point id is the last path segment, percent-encoded."""
+    return base.rstrip("/") + "/" + quote(charge_point_id, safe="")
+
+
+def backoff_delay_s(failures: int, settings: LinkSettings, rand: Callable[[], float]) -> float:
+    """Capped exponential backoff with "equal jitter": half fixed, half random.
+
+    The random half spreads a fleet of chargers that lost the Central System at the same moment.
+    """
+    lo, hi = settings.reconnect_min_s, max(settings.reconnect_min_s, settings.reconnect_max_s)
+    cap = min(hi, lo * 2.0 ** min(failures, 32))
+    return max(lo, cap / 2 + rand() * cap / 2)
+
+
+def _basic_auth(user: str, password: str) -> str:
+    # RFC 7617 with UTF-8; built by hand because aiohttp.BasicAuth refuses a ":" in the user.
+    return "Basic " + b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+class _Setup(Exception):  # noqa: N818 - internal: a problem found before connecting
+    pass
+
+
+def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
+    try:
+        # ca_file pins the Central System's CA (Whitepaper: CentralSystemRootCertificate);
+        # without it the system store (Debian ca-certificates) is used.
+        ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise _Setup(f"cannot load ca_file {s.ca_file}: {exc}") from None
+    if s.security_profile >= 3:
+        if not s.client_cert_file:
+            raise _Setup("security profile 3 needs client_cert_file (and client_key_file)")
+        try:
+            ctx.load_cert_chain(str(s.client_cert_file),
+                                str(s.client_key_file) if s.client_key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise _Setup(f"cannot load client certificate {s.client_cert_file}: {exc}") from None
+    if s.insecure_skip_tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _explain(exc: BaseException, s: LinkSettings, url: str) -> str:
+    """One line an installer can act on, for a failed connect."""
+    if isinstance(exc, aiohttp.WSServerHandshakeError):
+        status = exc.status
+        if status == 401:
+            who = "wrong password (AuthorizationKey)" if s.security_profile in (1, 2) else (
+                "the Central System wants credentials (security profile 1 or 2?)")
+            return f"HTTP 401 Unauthorized at {url}: {who}"
+        if status == 403:
+            return f"HTTP 403 Forbidden at {url}: the Central System refuses this charge point"
+        if status == 404:
+            return f"HTTP 404 Not Found at {url}: unknown charge point id or wrong URL"
+        return f"WebSocket handshake refused at {url}: HTTP {status} {exc.message}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        where = f"ca_file {s.ca_file}" if s.ca_file else "the system CA store (or set ca_file)"
+        return (f"TLS: certificate verify failed for {url}: {exc.certificate_error}; "
+                f"check {where}, the host name and the clock")
+    if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError):
+        hint = "; the Central System may refuse our client certificate" if (
+            s.security_profile >= 3) else ""
+        return f"TLS error with {url}: {exc}{hint}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url}: {exc.os_error.strerror or exc.os_error}"
+    if isinstance(exc, TimeoutError):
+        return f"no handshake with {url} within {s.connect_timeout_s:g} s"
+    if isinstance(exc, aiohttp.ServerDisconnectedError) and s.security_profile >= 3:
+        return f"{url} closed the connection during the handshake (client certificate refused?)"
+    return f"cannot connect to {url}: {type(exc).__name__}: {exc}"
+
+
+_SECRET_VALUE = re.compile(r'("value"\s*:\s*)"(?:[^"\\]|\\.)*"')
+
+
+def _for_log(text: str) -> str:
+    # ChangeConfiguration of AuthorizationKey carries the new password (Whitepaper §1.3.1)
+    if "AuthorizationKey" in text:
+        text = _SECRET_VALUE.sub(r'\1"***"', text)
+    return text if len(text) <= 2000 else text[:2000] + "..."
+
+
+@dataclass(slots=True)
+class _Pending:
+    message_id: str
+    action: str
+    future: asyncio.Future[rpc.CallResult | rpc.CallError] = field(repr=False)
+
+
+class Link:
+    """One OCPP-J connection, kept up by ``run()``; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        *,
+        handler: Handler,
+        validator: Validator | None = None,
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_disconnected: Callable[[str], None] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._validator = validator
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
+        self._sleep = sleep
+        self._rand = rand
+        self._clock = clock
+        self.stats = LinkStats()
+        self.last_activity: float = clock()
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pending: _Pending | None = None
+        self._call_lock = asyncio.Lock()
+        self._connected = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._running = False
+        self._stopped = asyncio.Event()
+        self._drop_reason: str | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_logged: str | None = None
+
+    # --- public -----------------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> LinkSettings:
+        return self._settings
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def update(self, settings: LinkSettings) -> None:
+        """New settings, used from the next connect on (call ``reconnect_now`` to apply now)."""
+        self._settings = settings
+
+    def reconnect_now(self, reason: str) -> None:
+        """Drop the connection (if any) and connect again without waiting out the backoff."""
+        self._drop_reason = reason
+        ws = self._ws
+        if ws is not None:
+            log.info("reconnecting: %s", reason)
+            self._spawn(self._close_ws(ws), "close")
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Connect and reconnect until ``close()``."""
+        if self._running:
+            raise RuntimeError("Link.run() is already running")
+        self._running = True
+        self._stopped.clear()
+        failures = 0
+        try:
+            while not self._closing:
+                self._wake.clear()
+                self._drop_reason = None
+                opened = await self._unless_woken(self._open(self._settings))
+                if opened is not None and self._closing:
+                    await self._close_ws(opened[1])
+                    await opened[0].close()
+                    break
+                if opened is not None:
+                    started = self._clock()
+                    await self._serve(*opened)
+                    if self._clock() - started >= self._settings.stable_after_s:
+                        failures = 0  # a stable connection: the next outage starts afresh
+                if self._closing:
+                    break
+                if self._wake.is_set() and self._drop_reason is not None:
+                    continue  # reconnect_now(): connect again at once with the new settings
+                delay_s = backoff_delay_s(failures, self._settings, self._rand)
+                failures += 1
+                log.debug("next connect attempt in %.1f s", delay_s)
+                await self._unless_woken(self._sleep(delay_s))
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def close(self) -> None:
+        """Stop ``run()``, close the connection, cancel every task of the link."""
+        self._closing = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            await self._close_ws(ws)
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), timeout=5.0)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+
+    async def call(self, action: str, payload: dict[str, Any], *,
+                   timeout_s: float | None = None) -> dict[str, Any]:
+        """Send a CALL and return the CALLRESULT payload.
+
+        Raises OutgoingInvalid (our bug, nothing sent), LinkDown, CallTimeout, CallErrorReceived
+        (the Central System answered CALLERROR) or InvalidResponse.
+        """
+        if self._validator is not None:
+            try:
+                self._validator.check_request(action, payload)
+            except OcppCallError as exc:
+                self.stats.outgoing_invalid += 1
+                log.error("not sending invalid %s: %s", action, exc.description)
+                raise OutgoingInvalid(CallErrorCode.InternalError,
+                                      f"invalid {action}: {exc.description}") from None
+        wait_s = self._settings.response_timeout_s if timeout_s is None else timeout_s
+        async with self._call_lock:  # OCPP-J §4.1.1: one outstanding CALL at a time
+            ws = self._ws
+            if ws is None or not self.connected:
+                raise LinkDown("not connected to the Central System")
+            call = rpc.Call(message_id=rpc.new_message_id(), action=action, payload=payload)
+            future: asyncio.Future[rpc.CallResult | rpc.CallError] = (
+                asyncio.get_running_loop().create_future())
+            self._pending = _Pending(call.message_id, action, future)
+            try:
+                await self._send(ws, call.encode())
+                try:
+                    answer = await asyncio.wait_for(asyncio.shield(future), timeout=wait_s)
+                except TimeoutError:
+                    raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
+            finally:
+                self._pending = None
+        if isinstance(answer, rpc.CallError):
+            raw = f" ({answer.raw_code})" if answer.raw_code != answer.code.value else ""
+            raise CallErrorReceived(answer.code, answer.description + raw, answer.details)
+        if self._validator is not None:
+            try:
+                self._validator.check_response(action, answer.payload)
+            except OcppCallError as exc:
+                self.stats.incoming_errors += 1
+                log.warning("invalid %s response from the Central System: %s", action,
+                            exc.description)
+                raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
+                                      exc.details) from None
+        return answer.payload
+
+    # --- connection -------------------------------------------------------------------------------
+
+    async def _unless_woken(self, coro: Awaitable[_T]) -> _T | None:
+        """Run ``coro`` unless ``close()``/``reconnect_now()`` come first (then None)."""
+        task = asyncio.ensure_future(coro)
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({task, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, waker):
+                if not t.done():
+                    t.cancel()
+            with contextlib.suppress(BaseException):
+                await waker
+        if not task.done() or task.cancelled():
+            with contextlib.suppress(BaseException):
+                await task
+            return None
+        return task.result()
+
+    def _fail(self, message: str) -> None:
+        self.stats.last_error = message
+        if message != self._last_logged:  # log transitions, not repetitions
+            log.warning("%s", message)
+            self._last_logged = message
+        else:
+            log.debug("%s (again)", message)
+
+    async def _open(
+        self, s: LinkSettings
+    ) -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse] | None:
+        url = s.endpoint()
+        kwargs: dict[str, Any] = {}
+        headers: dict[str, str] = {}
+        try:
+            scheme = urlsplit(url).scheme.lower()
+            if scheme not in ("ws", "wss"):
+                raise _Setup(f"URL must start with ws:// or wss://, not {url}")
+            if s.security_profile >= 2 and scheme != "wss":
+                raise _Setup(f"security profile {s.security_profile} needs a wss:// URL")
+            if scheme == "wss":
+                kwargs["ssl"] = _ssl_context(s)
+                if s.insecure_skip_tls_verify:
+                    log.warning("TLS certificate verification is OFF (insecure_skip_tls_verify)")
+            if s.security_profile in (1, 2):
+                password = s.password_value()
+                if password:
+                    headers["Authorization"] = _basic_auth(s.charge_point_id, password)
+                else:
+                    log.warning("security profile %d but no password (AuthorizationKey) set",
+                                s.security_profile)
+        except _Setup as exc:
+            self._fail(str(exc))
+            return None
+        if s.ping_interval_s > 0:
+            kwargs["heartbeat"] = s.ping_interval_s
+        session = aiohttp.ClientSession()
+        try:
+            ws = await asyncio.wait_for(
+                session.ws_connect(URL(url, encoded=True), protocols=(SUBPROTOCOL,),
+                                   headers=headers, max_msg_size=s.max_frame_bytes,
+                                   autoping=True, **kwargs),
+                timeout=s.connect_timeout_s)
+        except asyncio.CancelledError:
+            await session.close()
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            await session.close()
+            self._fail(_explain(exc, s, url))
+            return None
+        if ws.protocol != SUBPROTOCOL:
+            # OCPP-J §3.1.2: without the agreed subprotocol the server may speak anything
+            await self._close_ws(ws, code=aiohttp.WSCloseCode.PROTOCOL_ERROR,
+                                 message=b"ocpp1.6 required")
+            await session.close()
+            self._fail(f"{url} did not agree to subprotocol {SUBPROTOCOL} "
+                       f"(answered {ws.protocol or 'none'}); closed")
+            return None
+        return session, ws
+
+    async def _close_ws(self, ws: aiohttp.ClientWebSocketResponse, *,
+                        code: int = aiohttp.WSCloseCode.OK, message: bytes = b"") -> None:
+        # Bounded: a dead peer never answers the close frame.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(code=code, message=message), timeout=2.0)
+
+    async def _serve(self, session: aiohttp.ClientSession,
+                     ws: aiohttp.ClientWebSocketResponse) -> None:
+        s = self._settings
+        self._ws = ws
+        self.stats.connects += 1
+        if self.stats.connects > 1:
+            self.stats.reconnects += 1
+        self.stats.connected_since = datetime.now(UTC)
+        self.stats.last_error = None
+        self._last_logged = None
+        self.last_activity = self._clock()
+        self._connected.set()
+        log.info("connected to %s (security profile %d)", s.endpoint(), s.security_profile)
+        if self._on_connected is not None:
+            self._spawn(self._on_connected(), "on_connected")
+        reason = "connection closed"
+        try:
+            reason = await self._receive_loop(ws)
+        finally:
+            self._connected.clear()
+            self._ws = None
+            self.stats.connected_since = None
+            reason = self._drop_reason or reason
+            pending = self._pending
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(LinkDown(f"connection lost: {reason}"))
+            await self._close_ws(ws)
+            await session.close()
+            self.stats.last_error = reason
+            if not self._closing:
+                log.warning("connection to the Central System lost: %s", reason)
+            if self._on_disconnected is not None:
+                try:
+                    self._on_disconnected(reason)
+                except Exception:
+                    log.exception("on_disconnected failed")
+
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> str:
+        while True:
+            msg = await ws.receive()
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self._on_text(ws, msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                self._on_binary(ws, msg.data)
+            elif msg.type == aiohttp.WSMsgType.CLOSE:
+                extra = f": {msg.extra}" if msg.extra else ""
+                return f"closed by the Central System (code {msg.data}{extra})"
+            elif msg.type == aiohttp.WSMsgType.ERROR:
+                exc = ws.exception() or msg.data
+                if isinstance(exc, aiohttp.WebSocketError) and exc.code == 1009:
+                    return f"frame larger than max_frame_bytes {self._settings.max_frame_bytes}"
+                return f"{type(exc).__name__}: {exc}"
+            elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                code = ws.close_code
+                return "connection closed" + (f" (code {code})" if code else "")
+
+    # --- frames -----------------------------------------------------------------------------------
+
+    async def _send(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+        if ws.closed:
+            raise LinkDown("connection closed")
+        if self._settings.log_frames:
+            frames_log.debug(">> %s", _for_log(text))
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            raise LinkDown(f"send failed: {exc}") from None
+        self.stats.frames_out += 1
+        self.last_activity = self._clock()
+
+    def _on_text(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+        self.stats.frames_in += 1
+        self.last_activity = self._clock()
+        if self._settings.log_frames:
+            frames_log.debug("<< %s", _for_log(text))
+        try:
+            msg = rpc.parse(text)
+        except rpc.FrameError as exc:
+            self._on_bad_frame(ws, exc, text)
+            return
+        if isinstance(msg, rpc.Call):
+            self._spawn(self._dispatch(ws, msg), msg.action)
+            return
+        pending = self._pending
+        if pending is None or pending.message_id != msg.message_id or pending.future.done():
+            self.stats.incoming_errors += 1
+            log.warning("answer with unknown message id %r ignored", msg.message_id[:40])
+            return
+        pending.future.set_result(msg)
+
+    def _on_binary(self, ws: aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+        # OCPP-J §4.1: frames are text. Answer a CALL sent as binary so its sender stops waiting.
+        self.stats.frames_in += 1
+        self.last_activity = self._clock()
+        text = data[:4096].decode("utf-8", errors="replace")
+        head = rpc.recover_head(text)
+        exc = rpc.FrameError(CallErrorCode.FormationViolation, "OCPP-J frames must be text",
+                             message_id=head[1] if head else None,
+                             message_type=head[0] if head else None)
+        self._on_bad_frame(ws, exc, f"<binary frame, {len(data)} bytes>")
+
+    def _on_bad_frame(self, ws: aiohttp.ClientWebSocketResponse, exc: rpc.FrameError,
+                      text: str) -> None:
+        self.stats.incoming_errors += 1
+        log.warning("bad frame from the Central System (%s): %s", exc.description,
+                    _for_log(text)[:200])
+        pending = self._pending
+        if (exc.message_type in (rpc.MessageType.CALLRESULT, rpc.MessageType.CALLERROR)
+                and pending is not None and pending.message_id == exc.message_id
+                and not pending.future.done()):
+            # A broken answer to our CALL: a failure to process it (errata 2025-04 §3.3)
+            pending.future.set_result(rpc.CallError(
+                message_id=exc.message_id, code=exc.code, description=exc.description))
+            return
+        answer = exc.answer
+        if answer is not None:
+            self._spawn(self._send_quietly(ws, answer.encode()), "callerror")
+
+    async def _send_quietly(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
+        try:
+            await self._send(ws, text)
+        except LinkDown as exc:
+            log.debug("answer not sent: %s", exc)
+
+    async def _answer(self, call: rpc.Call) -> Reply:
+        if self._validator is not None:
+            try:
+                self._validator.check_request(call.action, call.payload)
+            except OcppCallError as exc:
+                self.stats.incoming_errors += 1
+                log.warning("invalid %s from the Central System: %s", call.action,
+                            exc.description)
+                raise
+        result = await self._handler(call.action, call.payload)
+        reply = result if isinstance(result, Reply) else Reply(result)
+        if self._validator is not None:
+            try:
+                self._validator.check_response(call.action, reply.payload)
+            except OcppCallError as exc:
+                self.stats.outgoing_invalid += 1
+                log.error("invalid %s response of ours, not sent: %s", call.action,
+                          exc.description)
+                raise OcppCallError(CallErrorCode.InternalError,
+                                    "internal error building the response") from None
+        return reply
+
+    async def _dispatch(self, ws: aiohttp.ClientWebSocketResponse, call: rpc.Call) -> None:
+        then: Callable[[], Awaitable[None]] | None = None
+        try:
+            reply = await self._answer(call)
+            text = rpc.CallResult(message_id=call.message_id, payload=reply.payload).encode()
+            then = reply.then
+        except NoReply:
+            return
+        except OcppCallError as exc:
+            text = rpc.CallError.from_exception(call.message_id, exc).encode()
+        except Exception as exc:
+            log.exception("handler for %s failed", call.action)
+            text = rpc.CallError(message_id=call.message_id, code=CallErrorCode.InternalError,
+                                 description=f"{type(exc).__name__} handling {call.action}"
+                                 ).encode()
+        try:
+            await self._send(ws, text)
+        except LinkDown as exc:
+            log.info("answer to %s not sent: %s", call.action, exc)
+            return
+        if then is not None:  # only now: the CALLRESULT is on the wire (TriggerMessage §5.17)
+            self._spawn(then(), f"{call.action} follow-up")
+
+    # --- tasks ------------------------------------------------------------------------------------
+
+    def _spawn(self, aw: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(aw)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: self._done(t, name))
+
+    def _done(self, task: asyncio.Task[Any], name: str) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("%s failed: %s", name, exc, exc_info=exc)
+
+
+__all__ = ["Handler", "Link", "LinkSettings", "LinkStats", "backoff_delay_s", "build_url"]
