@@ -8,8 +8,9 @@ import logging
 from typing import Any
 
 import pytest
+from linkkit import Pair, settings_for
 
-from conftest import Pair
+from ocppd.ocpp.link import Link
 from ocppd.ocpp.rpc import (
     CallErrorCode,
     CallErrorReceived,
@@ -250,10 +251,6 @@ async def test_answer_with_unknown_id_is_ignored(pair: Pair,
 
 
 async def test_call_when_not_connected_raises_link_down(cs: Any, handlers: Any) -> None:
-    from ocppd.ocpp.link import Link
-
-    from conftest import settings_for
-
     link = Link(settings_for(cs.url), handler=handlers, validator=None)
     with pytest.raises(LinkDown):
         await link.call("Heartbeat", {})
