@@ -25,7 +25,9 @@ DIST_DIR=$ROOT/dist
 BUILD_DEPS="dh-python debhelper pybuild-plugin-pyproject lintian python3-all python3-setuptools
             dpkg-dev fakeroot"
 CHECK_DEPS="debootstrap"
-TEST_DEPS="python3-pytest python3-pytest-asyncio python3-hypothesis"
+# Test-side libraries Debian ships; the `ocpp` package it lacks must be importorskip-ped.
+TEST_DEPS="python3-pytest python3-pytest-asyncio python3-hypothesis python3-websockets
+           python3-trustme python3-pyftpdlib"
 
 say() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'deb.sh: %s\n' "$*" >&2; exit 1; }
@@ -200,7 +202,10 @@ check_suite() {
     cp "$upgrade_deb" "$C/tmp/ocppd-upgrade.deb"
     cp "$ROOT/tests/packaging/chroot-check.sh" "$C/tmp/"
     mkdir -p "$C/tmp/src"
-    cp -r "$ROOT/tests" "$ROOT/pyproject.toml" "$C/tmp/src/"
+    # No ocppd/ here: the tests import the installed package. debian/, systemd/ and scripts/
+    # let tests/packaging check the sources the package was built from.
+    cp -r "$ROOT/tests" "$ROOT/pyproject.toml" "$ROOT/debian" "$ROOT/systemd" "$ROOT/scripts" \
+        "$C/tmp/src/"
     find "$C/tmp/src" -name __pycache__ -prune -exec rm -rf {} +
 
     say "[$suite] apt-get install ./ocppd.deb"
@@ -216,7 +221,7 @@ check_suite() {
     t1=$SECONDS
     in_chroot apt-get install -y -q --no-install-recommends $TEST_DEPS >/dev/null
     in_chroot sh /tmp/chroot-check.sh versions
-    if ! in_chroot sh -c 'cd /tmp/src && python3 -m pytest -q -p no:cacheprovider -m "not slow" -rs tests' \
+    if ! in_chroot sh -c 'cd /tmp/src && python3 -m pytest -q -p no:cacheprovider -m "not slow" -rfEs tests' \
         >"$CACHE/pytest-$suite.log" 2>&1; then
         failed=1
         say "[$suite] TESTS FAILED (full log: $CACHE/pytest-$suite.log)"
