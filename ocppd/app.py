@@ -94,7 +94,8 @@ class Daemon:
     def _open_store(self) -> Store:
         s = self.cfg.storage
         return Store.open(s.path, move_aside_corrupt=s.move_aside_corrupt,
-                          outbox_max_messages=s.outbox_max_messages)
+                          outbox_max_messages=s.outbox_max_messages,
+                          tx_samples_max=s.stop_txn_data_max_samples)
 
     def _keys(self, store: Store) -> Keys:
         try:
@@ -311,6 +312,7 @@ class ControlApiImpl:
                 "last_error": getattr(stats, "last_error", None),
             },
             "outbox": self.d.store.outbox_count() if self.d.store else 0,
+            "storage_error": st.storage_error,
             "outgoing_invalid": getattr(stats, "outgoing_invalid", 0),
             "connectors": connectors,
         }

@@ -36,7 +36,7 @@ from ocppd.core.model import (
     charger_status,
     derive_status,
 )
-from ocppd.errors import MeterError, OcppdError
+from ocppd.errors import MeterError, OcppdError, StorageError
 from ocppd.hw.base import (
     BoardEvent,
     CableRating,
@@ -197,6 +197,7 @@ class Station:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retime = asyncio.Event()
         self._started = False
+        self.storage_error: str | None = None  # last write failure (full disk), for ocppctl
         # hooks of other features (smart charging): (connector id, transaction)
         self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_confirmed: list[Callable[[int, TxRecord], None]] = []
@@ -565,17 +566,23 @@ class Station:
             reading = await self._read_meter(c)
             now = self.wall()
             meter_start = self._energy_wh(c)
-            with self.store.atomic():
-                local_id = self.store.begin_transaction(
-                    connector_id=c.id, id_tag=id_tag, meter_start_wh=meter_start,
-                    started_at=now, reservation_id=reservation_id,
-                )
-                if reservation_id is not None:
-                    self.store.reservation_delete(reservation_id)
-                tx = self.store.transaction(local_id)
-                assert tx is not None
-                if self.port is not None:
-                    self.port.enqueue_start(tx)
+            try:
+                with self.store.atomic():
+                    local_id = self.store.begin_transaction(
+                        connector_id=c.id, id_tag=id_tag, meter_start_wh=meter_start,
+                        started_at=now, reservation_id=reservation_id,
+                    )
+                    if reservation_id is not None:
+                        self.store.reservation_delete(reservation_id)
+                    tx = self.store.transaction(local_id)
+                    assert tx is not None
+                    if self.port is not None:
+                        self.port.enqueue_start(tx)
+            except StorageError as exc:
+                # A transaction that cannot be recorded cannot be billed: no energy for it.
+                self._storage_failed(exc)
+                raise Refused(f"cannot record the transaction: {exc}") from None
+            self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
             c.reservation_id = c.reservation_tag = None
             log.info("connector %d: transaction %d started for %s at %d Wh",
@@ -604,18 +611,24 @@ class Station:
             reading = await self._read_meter(c)
             now = self.wall()
             meter_stop = max(self._energy_wh(c), tx.meter_start_wh)
-            with self.store.atomic():
-                self.store.finish_transaction(
-                    tx.local_id, meter_stop_wh=meter_stop, stopped_at=now,
-                    reason=reason.value, stop_id_tag=stop_id_tag,
-                )
-                done = self.store.transaction(tx.local_id)
-                assert done is not None
-                if self.port is not None:
-                    if reading is not None:
-                        self.port.meter_sample(connector_id=c.id, tx=done, reading=reading, at=now,
-                                               context="end", offered_a=c.offer_a)
-                    self.port.enqueue_stop(done)
+            try:
+                with self.store.atomic():
+                    self.store.finish_transaction(
+                        tx.local_id, meter_stop_wh=meter_stop, stopped_at=now,
+                        reason=reason.value, stop_id_tag=stop_id_tag,
+                    )
+                    done = self.store.transaction(tx.local_id)
+                    assert done is not None
+                    if self.port is not None:
+                        if reading is not None:
+                            self.port.meter_sample(connector_id=c.id, tx=done, reading=reading,
+                                                   at=now, context="end", offered_a=c.offer_a)
+                        self.port.enqueue_stop(done)
+            except StorageError as exc:
+                # The contactor is already open. The transaction stays open in the database and
+                # is stopped at the next start-up (power-loss rules) with its last reading.
+                self._storage_failed(exc)
+                done = tx
             log.info("connector %d: transaction %d stopped (%s) at %d Wh",
                      c.id, tx.local_id, reason.value, meter_stop, extra={"CONNECTOR_ID": c.id})
             c.tx, c.tx_parent_id_tag, c.invalid_id = None, None, False
@@ -629,6 +642,11 @@ class Station:
                 await self.hw.board.lock(c.id, False)
             self._apply(c)
             return True
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.storage_error != str(exc):
+            log.error("storage write failed: %s", exc)
+        self.storage_error = str(exc)
 
     def on_start_confirmed(self, local_id: int, tx_id: int, cred: Credential) -> None:
         """StartTransaction.conf arrived (possibly long after an offline start)."""
@@ -808,12 +826,15 @@ class Station:
             reading = await self._read_meter(c)
             if reading is None:
                 continue
-            if c.tx is not None:
-                self.store.update_meter(c.tx.local_id, int(round(reading.energy_import_wh)), now)
-                self._check_energy_cap(c)
-            if self.port is not None and (c.tx is not None or context != "periodic"):
-                self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading, at=now,
-                                       context=context, offered_a=c.offer_a)
+            try:
+                if c.tx is not None:
+                    self.store.update_meter(c.tx.local_id, int(round(reading.energy_import_wh)), now)
+                    self._check_energy_cap(c)
+                if self.port is not None and (c.tx is not None or context != "periodic"):
+                    self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading, at=now,
+                                           context=context, offered_a=c.offer_a)
+            except StorageError as exc:
+                self._storage_failed(exc)
 
     async def _wait_retime(self, delay_s: float) -> None:
         self._retime.clear()

@@ -29,6 +29,7 @@ from ocppd import __version__
 from ocppd.config import Config
 from ocppd.core.auth import Credential
 from ocppd.core.model import Status, StopReason
+from ocppd.errors import StorageError
 from ocppd.hw.base import Fault, MeterReading
 from ocppd.ocpp.link import Link
 from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
@@ -388,7 +389,12 @@ class ChargePoint:
                 if wait > 0:
                     await asyncio.sleep(wait)
                     continue
-            await self._deliver(item)
+            try:
+                await self._deliver(item)
+            except StorageError as exc:
+                # e.g. a full disk: the message stays queued; try again later, loudly
+                log.error("outbox: storage failed: %s; retrying in 5 s", exc)
+                await asyncio.sleep(5)
 
     def _prepared(self, item: OutboxItem) -> dict[str, Any]:
         payload = dict(item.payload)
