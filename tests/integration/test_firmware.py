@@ -73,8 +73,11 @@ def fw_config(tmp_path: Path, cs: CentralSystem, *, installer: str = "ok") -> Co
 
 
 @contextlib.asynccontextmanager
-async def daemon(cfg: Config) -> AsyncIterator[tuple[Daemon, FirmwareService]]:
-    """The daemon with the firmware service: the app's own when it wires one, else added here."""
+async def daemon(cfg: Config) -> AsyncIterator[tuple[Any, FirmwareService]]:
+    """The daemon with the firmware service: the app's own when it wires one, else added here.
+
+    The daemon is yielded as Any: its parts are Optional until run() set them up."""
+    d: Daemon
     async with running(cfg) as d:
         fw: FirmwareService | None = getattr(d, "firmware", None)
         own = fw is None
@@ -92,7 +95,9 @@ async def daemon(cfg: Config) -> AsyncIterator[tuple[Daemon, FirmwareService]]:
 
 async def booted(cs: CentralSystem) -> None:
     for cid in (0, 1):
-        await cs.wait_for("StatusNotification", lambda p, cid=cid: p["connectorId"] == cid)
+        def on(p: dict[str, Any], c: int = cid) -> bool:
+            return bool(p["connectorId"] == c)
+        await cs.wait_for("StatusNotification", on)
 
 
 def fw_statuses(cs: CentralSystem) -> list[str]:
@@ -103,13 +108,23 @@ def diag_statuses(cs: CentralSystem) -> list[str]:
     return [p["status"] for p in cs.received("DiagnosticsStatusNotification")]
 
 
-async def wait_fw(cs: CentralSystem, value: str, timeout: float = 10.0) -> None:
-    await cs.wait_for("FirmwareStatusNotification", lambda p: p["status"] == value, timeout=timeout)
+async def wait_fw(cs: CentralSystem, value: str, within_s: float = 10.0) -> None:
+    await cs.wait_for("FirmwareStatusNotification", lambda p: p["status"] == value,
+                      timeout=within_s)
 
 
-async def wait_diag(cs: CentralSystem, value: str, timeout: float = 10.0) -> None:
+async def wait_diag(cs: CentralSystem, value: str, within_s: float = 10.0) -> None:
     await cs.wait_for("DiagnosticsStatusNotification", lambda p: p["status"] == value,
-                      timeout=timeout)
+                      timeout=within_s)
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+def content(path: Path) -> bytes | None:
+    """What the install command left (None: it never ran)."""
+    return path.read_bytes() if path.exists() else None
 
 
 def now_iso(delta_s: float = 0) -> str:
@@ -124,7 +139,8 @@ async def update(cs: CentralSystem, location: str, retries: int = 2) -> None:
 
 def index(cs: CentralSystem, action: str, where: Any = None) -> int:
     ins = [m for m in cs.messages if m.direction == "in"]
-    return next(i for i, m in enumerate(ins) if m.action == action and (where is None or where(m.payload)))
+    return next(i for i, m in enumerate(ins)
+                if m.action == action and (where is None or where(m.payload)))
 
 
 # --- UpdateFirmware -------------------------------------------------------------------------------
@@ -140,7 +156,8 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
         await wait_until(lambda: d.stop_event.is_set(), what="restart into the new firmware")
         assert d.exit_code == cfg.system.soft_reset_exit_code  # systemd restarts the unit
         assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing"]  # not Installed yet
-        assert marker.read_bytes() == IMAGE  # the install command got the downloaded file
+        assert content(marker) == IMAGE  # the install command got the downloaded file
+        assert leftovers(tmp_path / "fw") == []  # the image is removed once installed
         assert status(d) == "unavailable"  # §5.19: no session may start during the install
     cs.messages.clear()
     async with daemon(cfg) as (d, fw):
@@ -153,7 +170,8 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
     cs.messages.clear()
     async with daemon(cfg):  # a later restart does not repeat it (SAP simulator #459)
         await booted(cs)
-        conf = await cs.call(CP_ID, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
+        trigger = call.TriggerMessage(requested_message="FirmwareStatusNotification")
+        conf = await cs.call(CP_ID, trigger)
         assert conf.status == "Accepted"
         await wait_fw(cs, "Idle")
         assert fw_statuses(cs) == ["Idle"]
@@ -172,8 +190,8 @@ async def test_tc_044_2_download_failed_after_retries(
         assert fw_statuses(cs) == ["Downloading", "DownloadFailed"]
         if where != "refused":
             assert webpeer.count("GET") == 2  # retries = attempts in all
-        assert not marker.exists() and not d.stop_event.is_set()
-        assert list((tmp_path / "fw").iterdir()) == []  # no partial file left behind
+        assert content(marker) is None and not d.stop_event.is_set()
+        assert leftovers(tmp_path / "fw") == []  # no partial file left behind
         assert d.store.get_setting(JOB_KEY) is None and fw.phase is Phase.IDLE
         await wait_until(lambda: d.cp.firmware_status == "Idle", what="firmware idle")
         await cs.call(CP_ID, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
@@ -189,7 +207,7 @@ async def test_truncated_download_is_retried_until_complete(
         await wait_fw(cs, "Installing")
         await wait_until(lambda: d.stop_event.is_set(), what="restart")
         assert webpeer.count("GET /truncated") == 2
-        assert marker.read_bytes() == IMAGE
+        assert content(marker) == IMAGE
         assert fw_statuses(cs) == ["Downloading", "Downloaded", "Installing"]
 
 
@@ -220,14 +238,15 @@ async def test_installation_waits_until_the_transaction_ends(
         assert fw.phase is Phase.AWAITING_IDLE
         await cs.call(CP_ID, call.TriggerMessage(requested_message="FirmwareStatusNotification"))
         await cs.wait_for("FirmwareStatusNotification", count=3)
-        assert fw_statuses(cs) == ["Downloading", "Downloaded", "Downloaded"]  # the trigger: current
-        assert not marker.exists()
+        # the triggered one reports the current status
+        assert fw_statuses(cs) == ["Downloading", "Downloaded", "Downloaded"]
+        assert content(marker) is None
         await d.station.swipe("TAG1", None)  # the driver ends the session
         await wait_fw(cs, "Installing")
         await wait_until(lambda: d.stop_event.is_set(), what="restart")
         assert index(cs, "StopTransaction") < index(
             cs, "FirmwareStatusNotification", lambda p: p["status"] == "Installing")
-        assert marker.read_bytes() == IMAGE
+        assert content(marker) == IMAGE
 
 
 async def test_restart_during_download_reports_download_failed(
@@ -245,7 +264,20 @@ async def test_restart_during_download_reports_download_failed(
         await wait_fw(cs, "DownloadFailed")
         await wait_until(lambda: d.store.get_setting(JOB_KEY) is None, what="job cleared")
         assert fw_statuses(cs) == ["DownloadFailed"]
-        assert not marker.exists()
+        assert content(marker) is None
+
+
+async def test_unsupported_protocol_fails_without_retrying(
+        cs: CentralSystem, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with daemon(fw_config(tmp_path, cs)):
+        await booted(cs)
+        await update(cs, "sftp://127.0.0.1/image.bin", retries=3)
+        await wait_fw(cs, "DownloadFailed")
+        conf = await cs.call(CP_ID, call.GetDiagnostics(location="gopher://127.0.0.1/", retries=3))
+        assert conf.file_name  # answered at once; the failure is reported as a status
+        await wait_diag(cs, "UploadFailed")
+        attempts = [r.getMessage() for r in caplog.records if "failed (attempt" in r.getMessage()]
+        assert len(attempts) == 2 and all("unsupported protocol" in a for a in attempts)
 
 
 async def test_firmware_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: Path,
@@ -255,7 +287,7 @@ async def test_firmware_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: Path
         await update(cs, f"{ftp.url}/image.bin")
         await wait_fw(cs, "Installing")
         await wait_until(lambda: d.stop_event.is_set(), what="restart")
-        assert marker.read_bytes() == IMAGE
+        assert content(marker) == IMAGE
 
 
 async def test_missing_file_over_ftp_is_download_failed(cs: CentralSystem, ftp: FtpPeer,
@@ -306,7 +338,8 @@ async def test_diagnostics_fall_back_to_post_when_put_is_refused(
         await booted(cs)
         conf = await cs.call(CP_ID, call.GetDiagnostics(location=f"{webpeer.url}/postonly/"))
         await wait_diag(cs, "Uploaded")
-        assert webpeer.hits == [f"PUT /postonly/{conf.file_name}", f"POST /postonly/{conf.file_name}"]
+        name = conf.file_name
+        assert webpeer.hits == [f"PUT /postonly/{name}", f"POST /postonly/{name}"]
         assert "state.json" in members(webpeer.uploads[conf.file_name])
 
 
@@ -329,5 +362,5 @@ async def test_diagnostics_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: P
         await booted(cs)
         conf = await cs.call(CP_ID, call.GetDiagnostics(location=f"{ftp.url}/diag/"))
         await wait_diag(cs, "Uploaded")
-        uploaded = ftp.root / "diag" / conf.file_name
-        assert "events.log" in members(uploaded.read_bytes())
+        uploaded = content(ftp.root / "diag" / conf.file_name)
+        assert uploaded is not None and "events.log" in members(uploaded)

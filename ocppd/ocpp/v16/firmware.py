@@ -101,6 +101,10 @@ class TransferError(OcppdError):
     """A download or upload failed (HTTP status, truncated body, refused connection, FTP)."""
 
 
+class UnsupportedProtocol(TransferError):
+    """The location's scheme is none of ftp, ftps, http, https: retrying cannot help."""
+
+
 # what aiohttp, ftplib and the file system raise; translated to TransferError once, below
 _LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError, OSError, TimeoutError, *ftplib.all_errors)
@@ -126,7 +130,7 @@ class RetryPolicy:
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "ftp", "ftps"):
-        raise TransferError(f"unsupported protocol {scheme or '(none)'!r} in {url}")
+        raise UnsupportedProtocol(f"unsupported protocol {scheme or '(none)'!r} in {url}")
     return scheme
 
 
@@ -383,7 +387,9 @@ class FirmwareService:
         job["blocked"] = self._block()
         self._save(job, Phase.INSTALLING)
         await self._firmware(FirmwareStatus.INSTALLING)
-        if not await self._install(path):
+        installed = await self._install(path)
+        path.unlink(missing_ok=True)  # a Pi's storage is small; the image is not needed again
+        if not installed:
             self._unblock(job["blocked"])
             self._forget()
             await self._firmware(FirmwareStatus.INSTALLATION_FAILED)
@@ -403,12 +409,14 @@ class FirmwareService:
             except (TransferError, OSError) as exc:
                 log.warning("firmware download %s failed (attempt %d of %d): %s",
                             location, attempt, policy.attempts, exc)
+                if isinstance(exc, UnsupportedProtocol):
+                    break
                 if attempt < policy.attempts:
                     await asyncio.sleep(policy.interval_s)
                 continue
             log.info("firmware %s downloaded: %d bytes", name, size)
             return directory / name
-        log.error("firmware download %s failed after %d attempts", location, policy.attempts)
+        log.error("firmware download %s failed", location)
         return None
 
     def _busy(self) -> bool:
@@ -530,14 +538,15 @@ class FirmwareService:
                 except TransferError as exc:
                     log.warning("diagnostics upload to %s failed (attempt %d of %d): %s",
                                 location, attempt, policy.attempts, exc)
+                    if isinstance(exc, UnsupportedProtocol):
+                        break
                     if attempt < policy.attempts:
                         await asyncio.sleep(policy.interval_s)
                     continue
                 log.info("diagnostics %s uploaded (%d bytes)", name, archive.stat().st_size)
                 await self._diagnostics(DiagnosticsStatus.UPLOADED)
                 return
-            log.error("diagnostics upload to %s failed after %d attempts", location,
-                      policy.attempts)
+            log.error("diagnostics upload to %s failed", location)
             await self._diagnostics(DiagnosticsStatus.UPLOAD_FAILED)
         finally:
             self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
