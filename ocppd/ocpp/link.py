@@ -269,10 +269,11 @@ class Link:
                 self._wake.clear()
                 self._drop_reason = None
                 opened = await self._unless_woken(self._open(self._settings))
-                if opened is not None and self._closing:
+                if opened is not None and (self._closing or self._drop_reason is not None):
+                    # close() or reconnect_now() came while the handshake completed
                     await self._close_ws(opened[1])
                     await opened[0].close()
-                    break
+                    continue
                 if opened is not None:
                     started = self._clock()
                     await self._serve(*opened)

@@ -8,8 +8,8 @@ Modes (switchable at run time; each applies at once):
 
 - PASS: forward bytes both ways.
 - BLACKHOLE: keep every TCP connection open but drop all bytes both ways, like a network
-  partition or a NAT that forgot the flow. Connections that lost bytes stay dead even after
-  switching back to PASS (their streams are corrupt); new connections then work again.
+  partition or a NAT that forgot the flow. Connections open while in BLACKHOLE stay dead even
+  after switching back to PASS (half-open for good); new connections then work again.
 - RESET: reset (TCP RST) every connection, and every new one as soon as it is accepted.
 - REFUSE: stop listening, so connects get "connection refused"; open connections are reset.
   Switching away from REFUSE listens on the same port again.
@@ -116,6 +116,9 @@ class FaultProxy:
 
     async def set_mode(self, mode: Mode) -> None:
         previous, self.mode = self.mode, mode
+        if mode is Mode.BLACKHOLE:
+            for pipe in self._pipes:
+                pipe.dead = True
         if mode in (Mode.RESET, Mode.REFUSE):
             for pipe in list(self._pipes):
                 pipe.reset()
