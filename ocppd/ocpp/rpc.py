@@ -111,7 +111,14 @@ def new_message_id() -> str:
 
 
 def _dumps(frame: list[Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (from a peer's "\ud800" escape) cannot travel as UTF-8: escape it.
+            text = json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    return text
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
