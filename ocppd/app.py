@@ -75,8 +75,10 @@ def build_hardware(cfg: Config) -> Hardware:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, install_signals: bool = True) -> None:
+    def __init__(self, cfg: Config, *, install_signals: bool = True,
+                 hardware: Hardware | None = None) -> None:
         self.cfg = cfg
+        self._hardware = hardware  # tests hand in a prepared simulator
         self.install_signals = install_signals
         self.notifier = Notifier()
         self.wall = WallClock()
@@ -147,7 +149,7 @@ class Daemon:
             for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):
                 if secret:
                     register_secret(secret)  # never in a log line, whatever logs it
-            hw = build_hardware(cfg)
+            hw = self._hardware or build_hardware(cfg)
             self.station = station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys),
                                              wall=self.wall)
             self.cp = cp = ChargePoint(cfg=cfg, store=store, station=station, keys=keys,

@@ -51,6 +51,10 @@ from ocppd.storage import AuthEntry, Store, TxRecord
 
 log = logging.getLogger("ocppd.station")
 
+# How long start-up waits for the first pilot reading of each connector (real boards sample
+# and debounce first; the simulator answers at once).
+PILOT_SETTLE_S = 1.0
+
 
 class Refused(OcppdError):
     """A command the station understood but will not carry out (the message says why)."""
@@ -197,6 +201,7 @@ class Station:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._retime = asyncio.Event()
         self._started = False
+        self._pilot_seen: set[int] = set()
         self.storage_error: str | None = None  # last write failure (full disk), for ocppctl
         # hooks of other features (smart charging): (connector id, transaction)
         self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
@@ -223,6 +228,12 @@ class Station:
                 c.reservation_id = r.reservation_id
                 c.reservation_tag = (r.id_tag, r.parent_id_tag)
         await self.hw.board.start(self._emit)
+        # Recovery depends on whether an EV is still plugged in: wait (briefly) for the board's
+        # first pilot reading of every connector.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PILOT_SETTLE_S
+        while len(self._pilot_seen) < len(self.connectors) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
         for reader in self.hw.readers:
             await reader.start(self._on_card)
         await self._read_all_meters()
@@ -329,7 +340,10 @@ class Station:
         match ev:
             case PilotChanged(connector_id=cid, state=state):
                 c = self.connectors.get(cid)
-                if c is None or c.pilot is state:
+                if c is None:
+                    return
+                self._pilot_seen.add(cid)
+                if c.pilot is state:
                     return
                 old, c.pilot = c.pilot, state
                 if state in (PilotState.E, PilotState.F):

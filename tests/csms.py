@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import websockets
+from ocpp.exceptions import InternalError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as OcppChargePoint
 from ocpp.v16 import call, call_result
@@ -93,8 +94,15 @@ class _CP(OcppChargePoint):
     async def on_authorize(self, id_tag: str) -> Any:
         return call_result.Authorize(id_tag_info=self._tag_info(id_tag))
 
+    def _maybe_fail(self, action: str) -> None:
+        left = self.server.behaviour.fail_actions.get(action, 0)
+        if left > 0:
+            self.server.behaviour.fail_actions[action] = left - 1
+            raise InternalError(description=f"{action} failure injected by the test")
+
     @on(Action.start_transaction)
     async def on_start(self, id_tag: str, **_: Any) -> Any:
+        self._maybe_fail("StartTransaction")
         tx_id = next(self.server.tx_ids)
         return call_result.StartTransaction(
             transaction_id=tx_id,
@@ -103,10 +111,12 @@ class _CP(OcppChargePoint):
 
     @on(Action.stop_transaction)
     async def on_stop(self, **_: Any) -> Any:
+        self._maybe_fail("StopTransaction")
         return call_result.StopTransaction()
 
     @on(Action.meter_values)
     async def on_meter_values(self, **_: Any) -> Any:
+        self._maybe_fail("MeterValues")
         return call_result.MeterValues()
 
     @on(Action.data_transfer)

@@ -86,8 +86,17 @@ async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str 
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: Config) -> AsyncIterator[Daemon]:
-    d = Daemon(cfg, install_signals=False)
+async def running(cfg: Config, *, plugged: tuple[int, ...] = ()) -> AsyncIterator[Daemon]:
+    """Run the daemon; ``plugged``: connectors whose simulated EV is plugged in before start."""
+    hw = None
+    if plugged:
+        from ocppd.hw.sim import build_sim_hardware
+
+        hw = build_sim_hardware(cfg)
+        assert hw.sim is not None
+        for cid in plugged:
+            hw.sim.plug(cid)
+    d = Daemon(cfg, install_signals=False, hardware=hw)
     task = asyncio.ensure_future(d.run())
     try:
         await wait_until(lambda: task.done() or (d.station is not None and d.station._started),
