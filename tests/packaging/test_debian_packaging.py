@@ -6,6 +6,7 @@ The build itself, lintian and the installs into clean Debian chroots are `make d
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -311,3 +312,36 @@ def test_install_firmware_privileged_accepts_only_the_firmware_dir(tmp_path: Pat
     assert result.returncode == 2
     assert "outside /var/lib/ocppd/firmware" in result.stderr
     assert not marker.exists()
+
+
+POLKIT_HARNESS = """
+const fs = require("fs");
+let rule = null;
+const polkit = {Result: {YES: "yes", NO: "no", NOT_HANDLED: "not handled"},
+                addRule: (f) => { rule = f; }};
+eval(fs.readFileSync(process.argv[1], "utf8"));
+const cases = JSON.parse(process.argv[2]);
+console.log(JSON.stringify(cases.map(([user, id, details]) =>
+    rule({id: id, lookup: (k) => details[k]}, {user: user}))));
+"""
+
+
+def test_polkit_rule_allows_only_reboot_and_the_firmware_unit_to_ocppd() -> None:
+    node = shutil.which("node") or shutil.which("nodejs")
+    if node is None:
+        pytest.skip("no JavaScript interpreter to evaluate the polkit rule")
+    units = "org.freedesktop.systemd1.manage-units"
+    cases = [
+        ("ocppd", "org.freedesktop.login1.reboot", {}),
+        ("ocppd", "org.freedesktop.login1.reboot-multiple-sessions", {}),
+        ("ocppd", units, {"verb": "start", "unit": "ocppd-firmware-install@fw-1.2.deb.service"}),
+        ("nobody", "org.freedesktop.login1.reboot", {}),
+        ("ocppd", "org.freedesktop.login1.power-off", {}),
+        ("ocppd", units, {"verb": "stop", "unit": "ocppd-firmware-install@fw.deb.service"}),
+        ("ocppd", units, {"verb": "start", "unit": "ssh.service"}),
+        ("ocppd", units, {"verb": "start", "unit": "ocppd-firmware-install@a/b.service"}),
+    ]
+    result = subprocess.run(
+        [node, "-e", POLKIT_HARNESS, str(ROOT / "systemd" / "50-ocppd.rules"), json.dumps(cases)],
+        capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(result.stdout) == ["yes"] * 3 + ["not handled"] * 5
