@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""ocppd's benchmark suite: start-up, memory, idle CPU, call throughput, replay, reaction.
+
+    .venv/bin/python scripts/bench.py [--json FILE] [--quick]
+
+Every figure is the median of several runs and is set against a floor measured in the same run:
+a minimal aiohttp client (scripts/bench/floor_client.py, its own process, the same Python) that
+only connects, sends BootNotification and, for the throughput figures, answers calls with a
+fixed reply or replays the same MeterValues frames without persistence. The Central System is a
+light aiohttp server in this process (scripts/bench/cs.py). Prints a table; ``--json`` writes
+every value, every run and the machine's details. Exits 0 when it measured everything (targets
+missed or not: the table says which), 1 when a measurement failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench/ helper package
+
+from bench import procs, report  # noqa: E402
+from bench.cs import CentralSystem  # noqa: E402
+from bench.figures import FULL, QUICK, Bench, Settings  # noqa: E402
+
+
+async def measure(settings: Settings, workdir: Path, say: bool) -> dict[str, object]:
+    raw: dict[str, object] = {}
+    async with CentralSystem() as cs:
+        bench = Bench(cs, workdir, settings)
+        try:
+            steps = (("startup", bench.startup), ("idle_cpu", bench.idle_cpu),
+                     ("calls", bench.calls), ("replay", bench.replay), ("reaction", bench.reaction))
+            for name, step in steps:
+                t0 = time.monotonic()
+                raw[name] = await step()
+                if say:
+                    print(f"  {name}: {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
+        finally:
+            await procs.stop_all()
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--json", metavar="FILE", type=Path, help="write all values here")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few seconds: fewer runs, short idle window, small backlog (smoke test)")
+    ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = ap.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    atexit.register(procs.kill_all_now)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ocppd-bench-") as tmp:
+        try:
+            raw = asyncio.run(measure(settings, Path(tmp), not args.quiet))
+        except (RuntimeError, OSError, TimeoutError) as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+    figs = report.figures(raw)
+    meta = {**report.machine(), "mode": "quick" if args.quick else "full",
+            "settings": {k: getattr(settings, k) for k in settings.__slots__},
+            "duration_s": round(time.monotonic() - t0, 1),
+            "central_system": "aiohttp (scripts/bench/cs.py)",
+            "floor": "aiohttp client (scripts/bench/floor_client.py)"}
+    print(report.table(figs))
+    print(f"\n{meta['cpu']} ({meta['cpus']} CPUs), Python {meta['python']}, "
+          f"aiohttp {meta['packages']['aiohttp']}; {meta['mode']} mode, {meta['duration_s']} s")
+    if args.json:
+        args.json.write_text(json.dumps(report.to_json(figs, raw, meta), indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers of the benchmark suite (scripts/bench.py is the entry point)."""
