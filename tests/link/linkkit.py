@@ -92,9 +92,7 @@ class CentralSystem:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
-        server = site._server  # the bound port of port 0
-        assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._runner.addresses[0][1]  # the port the OS chose for port 0
 
     async def close(self) -> None:
         for conn in self.conns:

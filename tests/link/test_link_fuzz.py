@@ -162,7 +162,7 @@ async def test_text_frame_with_invalid_utf8_drops_and_reconnects(
         conn = await cs.connection(1)
         writer = conn.ws._writer  # the public API refuses to send invalid UTF-8, as it should
         assert writer is not None
-        send = getattr(writer, "send_frame", None) or writer._send_frame  # aiohttp 3.8
+        send = getattr(writer, "send_frame", None) or getattr(writer, "_send_frame")  # noqa: B009 - 3.8
         await send(b'[2,"u","Reset",{"type":"\xff\xfe"}]', 0x1)
         await asyncio.wait_for(conn.closed.wait(), 5)
         conn2 = await cs.connection(2)
