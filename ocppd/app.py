@@ -29,6 +29,7 @@ from ocppd.hw.base import Hardware, PilotState
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
+from ocppd.ocpp.v16.firmware import FirmwareService
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
 from ocppd.ocpp.v16.smartcharging import SmartCharging
 from ocppd.ocpp.validate import Validator
@@ -90,6 +91,7 @@ class Daemon:
         self.cp: ChargePoint | None = None
         self.control: ControlServer | None = None
         self.smart: SmartCharging | None = None
+        self.firmware: FirmwareService | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -160,6 +162,9 @@ class Daemon:
             smart.register(cp.handlers)
             cp.smart = smart
             station.on_tx_started.append(lambda cid, tx: smart.apply())
+            self.firmware = FirmwareService(cfg=cfg, store=store, station=station, cp=cp,
+                                            restart=lambda: self._on_reset(False), wall=self.wall)
+            self.firmware.register(cp.handlers)
             cp.link = Link(self.link_settings(keys), handler=cp.handle, validator=Validator(),
                            on_connected=cp.on_connected, on_disconnected=cp.on_disconnected)
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
@@ -194,6 +199,9 @@ class Daemon:
     async def _teardown(self, *, stop_reason: StopReason | None,
                         tasks: list[asyncio.Future[Any]] | None = None) -> None:
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
+        if self.firmware is not None:
+            with contextlib.suppress(Exception):
+                await self.firmware.close()
         if self.smart is not None:
             self.smart.close()
         if self.station is not None:

@@ -23,7 +23,7 @@ def keys(store: Store, **initial: object) -> Keys:
 
 def test_all_34_core_keys_and_profile_keys_are_present(store: Store) -> None:
     names = {d.name for d in keys(store).defs()}
-    assert len([d for d in standard_keys(connectors=1) if not d.name.startswith("Ocppd")]) == 49
+    assert len([d for d in standard_keys(connectors=1) if not d.name.startswith("Ocppd")]) == 50
     assert {"ConnectorPhaseRotation", "AuthorizationCacheEnabled", "LocalAuthListMaxLength",
             "ReserveConnectorZeroSupported", "ChargeProfileMaxStackLevel", "SecurityProfile"} <= names
 

@@ -149,6 +149,8 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
         K(name="ChargingScheduleMaxPeriods", kind="int", access="R", default="24"),
         K(name="ConnectorSwitch3to1PhaseSupported", kind="bool", access="R", default="false"),
         K(name="MaxChargingProfilesInstalled", kind="int", access="R", default="20"),
+        # --- Firmware Management (referenced by the Security whitepaper; not in 1.6 §9) ---
+        K(name="SupportedFileTransferProtocols", kind="csl", access="R", default="FTP,FTPS,HTTP,HTTPS"),
         # --- Security whitepaper §7 ---
         K(name="AuthorizationKey", kind="str", access="W", default="", check=_hex_key, secret=True,
           reboot=True),
