@@ -552,8 +552,7 @@ class Link:
                 and pending is not None and pending.message_id == exc.message_id
                 and not pending.future.done()):
             # A broken answer to our CALL: a failure to process it (errata 2025-04 §3.3)
-            pending.future.set_result(rpc.CallError(
-                message_id=exc.message_id, code=exc.code, description=exc.description))
+            pending.future.set_exception(InvalidResponse(exc.code, exc.description))
             return
         answer = exc.answer
         if answer is not None:

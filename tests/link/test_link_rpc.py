@@ -277,3 +277,13 @@ async def test_binary_frame_is_answered_and_link_stays_up(pair: Pair) -> None:
     pair.handlers.returns("ClearCache", {"status": "Accepted"})
     assert (await pair.conn.call("ClearCache", {}))[2] == {"status": "Accepted"}
     assert pair.link.stats.connects == 1
+
+
+async def test_broken_answer_to_our_call_fails_it_as_invalid_response(pair: Pair) -> None:
+    task = asyncio.ensure_future(pair.link.call("BootNotification", BOOT))
+    frame = await pair.conn.next_call()
+    await pair.conn.send(f'[3,"{frame[1]}",{{"status":')
+    with pytest.raises(InvalidResponse) as info:
+        await task
+    assert info.value.code is CallErrorCode.FormationViolation
+    assert pair.link.connected
