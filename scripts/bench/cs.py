@@ -27,6 +27,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+# actions someone may wait for (not MeterValues: see wait_meter_values)
+_WATCHED = ("BootNotification", "StatusNotification", "StartTransaction", "Authorize")
+
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -187,7 +190,7 @@ class CentralSystem:
                 reply = json.dumps([3, msg_id, self._answer(cp_id, action)], separators=(",", ":"))
                 await ws.send_str(reply)
                 st.handled.setdefault(action, []).append((arrived, time.monotonic()))
-                if action in ("BootNotification", "StatusNotification", "StartTransaction", "Authorize"):
+                if action in _WATCHED:
                     await self._notify()
         finally:
             st.closed.set()

@@ -180,7 +180,8 @@ class Bench:
             latencies.append(rtt)
         wall_s = time.monotonic() - t0
         return {"calls": self.s.calls, "per_s": self.s.calls / wall_s,
-                "p50_ms": percentile(latencies, 50) * 1e3, "p99_ms": percentile(latencies, 99) * 1e3,
+                "p50_ms": percentile(latencies, 50) * 1e3,
+                "p99_ms": percentile(latencies, 99) * 1e3,
                 "max_ms": max(latencies) * 1e3}
 
     async def _concurrent_batch(self, cp_id: str, action: str, payload: dict[str, Any],

@@ -55,15 +55,17 @@ async def answer_calls(ws: aiohttp.ClientWebSocketResponse) -> None:
         if msg.type is aiohttp.WSMsgType.TEXT:
             frame = json.loads(msg.data)
             if frame[0] == 2:
-                reply: dict[str, object] = ({"configurationKey": []} if frame[2] == "GetConfiguration"
-                                            else {"status": "Accepted"})
+                reply: dict[str, object] = {"status": "Accepted"}
+                if frame[2] == "GetConfiguration":
+                    reply = {"configurationKey": []}
                 await ws.send_str(json.dumps([3, frame[1], reply], separators=(",", ":")))
 
 
 async def main(url: str, cp_id: str, replay: int | None) -> None:
     async with aiohttp.ClientSession() as session, session.ws_connect(
             f"{url}/{cp_id}", protocols=("ocpp1.6",)) as ws:
-        await call(ws, 0, "BootNotification", {"chargePointVendor": "floor", "chargePointModel": "floor"})
+        boot = {"chargePointVendor": "floor", "chargePointModel": "floor"}
+        await call(ws, 0, "BootNotification", boot)
         print("BOOTED", flush=True)
         if replay is None:
             serve = asyncio.ensure_future(answer_calls(ws))

@@ -28,7 +28,8 @@ _LIVE: set[Proc] = set()
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # Log to the pipe we read, not to the journal, whoever runs the benchmark.
-    for name in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "INVOCATION_ID"):
+    for name in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID",
+                 "INVOCATION_ID"):
         env.pop(name, None)
     env.update(extra or {})
     return env
@@ -189,7 +190,8 @@ class NotifySocket:
 
 async def start_daemon(cfg_path: Path, notify: NotifySocket | None = None) -> Proc:
     env = child_env({"NOTIFY_SOCKET": str(notify.path)} if notify else None)
-    return await Proc("ocppd").start([sys.executable, "-m", "ocppd", "--config", str(cfg_path)], env)
+    argv = [sys.executable, "-m", "ocppd", "--config", str(cfg_path)]
+    return await Proc("ocppd").start(argv, env)
 
 
 async def start_floor(url: str, cp_id: str, replay: int | None = None) -> Proc:

@@ -58,7 +58,8 @@ def _below(limit: float) -> Callable[[float, float | None], bool]:
 
 
 def figures(raw: dict[str, Any]) -> list[Figure]:
-    su, idle, calls, rp, re = raw["startup"], raw["idle_cpu"], raw["calls"], raw["replay"], raw["reaction"]
+    su, idle, calls = raw["startup"], raw["idle_cpu"], raw["calls"]
+    rp, re = raw["replay"], raw["reaction"]
 
     def col(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
         return [r[key] * scale for r in rows]

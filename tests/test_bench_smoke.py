@@ -1,0 +1,69 @@
+"""The benchmark harness, in its quick mode: it runs, reports every figure and cleans up.
+
+The figures themselves are not judged here (a loaded CI machine says nothing about ocppd);
+what is checked is that every figure was measured, with runs behind each median, and that no
+daemon or floor client outlives the benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+FIGURES = {
+    "boot_to_bootnotification_ms", "boot_to_ready_ms", "idle_rss_mib", "queued_rss_mib",
+    "replay_peak_rss_mib", "idle_cpu_pct",
+    "GetConfiguration_per_s", "GetConfiguration_p50_ms", "GetConfiguration_p99_ms",
+    "DataTransfer_per_s", "DataTransfer_p50_ms", "DataTransfer_p99_ms",
+    "GetConfiguration_concurrent_per_s", "replay_per_s", "swipe_to_contactor_ms",
+}
+WITH_TARGET = {"boot_to_bootnotification_ms", "idle_rss_mib", "queued_rss_mib", "idle_cpu_pct",
+               "GetConfiguration_p99_ms", "DataTransfer_p99_ms", "replay_per_s",
+               "swipe_to_contactor_ms"}
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(n in cmdline for n in needles):
+            found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_quick_bench_reports_every_figure_and_leaves_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # the daemons' working files land here
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick",
+                           "--quiet", "--json", str(out)],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr + done.stdout
+
+    result = json.loads(out.read_text())
+    assert set(result["figures"]) == FIGURES
+    for key, fig in result["figures"].items():
+        assert math.isfinite(fig["ocppd"]), key
+        assert len(fig["ocppd_runs"]) >= 2, f"{key}: a median needs several runs"
+        assert (fig["passed"] is not None) == (key in WITH_TARGET), key
+        if key != "swipe_to_contactor_ms":  # the one figure without a floor
+            assert fig["floor"] is not None and fig["floor_runs"], key
+    assert result["figures"]["boot_to_bootnotification_ms"]["ocppd"] > 0
+    assert result["figures"]["replay_per_s"]["ocppd"] > 0
+    meta = result["meta"]
+    assert meta["python"] and meta["cpu"] and meta["packages"]["aiohttp"]
+    assert meta["mode"] == "quick"
+    # the table names every figure with a pass/fail column
+    assert "swipe -> contactor closed" in done.stdout and "result" in done.stdout
+
+    assert _processes_mentioning(str(tmp_path), "floor_client.py") == []
