@@ -75,6 +75,18 @@ def build_hardware(cfg: Config) -> Hardware:
     return build_real_hardware(cfg)
 
 
+def _restore_sim_registers(hw: Hardware, store: Store) -> None:
+    """The simulated meters continue from the last register the store saw, like real ones."""
+    last: dict[int, int] = {}
+    for tx in store.recent_transactions(50):
+        seen = max(v for v in (tx.meter_start_wh, tx.last_meter_wh, tx.meter_stop_wh) if v is not None)
+        last[tx.connector_id] = max(last.get(tx.connector_id, 0), seen)
+    restore = getattr(hw.sim, "restore_register", None)
+    if restore is not None:
+        for cid, wh in last.items():
+            restore(cid, float(wh))
+
+
 class Daemon:
     def __init__(self, cfg: Config, *, install_signals: bool = True,
                  hardware: Hardware | None = None) -> None:
@@ -152,6 +164,8 @@ class Daemon:
                 if secret:
                     register_secret(secret)  # never in a log line, whatever logs it
             hw = self._hardware or build_hardware(cfg)
+            if cfg.hardware.driver == "sim":
+                _restore_sim_registers(hw, store)
             self.station = station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys),
                                              wall=self.wall)
             self.cp = cp = ChargePoint(cfg=cfg, store=store, station=station, keys=keys,

@@ -234,6 +234,11 @@ class SimBoard:
         """Make the connector's meter raise MeterError on read (energy keeps flowing)."""
         self._port(connector_id).meter_failing = failing
 
+    def restore_register(self, connector_id: int, energy_wh: float) -> None:
+        """Carry the meter register over a daemon restart, as a real meter's would be."""
+        port = self._advance(connector_id)
+        port.energy_wh = max(port.energy_wh, energy_wh)
+
     def advance(self) -> None:
         """Integrate every connector up to the clock's now (a read does this too)."""
         for cid in self._ports:
