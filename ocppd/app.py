@@ -79,7 +79,9 @@ def _restore_sim_registers(hw: Hardware, store: Store) -> None:
     """The simulated meters continue from the last register the store saw, like real ones."""
     last: dict[int, int] = {}
     for tx in store.recent_transactions(50):
-        seen = max(v for v in (tx.meter_start_wh, tx.last_meter_wh, tx.meter_stop_wh) if v is not None)
+        seen = max(
+            v for v in (tx.meter_start_wh, tx.last_meter_wh, tx.meter_stop_wh) if v is not None
+        )
         last[tx.connector_id] = max(last.get(tx.connector_id, 0), seen)
     restore = getattr(hw.sim, "restore_register", None)
     if restore is not None:
@@ -88,8 +90,9 @@ def _restore_sim_registers(hw: Hardware, store: Store) -> None:
 
 
 class Daemon:
-    def __init__(self, cfg: Config, *, install_signals: bool = True,
-                 hardware: Hardware | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, install_signals: bool = True, hardware: Hardware | None = None
+    ) -> None:
         self.cfg = cfg
         self._hardware = hardware  # tests hand in a prepared simulator
         self.install_signals = install_signals
@@ -109,15 +112,20 @@ class Daemon:
 
     def _open_store(self) -> Store:
         s = self.cfg.storage
-        return Store.open(s.path, move_aside_corrupt=s.move_aside_corrupt,
-                          outbox_max_messages=s.outbox_max_messages,
-                          tx_samples_max=s.stop_txn_data_max_samples)
+        return Store.open(
+            s.path,
+            move_aside_corrupt=s.move_aside_corrupt,
+            outbox_max_messages=s.outbox_max_messages,
+            tx_samples_max=s.stop_txn_data_max_samples,
+        )
 
     def _keys(self, store: Store) -> Keys:
         try:
             return Keys(store, standard_keys(connectors=len(self.cfg.connectors)), self.cfg.ocpp)
         except KeyError as exc:
-            raise ConfigError([f"{self.cfg.source}: ocpp.{exc.args[0]}: not an OCPP 1.6 key"]) from None
+            raise ConfigError(
+                [f"{self.cfg.source}: ocpp.{exc.args[0]}: not an OCPP 1.6 key"]
+            ) from None
         except ValueError as exc:
             raise ConfigError([f"{self.cfg.source}: ocpp.{exc}"]) from None
 
@@ -166,24 +174,44 @@ class Daemon:
             hw = self._hardware or build_hardware(cfg)
             if cfg.hardware.driver == "sim":
                 _restore_sim_registers(hw, store)
-            self.station = station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys),
-                                             wall=self.wall)
-            self.cp = cp = ChargePoint(cfg=cfg, store=store, station=station, keys=keys,
-                                       wall=self.wall, on_reset=self._on_reset)
+            self.station = station = Station(
+                cfg=cfg, store=store, hw=hw, policy=V16Policy(keys), wall=self.wall
+            )
+            self.cp = cp = ChargePoint(
+                cfg=cfg,
+                store=store,
+                station=station,
+                keys=keys,
+                wall=self.wall,
+                on_reset=self._on_reset,
+            )
             station.attach(cp)
-            self.smart = smart = SmartCharging(cfg=cfg, store=store, station=station, keys=keys,
-                                               wall=self.wall)
+            self.smart = smart = SmartCharging(
+                cfg=cfg, store=store, station=station, keys=keys, wall=self.wall
+            )
             smart.register(cp.handlers)
             cp.smart = smart
             station.on_tx_started.append(lambda cid, tx: smart.apply())
-            self.firmware = FirmwareService(cfg=cfg, store=store, station=station, cp=cp,
-                                            restart=lambda: self._on_reset(False), wall=self.wall)
+            self.firmware = FirmwareService(
+                cfg=cfg,
+                store=store,
+                station=station,
+                cp=cp,
+                restart=lambda: self._on_reset(False),
+                wall=self.wall,
+            )
             self.firmware.register(cp.handlers)
-            cp.link = Link(self.link_settings(keys), handler=cp.handle, validator=Validator(),
-                           on_connected=cp.on_connected, on_disconnected=cp.on_disconnected)
+            cp.link = Link(
+                self.link_settings(keys),
+                handler=cp.handle,
+                validator=Validator(),
+                on_connected=cp.on_connected,
+                on_disconnected=cp.on_disconnected,
+            )
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
-            self.control = ControlServer(ControlApiImpl(self), cfg.control.socket,
-                                         mode=cfg.control.mode)
+            self.control = ControlServer(
+                ControlApiImpl(self), cfg.control.socket, mode=cfg.control.mode
+            )
             await self.control.start()
             await station.start()
             smart.apply()
@@ -191,12 +219,20 @@ class Daemon:
             await self._teardown(stop_reason=None)
             raise
         self.notifier.ready()
-        tasks = [asyncio.ensure_future(cp.run()), asyncio.ensure_future(self._status_loop())]
+        tasks: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(cp.run()),
+            asyncio.ensure_future(self._status_loop()),
+        ]
         interval = watchdog_interval_s()
         if interval is not None:
             tasks.append(asyncio.ensure_future(run_watchdog(self.notifier, interval)))
-        log.info("ocppd %s running: %d connector(s), driver %s, central system %s",
-                 __version__, len(cfg.connectors), cfg.hardware.driver, cfg.central_system.url)
+        log.info(
+            "ocppd %s running: %d connector(s), driver %s, central system %s",
+            __version__,
+            len(cfg.connectors),
+            cfg.hardware.driver,
+            cfg.central_system.url,
+        )
         try:
             await self.stop_event.wait()
         finally:
@@ -210,8 +246,9 @@ class Daemon:
             self._reboot()
         return self.exit_code
 
-    async def _teardown(self, *, stop_reason: StopReason | None,
-                        tasks: list[asyncio.Future[Any]] | None = None) -> None:
+    async def _teardown(
+        self, *, stop_reason: StopReason | None, tasks: list[asyncio.Future[Any]] | None = None
+    ) -> None:
         deadline = asyncio.get_running_loop().time() + SHUTDOWN_BUDGET_S
         if self.firmware is not None:
             with contextlib.suppress(Exception):
@@ -220,7 +257,9 @@ class Daemon:
             self.smart.close()
         if self.station is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.station.close(stop_transactions=stop_reason), timeout=2.0)
+                await asyncio.wait_for(
+                    self.station.close(stop_transactions=stop_reason), timeout=2.0
+                )
         if self.cp is not None and self.cp.link is not None:
             remaining = deadline - asyncio.get_running_loop().time() - 1.0
             if remaining > 0:
@@ -275,8 +314,12 @@ class Daemon:
             return
         self.notifier.reloading()
         setup_logging(new.logging.level, log_frames=new.logging.log_frames)
-        changed = [f.name for f in new.__dataclass_fields__.values()  # type: ignore[attr-defined]
-                   if f.name not in ("logging", "source") and getattr(new, f.name) != getattr(self.cfg, f.name)]
+        changed = [
+            f.name
+            for f in new.__dataclass_fields__.values()
+            if f.name not in ("logging", "source")
+            and getattr(new, f.name) != getattr(self.cfg, f.name)
+        ]
         if changed:
             log.warning("reload: changes to %s take effect after a restart", ", ".join(changed))
         log.info("reload: log level %s", new.logging.level)
@@ -378,13 +421,20 @@ class ControlApiImpl:
         out = []
         for tx in self.d.store.recent_transactions(limit):
             energy = None if tx.meter_stop_wh is None else tx.meter_stop_wh - tx.meter_start_wh
-            out.append({
-                "local_id": tx.local_id, "transaction_id": tx.tx_id, "connector_id": tx.connector_id,
-                "id_tag": tx.id_tag, "start": tx.started_at.isoformat(),
-                "stop": tx.stopped_at.isoformat() if tx.stopped_at else None,
-                "meter_start_wh": tx.meter_start_wh, "meter_stop_wh": tx.meter_stop_wh,
-                "energy_wh": energy, "reason": tx.stop_reason,
-            })
+            out.append(
+                {
+                    "local_id": tx.local_id,
+                    "transaction_id": tx.tx_id,
+                    "connector_id": tx.connector_id,
+                    "id_tag": tx.id_tag,
+                    "start": tx.started_at.isoformat(),
+                    "stop": tx.stopped_at.isoformat() if tx.stopped_at else None,
+                    "meter_start_wh": tx.meter_start_wh,
+                    "meter_stop_wh": tx.meter_stop_wh,
+                    "energy_wh": energy,
+                    "reason": tx.stop_reason,
+                }
+            )
         return out
 
     def config_get(self, keys: list[str] | None) -> dict[str, Any]:
@@ -396,7 +446,9 @@ class ControlApiImpl:
             if hit is None:
                 unknown.append(name)
             else:
-                entries.append({"key": hit[0].name, "value": hit[1], "readonly": hit[0].access == "R"})
+                entries.append(
+                    {"key": hit[0].name, "value": hit[1], "readonly": hit[0].access == "R"}
+                )
         return {"keys": entries, "unknown": unknown}
 
     def config_set(self, key: str, value: str) -> str:
@@ -408,4 +460,3 @@ class ControlApiImpl:
 def run(cfg: Config) -> int:
     daemon = Daemon(cfg)
     return asyncio.run(daemon.run())
-

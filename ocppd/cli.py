@@ -16,10 +16,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ocppd", description="OCPP-J 1.6 charge point daemon for Linux-based EV chargers."
     )
-    p.add_argument("--config", type=Path, default=config.DEFAULT_PATH,
-                   help=f"configuration file (default {config.DEFAULT_PATH})")
-    p.add_argument("--check-config", action="store_true",
-                   help="validate the configuration and exit: 0 if valid, 78 otherwise")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=config.DEFAULT_PATH,
+        help=f"configuration file (default {config.DEFAULT_PATH})",
+    )
+    p.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration and exit: 0 if valid, 78 otherwise",
+    )
     p.add_argument("--version", action="version", version=f"ocppd {__version__}")
     return p
 

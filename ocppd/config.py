@@ -10,7 +10,7 @@ pass silently. etc/ocppd.toml documents every key; tests/test_config.py checks i
 from __future__ import annotations
 
 import dataclasses
-import sys
+import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,11 +20,6 @@ from urllib.parse import urlsplit
 
 from ocppd import __version__
 from ocppd.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Debian 12 has 3.11; kept for the odd backport
-    import tomli as tomllib
 
 DEFAULT_PATH = Path("/etc/ocppd.toml")
 
@@ -264,15 +259,23 @@ def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
     url = urlsplit(cfg.central_system.url)
     profile = cfg.central_system.security_profile
     if url.scheme not in ("ws", "wss") or not url.hostname:
-        bad("central_system.url", f"must be ws://host[:port]/path or wss://..., got {url.geturl()!r}")
+        bad(
+            "central_system.url",
+            f"must be ws://host[:port]/path or wss://..., got {url.geturl()!r}",
+        )
     elif profile >= 2 and url.scheme != "wss":
         bad("central_system.url", f"security_profile {profile} needs a wss:// URL")
     elif profile < 2 and url.scheme != "ws":
         bad("central_system.url", f"security_profile {profile} uses ws://; use 2 or 3 for wss://")
     if profile in (1, 2) and not cfg.central_system.password:
         bad("central_system.password", f"security_profile {profile} needs a password")
-    if profile == 3 and not (cfg.central_system.client_cert_file and cfg.central_system.client_key_file):
-        bad("central_system.client_cert_file", "security_profile 3 needs client_cert_file and client_key_file")
+    if profile == 3 and not (
+        cfg.central_system.client_cert_file and cfg.central_system.client_key_file
+    ):
+        bad(
+            "central_system.client_cert_file",
+            "security_profile 3 needs client_cert_file and client_key_file",
+        )
     pw = cfg.central_system.password
     if pw is not None and not 16 <= len(pw.encode()) <= 40:
         bad("central_system.password", "must be 16 to 40 bytes (OCPP AuthorizationKey)")
@@ -379,7 +382,9 @@ def _convert(tp: Any, value: Any, key: str, problems: list[str], where: str) -> 
         if not isinstance(value, list):
             bad(f"must be an array, got {type(value).__name__}")
             return None
-        items = [_convert(item_tp, v, f"{key}[{i + 1}]", problems, where) for i, v in enumerate(value)]
+        items = [
+            _convert(item_tp, v, f"{key}[{i + 1}]", problems, where) for i, v in enumerate(value)
+        ]
         return items if all(i is not None for i in items) else None
     if origin is dict:
         _, val_tp = typing.get_args(tp)
@@ -437,7 +442,9 @@ def _check_meta(meta: Any, value: Any, key: str, problems: list[str], where: str
         problems.append(f"{where}: {key}: must be at most {meta['hi']}, got {shown}")
     if "max_len" in meta and isinstance(value, str):
         if len(value) > meta["max_len"]:
-            problems.append(f"{where}: {key}: at most {meta['max_len']} characters, got {len(value)}")
+            problems.append(
+                f"{where}: {key}: at most {meta['max_len']} characters, got {len(value)}"
+            )
         if not value:
             problems.append(f"{where}: {key}: must not be empty")
 

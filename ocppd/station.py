@@ -101,8 +101,14 @@ class CentralPort(Protocol):
         """Queue the stop message (tx is finished). Called inside a Store.atomic() block."""
 
     def meter_sample(
-        self, *, connector_id: int, tx: TxRecord | None, reading: MeterReading, at: datetime,
-        context: str, offered_a: float | None,
+        self,
+        *,
+        connector_id: int,
+        tx: TxRecord | None,
+        reading: MeterReading,
+        at: datetime,
+        context: str,
+        offered_a: float | None,
     ) -> None:
         """A meter sample. context: periodic, clock, begin, end, trigger."""
 
@@ -191,9 +197,7 @@ class Station:
         self.wall = wall
         self.mono = mono
         self.port: CentralPort | None = None
-        self.connectors = {
-            i + 1: Connector(id=i + 1, cfg=c) for i, c in enumerate(cfg.connectors)
-        }
+        self.connectors = {i + 1: Connector(id=i + 1, cfg=c) for i, c in enumerate(cfg.connectors)}
         self.charger_faults: dict[Fault, str] = {}
         self.charger_operative = True
         self.charger_status: Status | None = None
@@ -202,6 +206,7 @@ class Station:
         self._retime = asyncio.Event()
         self._started = False
         self._pilot_seen: set[int] = set()
+        self._pilots_known = asyncio.Event()
         self.storage_error: str | None = None  # last write failure (full disk), for ocppctl
         # hooks of other features (smart charging): (connector id, transaction)
         self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
@@ -223,17 +228,15 @@ class Station:
         if stored0 is not None:
             self.charger_operative = stored0[0]
         for r in self.store.reservations():
-            c = self.connectors.get(r.connector_id)
-            if c is not None and r.expiry > self.wall():
-                c.reservation_id = r.reservation_id
-                c.reservation_tag = (r.id_tag, r.parent_id_tag)
+            reserved = self.connectors.get(r.connector_id)
+            if reserved is not None and r.expiry > self.wall():
+                reserved.reservation_id = r.reservation_id
+                reserved.reservation_tag = (r.id_tag, r.parent_id_tag)
         await self.hw.board.start(self._emit)
         # Recovery depends on whether an EV is still plugged in: wait (briefly) for the board's
         # first pilot reading of every connector.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + PILOT_SETTLE_S
-        while len(self._pilot_seen) < len(self.connectors) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pilots_known.wait(), PILOT_SETTLE_S)
         for reader in self.hw.readers:
             await reader.start(self._on_card)
         await self._read_all_meters()
@@ -297,8 +300,11 @@ class Station:
         )
         close = safety.may_close(
             safety.SafetyInputs(
-                pilot=c.pilot, faults=faults, tx_authorized=authorized,
-                evse_suspended=c.evse_suspended, stopping=c.stopping,
+                pilot=c.pilot,
+                faults=faults,
+                tx_authorized=authorized,
+                evse_suspended=c.evse_suspended,
+                stopping=c.stopping,
             )
         )
         if c.contactor_closed and not close:  # open first, then change the offer
@@ -323,12 +329,16 @@ class Station:
         leds = getattr(self.hw.board, "set_leds", None)
         if leds is not None:
             statuses = [x.status for x in self.connectors.values()]
-            leds(ready=Status.FAULTED not in statuses,
-                 charging=Status.CHARGING in statuses,
-                 fault=Status.FAULTED in statuses)
+            leds(
+                ready=Status.FAULTED not in statuses,
+                charging=Status.CHARGING in statuses,
+                fault=Status.FAULTED in statuses,
+            )
 
     def _report_charger(self) -> None:
-        status = charger_status(operative=self.charger_operative, faults=frozenset(self.charger_faults))
+        status = charger_status(
+            operative=self.charger_operative, faults=frozenset(self.charger_faults)
+        )
         if status is not self.charger_status:
             self.charger_status = status
             if self.port is not None and self._started:
@@ -343,6 +353,8 @@ class Station:
                 if c is None:
                     return
                 self._pilot_seen.add(cid)
+                if len(self._pilot_seen) == len(self.connectors):
+                    self._pilots_known.set()
                 if c.pilot is state:
                     return
                 old, c.pilot = c.pilot, state
@@ -367,7 +379,11 @@ class Station:
                 for c in targets:
                     self._apply(c)
                     if active and fault in STOPPING_FAULTS and c.tx is not None and self._started:
-                        reason = StopReason.EMERGENCY_STOP if fault is Fault.EMERGENCY_STOP else StopReason.OTHER
+                        reason = (
+                            StopReason.EMERGENCY_STOP
+                            if fault is Fault.EMERGENCY_STOP
+                            else StopReason.OTHER
+                        )
                         self._spawn(self.stop_transaction(c.id, reason))
                 self._report_charger()
             case CableRating(connector_id=cid, max_current_a=amps):
@@ -411,7 +427,10 @@ class Station:
 
     def _usable(self, c: Connector) -> bool:
         return (
-            c.operative and self.charger_operative and c.tx is None and not c.waiting
+            c.operative
+            and self.charger_operative
+            and c.tx is None
+            and not c.waiting
             and not (set(c.faults) | set(self.charger_faults)) - {Fault.READER_FAILURE}
         )
 
@@ -429,7 +448,8 @@ class Station:
                     return c
         free = [c for c in free if c.reservation_tag is None]
         plugged = [c for c in free if c.pilot.plugged]
-        return (plugged or free or [None])[0]
+        candidates = plugged or free
+        return candidates[0] if candidates else None
 
     async def swipe(self, id_tag: str, connector_id: int | None) -> str:
         """A card was presented (reader or ocppctl). Returns what happened, in words."""
@@ -455,7 +475,11 @@ class Station:
                 return f"stopped transaction on connector {c.id} (same parent id)"
             raise Refused(f"connector {c.id} is busy with another card")
         for c in self.connectors.values():  # cancel a waiting authorization with the same card
-            if c.waiting is not None and same_tag(c.waiting.id_tag, id_tag) and connector_id in (None, c.id):
+            if (
+                c.waiting is not None
+                and same_tag(c.waiting.id_tag, id_tag)
+                and connector_id in (None, c.id)
+            ):
                 self._clear_waiting(c)
                 self._apply(c)
                 return f"cancelled the waiting session on connector {c.id}"
@@ -502,15 +526,21 @@ class Station:
     async def _authorize(self, id_tag: str) -> tuple[bool, Credential | None]:
         now = self.wall()
         policy = self.policy.auth
-        listed = self._entry(self.store.local_list_get(id_tag)) if policy.local_list_enabled else None
+        listed = (
+            self._entry(self.store.local_list_get(id_tag)) if policy.local_list_enabled else None
+        )
         cached = self._entry(self.store.cache_get(id_tag)) if policy.cache_enabled else None
         online = self.port is not None and self.port.online
-        decision, entry = decide(now=now, online=online, policy=policy, listed=listed, cached=cached)
+        decision, entry = decide(
+            now=now, online=online, policy=policy, listed=listed, cached=cached
+        )
         if decision is Decision.ASK:
             assert self.port is not None
             answer = await self.port.authorize(id_tag)
             if answer is None:  # could not ask after all: decide as offline
-                decision, entry = decide(now=now, online=False, policy=policy, listed=listed, cached=cached)
+                decision, entry = decide(
+                    now=now, online=False, policy=policy, listed=listed, cached=cached
+                )
             else:
                 self.note_id_tag_info(id_tag, answer)
                 return answer.valid_at(now), answer
@@ -520,7 +550,9 @@ class Station:
     def _entry(e: AuthEntry | None) -> Credential | None:
         if e is None:
             return None
-        return Credential(status=AuthStatus(e.status), expiry=e.expiry, parent_id_tag=e.parent_id_tag)
+        return Credential(
+            status=AuthStatus(e.status), expiry=e.expiry, parent_id_tag=e.parent_id_tag
+        )
 
     def note_id_tag_info(self, id_tag: str, cred: Credential) -> None:
         """Every IdTagInfo from the Central System updates the cache (§3.4), unless listed."""
@@ -530,8 +562,12 @@ class Station:
         if policy.local_list_enabled and self.store.local_list_get(id_tag) is not None:
             return  # list ids are never cached (§3.5.2)
         self.store.cache_put(
-            AuthEntry(id_tag=id_tag, status=cred.status.value, expiry=cred.expiry,
-                      parent_id_tag=cred.parent_id_tag),
+            AuthEntry(
+                id_tag=id_tag,
+                status=cred.status.value,
+                expiry=cred.expiry,
+                parent_id_tag=cred.parent_id_tag,
+            ),
             max_entries=self.policy.auth_cache_max_entries,
         )
 
@@ -556,7 +592,9 @@ class Station:
             # reported; we never turn it into negative energy.
             log.error(
                 "connector %d: energy register went backwards (%.0f -> %.0f Wh); ignoring",
-                c.id, c.last_good_energy_wh, reading.energy_import_wh,
+                c.id,
+                c.last_good_energy_wh,
+                reading.energy_import_wh,
             )
             self.store.log_event(self.wall(), "meter_backwards", f"connector {c.id}")
             return None
@@ -583,8 +621,11 @@ class Station:
             try:
                 with self.store.atomic():
                     local_id = self.store.begin_transaction(
-                        connector_id=c.id, id_tag=id_tag, meter_start_wh=meter_start,
-                        started_at=now, reservation_id=reservation_id,
+                        connector_id=c.id,
+                        id_tag=id_tag,
+                        meter_start_wh=meter_start,
+                        started_at=now,
+                        reservation_id=reservation_id,
                     )
                     if reservation_id is not None:
                         self.store.reservation_delete(reservation_id)
@@ -599,17 +640,33 @@ class Station:
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
             c.reservation_id = c.reservation_tag = None
-            log.info("connector %d: transaction %d started for %s at %d Wh",
-                     c.id, local_id, id_tag, meter_start, extra={"CONNECTOR_ID": c.id})
+            log.info(
+                "connector %d: transaction %d started for %s at %d Wh",
+                c.id,
+                local_id,
+                id_tag,
+                meter_start,
+                extra={"CONNECTOR_ID": c.id},
+            )
             if reading is not None and self.port is not None:
-                self.port.meter_sample(connector_id=c.id, tx=tx, reading=reading, at=now,
-                                       context="begin", offered_a=c.offer_a)
+                self.port.meter_sample(
+                    connector_id=c.id,
+                    tx=tx,
+                    reading=reading,
+                    at=now,
+                    context="begin",
+                    offered_a=c.offer_a,
+                )
             for hook in self.on_tx_started:
                 hook(c.id, tx)
             self._apply(c)
 
     async def stop_transaction(
-        self, connector_id: int, reason: StopReason, *, stop_id_tag: str | None = None,
+        self,
+        connector_id: int,
+        reason: StopReason,
+        *,
+        stop_id_tag: str | None = None,
         force: bool = False,
     ) -> bool:
         c = self._connector(connector_id)
@@ -628,23 +685,38 @@ class Station:
             try:
                 with self.store.atomic():
                     self.store.finish_transaction(
-                        tx.local_id, meter_stop_wh=meter_stop, stopped_at=now,
-                        reason=reason.value, stop_id_tag=stop_id_tag,
+                        tx.local_id,
+                        meter_stop_wh=meter_stop,
+                        stopped_at=now,
+                        reason=reason.value,
+                        stop_id_tag=stop_id_tag,
                     )
                     done = self.store.transaction(tx.local_id)
                     assert done is not None
                     if self.port is not None:
                         if reading is not None:
-                            self.port.meter_sample(connector_id=c.id, tx=done, reading=reading,
-                                                   at=now, context="end", offered_a=c.offer_a)
+                            self.port.meter_sample(
+                                connector_id=c.id,
+                                tx=done,
+                                reading=reading,
+                                at=now,
+                                context="end",
+                                offered_a=c.offer_a,
+                            )
                         self.port.enqueue_stop(done)
             except StorageError as exc:
                 # The contactor is already open. The transaction stays open in the database and
                 # is stopped at the next start-up (power-loss rules) with its last reading.
                 self._storage_failed(exc)
                 done = tx
-            log.info("connector %d: transaction %d stopped (%s) at %d Wh",
-                     c.id, tx.local_id, reason.value, meter_stop, extra={"CONNECTOR_ID": c.id})
+            log.info(
+                "connector %d: transaction %d stopped (%s) at %d Wh",
+                c.id,
+                tx.local_id,
+                reason.value,
+                meter_stop,
+                extra={"CONNECTOR_ID": c.id},
+            )
             c.tx, c.tx_parent_id_tag, c.invalid_id = None, None, False
             c.stopping = False
             c.finishing = c.pilot.plugged
@@ -673,8 +745,12 @@ class Station:
                     for hook in self.on_tx_confirmed:
                         hook(c.id, c.tx)
                 if cred.status is not AuthStatus.ACCEPTED:
-                    log.warning("connector %d: idTag %s rejected by the Central System (%s)",
-                                c.id, c.tx.id_tag if c.tx else "?", cred.status.value)
+                    log.warning(
+                        "connector %d: idTag %s rejected by the Central System (%s)",
+                        c.id,
+                        c.tx.id_tag if c.tx else "?",
+                        cred.status.value,
+                    )
                     if self.policy.stop_on_invalid_id:
                         self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
                     elif self.policy.max_energy_on_invalid_id_wh is None:
@@ -708,16 +784,23 @@ class Station:
             at = tx.last_meter_at or tx.started_at
             with self.store.atomic():
                 self.store.finish_transaction(
-                    tx.local_id, meter_stop_wh=meter_stop, stopped_at=at,
-                    reason=StopReason.POWER_LOSS.value, stop_id_tag=None,
+                    tx.local_id,
+                    meter_stop_wh=meter_stop,
+                    stopped_at=at,
+                    reason=StopReason.POWER_LOSS.value,
+                    stop_id_tag=None,
                 )
                 done = self.store.transaction(tx.local_id)
                 assert done is not None
                 if self.port is not None:
                     self.port.enqueue_stop(done)
             c.finishing = c.pilot.plugged
-            log.info("connector %d: transaction %d stopped after power loss at %d Wh",
-                     c.id, tx.local_id, meter_stop)
+            log.info(
+                "connector %d: transaction %d stopped after power loss at %d Wh",
+                c.id,
+                tx.local_id,
+                meter_stop,
+            )
 
     # --- commands from the Central System ---------------------------------------------------------
 
@@ -800,7 +883,9 @@ class Station:
             c.smart_limit_a = limit_a
             self._apply(c)
 
-    def reserve(self, reservation_id: int, connector_id: int, id_tag: str, parent: str | None) -> None:
+    def reserve(
+        self, reservation_id: int, connector_id: int, id_tag: str, parent: str | None
+    ) -> None:
         c = self.connectors[connector_id]
         c.reservation_id, c.reservation_tag = reservation_id, (id_tag, parent)
         self._apply(c)
@@ -842,11 +927,19 @@ class Station:
                 continue
             try:
                 if c.tx is not None:
-                    self.store.update_meter(c.tx.local_id, int(round(reading.energy_import_wh)), now)
+                    self.store.update_meter(
+                        c.tx.local_id, int(round(reading.energy_import_wh)), now
+                    )
                     self._check_energy_cap(c)
                 if self.port is not None and (c.tx is not None or context != "periodic"):
-                    self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading, at=now,
-                                           context=context, offered_a=c.offer_a)
+                    self.port.meter_sample(
+                        connector_id=c.id,
+                        tx=c.tx,
+                        reading=reading,
+                        at=now,
+                        context=context,
+                        offered_a=c.offer_a,
+                    )
             except StorageError as exc:
                 self._storage_failed(exc)
 
@@ -883,8 +976,14 @@ class Station:
             for c in self.connectors.values():
                 reading = await self._read_meter(c)
                 if reading is not None and self.port is not None:
-                    self.port.meter_sample(connector_id=c.id, tx=c.tx, reading=reading,
-                                           at=boundary, context="clock", offered_a=c.offer_a)
+                    self.port.meter_sample(
+                        connector_id=c.id,
+                        tx=c.tx,
+                        reading=reading,
+                        at=boundary,
+                        context="clock",
+                        offered_a=c.offer_a,
+                    )
 
     # --- views ------------------------------------------------------------------------------------
 
@@ -904,4 +1003,3 @@ class Station:
             "pilot": c.pilot.value,
             "contactor": "closed" if c.contactor_closed else "open",
         }
-

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 from csms import CentralSystem, Message, call  # noqa: E402
 
 CP_ID = "DEMO-CP-1"
+MEASURANDS = ",".join(
+    [
+        "Energy.Active.Import.Register",
+        "Power.Active.Import",
+        "Current.Import",
+        "Current.Offered",
+        "SoC",
+    ]
+)
 T0 = time.monotonic()
 
 
@@ -67,17 +75,17 @@ initial_soc_pct = 40.0
 time_factor = 60.0          # one simulated minute of charging per second
 
 [storage]
-path = "{tmp / 'ocppd.db'}"
+path = "{tmp / "ocppd.db"}"
 
 [control]
-socket = "{tmp / 'control.sock'}"
+socket = "{tmp / "control.sock"}"
 
 [logging]
 level = "info"
 
 [ocpp]
 MeterValueSampleInterval = 2
-MeterValuesSampledData = "Energy.Active.Import.Register,Power.Active.Import,Current.Import,Current.Offered,SoC"
+MeterValuesSampledData = "{MEASURANDS}"
 HeartbeatInterval = 60
 """)
     return cfg
@@ -86,8 +94,14 @@ HeartbeatInterval = 60
 async def ctl(cfg: Path, *args: str) -> str:
     print(f"{stamp()}  $ ocppctl {' '.join(args)}", flush=True)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ocppd.ctl", "--config", str(cfg), *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "ocppd.ctl",
+        "--config",
+        str(cfg),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await proc.communicate()
     text = out.decode().rstrip()
@@ -102,14 +116,24 @@ async def pump_logs(stream: asyncio.StreamReader) -> None:
     while line := await stream.readline():
         text = line.decode(errors="replace").rstrip()
         # show state changes and warnings, not every debug line
-        if any(k in text for k in ("connector", "transaction", "registered", "WARNING", "ERROR", "running")):
+        if any(
+            k in text
+            for k in ("connector", "transaction", "registered", "WARNING", "ERROR", "running")
+        ):
             print(f"{stamp()}  ocppd   {text.split(' ', 1)[-1]}", flush=True)
 
 
 async def status_json(cfg: Path) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ocppd.ctl", "--config", str(cfg), "status", "--json",
-        stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "ocppd.ctl",
+        "--config",
+        str(cfg),
+        "status",
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+    )
     out, _ = await proc.communicate()
     return json.loads(out)
 
@@ -134,8 +158,13 @@ async def demo(charge_s: float) -> int:
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             env.pop("NOTIFY_SOCKET", None)
             daemon = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "ocppd", "--config", str(cfg),
-                stderr=asyncio.subprocess.PIPE, env=env,
+                sys.executable,
+                "-m",
+                "ocppd",
+                "--config",
+                str(cfg),
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
             )
             assert daemon.stderr is not None
             logs = asyncio.ensure_future(pump_logs(daemon.stderr))
@@ -150,15 +179,29 @@ async def demo(charge_s: float) -> int:
                 await wait_status(cfg, "Charging")
                 await asyncio.sleep(charge_s / 2)
                 await ctl(cfg, "status")
-                print(f"\n{stamp()}  --- the Central System limits the current to 10 A ---", flush=True)
+                print(
+                    f"\n{stamp()}  --- the Central System limits the current to 10 A ---",
+                    flush=True,
+                )
                 st = await status_json(cfg)
                 tx_id = st["connectors"][0]["transaction_id"]
-                result = await cs.call(CP_ID, call.SetChargingProfile(connector_id=1, cs_charging_profiles={
-                    "chargingProfileId": 1, "stackLevel": 0, "transactionId": tx_id,
-                    "chargingProfilePurpose": "TxProfile", "chargingProfileKind": "Relative",
-                    "chargingSchedule": {"chargingRateUnit": "A",
-                                         "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}]},
-                }))
+                result = await cs.call(
+                    CP_ID,
+                    call.SetChargingProfile(
+                        connector_id=1,
+                        cs_charging_profiles={
+                            "chargingProfileId": 1,
+                            "stackLevel": 0,
+                            "transactionId": tx_id,
+                            "chargingProfilePurpose": "TxProfile",
+                            "chargingProfileKind": "Relative",
+                            "chargingSchedule": {
+                                "chargingRateUnit": "A",
+                                "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10.0}],
+                            },
+                        },
+                    ),
+                )
                 print(f"{stamp()}  SetChargingProfile answered {result.status}", flush=True)
                 await asyncio.sleep(charge_s / 2)
                 await ctl(cfg, "status")
@@ -172,14 +215,24 @@ async def demo(charge_s: float) -> int:
                 await ctl(cfg, "tx")
                 meters = cs.received("MeterValues")
                 energy_wh = stop[0]["meterStop"] - start[0]["meterStart"]
-                offered = [float(sv["value"]) for mv in meters for v in mv["meterValue"]
-                           for sv in v["sampledValue"] if sv.get("measurand") == "Current.Offered"]
+                offered = [
+                    float(sv["value"])
+                    for mv in meters
+                    for v in mv["meterValue"]
+                    for sv in v["sampledValue"]
+                    if sv.get("measurand") == "Current.Offered"
+                ]
                 print("\n=== summary ===")
                 print(f"transaction id      {tx_id}")
-                print(f"energy delivered    {energy_wh / 1000:.3f} kWh "
-                      f"(meterStart {start[0]['meterStart']} Wh, meterStop {stop[0]['meterStop']} Wh)")
+                print(
+                    f"energy delivered    {energy_wh / 1000:.3f} kWh "
+                    f"(meterStart {start[0]['meterStart']} Wh, meterStop {stop[0]['meterStop']} Wh)"
+                )
                 print(f"meter values sent   {len(meters)}")
-                print(f"current offered     {max(offered, default=0):.0f} A, then {min(offered, default=0):.0f} A")
+                print(
+                    "current offered     "
+                    f"{max(offered, default=0):.0f} A, then {min(offered, default=0):.0f} A"
+                )
                 print(f"stop reason         {stop[0].get('reason')}")
                 print(f"OCPP messages       {len(cs.messages)}")
                 ok = energy_wh > 0 and len(meters) > 0 and min(offered, default=99) <= 10

@@ -23,10 +23,18 @@ from ocppd.config import Config
 CP_ID = "CP-TEST-1"
 
 
-def sim_config_text(tmp_path: Path, url: str, *, connectors: int = 1, ocpp: dict[str, Any] | None = None,
-                    sim: dict[str, Any] | None = None, system: dict[str, Any] | None = None,
-                    central: dict[str, Any] | None = None, cable: str = "socket",
-                    db: Path | None = None) -> str:
+def sim_config_text(
+    tmp_path: Path,
+    url: str,
+    *,
+    connectors: int = 1,
+    ocpp: dict[str, Any] | None = None,
+    sim: dict[str, Any] | None = None,
+    system: dict[str, Any] | None = None,
+    central: dict[str, Any] | None = None,
+    cable: str = "socket",
+    db: Path | None = None,
+) -> str:
     def table(values: dict[str, Any] | None) -> str:
         out = []
         for k, v in (values or {}).items():
@@ -40,7 +48,9 @@ def sim_config_text(tmp_path: Path, url: str, *, connectors: int = 1, ocpp: dict
                 out.append(f"{k} = {v}")
         return "\n".join(out)
 
-    conn = "".join(f'\n[[connectors]]\nmax_current_a = 32.0\ncable = "{cable}"\n' for _ in range(connectors))
+    conn = "".join(
+        f'\n[[connectors]]\nmax_current_a = 32.0\ncable = "{cable}"\n' for _ in range(connectors)
+    )
     cs = {"url": url, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0, "response_timeout_s": 5.0}
     cs.update(central or {})
     o = {"MeterValueSampleInterval": 0, "HeartbeatInterval": 300}
@@ -58,9 +68,9 @@ driver = "sim"
 [sim]
 {table(sim)}
 [storage]
-path = "{db or tmp_path / 'ocppd.db'}"
+path = "{db or tmp_path / "ocppd.db"}"
 [control]
-socket = "{tmp_path / 'control.sock'}"
+socket = "{tmp_path / "control.sock"}"
 [logging]
 level = "debug"
 [system]
@@ -76,7 +86,9 @@ def sim_config(tmp_path: Path, url: str, **kw: Any) -> Config:
     return config.load(path)
 
 
-async def wait_until(pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+async def wait_until(
+    pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not pred():
@@ -99,8 +111,10 @@ async def running(cfg: Config, *, plugged: tuple[int, ...] = ()) -> AsyncIterato
     d = Daemon(cfg, install_signals=False, hardware=hw)
     task = asyncio.ensure_future(d.run())
     try:
-        await wait_until(lambda: task.done() or (d.station is not None and d.station._started),
-                         what="daemon start")
+        await wait_until(
+            lambda: task.done() or (d.station is not None and d.station._started),
+            what="daemon start",
+        )
         if task.done():
             task.result()
         yield d
@@ -134,8 +148,12 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         self._logf = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "ocppd", "--config", str(self.cfg_path)],
-                                     stdout=self._logf, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ocppd", "--config", str(self.cfg_path)],
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
         return self
 
     def signal(self, sig: int) -> None:
@@ -160,5 +178,9 @@ class DaemonProcess:
         return self.proc.returncode
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "ocppd.ctl", "--config", str(self.cfg_path), *args],
-                              capture_output=True, text=True, timeout=20)
+        return subprocess.run(
+            [sys.executable, "-m", "ocppd.ctl", "--config", str(self.cfg_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )

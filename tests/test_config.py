@@ -28,9 +28,9 @@ id = "CP-1"
 url = "ws://127.0.0.1:9000/ocpp"
 [[connectors]]
 [storage]
-path = "{tmp_path / 'db.sqlite'}"
+path = "{tmp_path / "db.sqlite"}"
 [control]
-socket = "{tmp_path / 'ctl.sock'}"
+socket = "{tmp_path / "ctl.sock"}"
 {extra}
 """
 
@@ -67,12 +67,17 @@ def test_unknown_key_is_an_error_with_a_hint(tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
-    (line,) = problems(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmax_current_a = \"lots\""))
+    (line,) = problems(
+        tmp_path,
+        minimal(tmp_path).replace("[[connectors]]", '[[connectors]]\nmax_current_a = "lots"'),
+    )
     assert "connectors[1].max_current_a: must be a number, got 'lots'" in line
 
 
 def test_out_of_range_value(tmp_path: Path) -> None:
-    (line,) = problems(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmax_current_a = 100"))
+    (line,) = problems(
+        tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmax_current_a = 100")
+    )
     assert "connectors[1].max_current_a: must be at most 80" in line
 
 
@@ -82,25 +87,31 @@ def test_missing_required_key(tmp_path: Path) -> None:
 
 
 def test_all_problems_reported_at_once(tmp_path: Path) -> None:
-    text = minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nphases = 2\ncable = \"rope\"")
+    text = minimal(tmp_path).replace("[[connectors]]", '[[connectors]]\nphases = 2\ncable = "rope"')
     found = problems(tmp_path, text)
     assert len(found) == 2 and all(str(tmp_path) in p for p in found)
 
 
 def test_secret_is_never_printed(tmp_path: Path) -> None:
-    text = minimal(tmp_path).replace("ws://127.0.0.1:9000/ocpp", "ws://127.0.0.1:9000/ocpp\"\nsecurity_profile = 1\npassword = \"short-secret-x")
+    text = minimal(tmp_path).replace(
+        "ws://127.0.0.1:9000/ocpp",
+        'ws://127.0.0.1:9000/ocpp"\nsecurity_profile = 1\npassword = "short-secret-x',
+    )
     found = problems(tmp_path, text)
     assert any("central_system.password" in p for p in found)
     assert not any("short-secret-x" in p for p in found)
 
 
 def test_security_profile_must_match_url_scheme(tmp_path: Path) -> None:
-    text = minimal(tmp_path).replace("ws://127.0.0.1:9000/ocpp\"", "ws://127.0.0.1:9000/ocpp\"\nsecurity_profile = 2\npassword = \"0123456789abcdef0123\"")
+    text = minimal(tmp_path).replace(
+        'ws://127.0.0.1:9000/ocpp"',
+        'ws://127.0.0.1:9000/ocpp"\nsecurity_profile = 2\npassword = "0123456789abcdef0123"',
+    )
     assert any("needs a wss:// URL" in p for p in problems(tmp_path, text))
 
 
 def test_meter_must_exist(tmp_path: Path) -> None:
-    text = minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nmeter = \"nope\"")
+    text = minimal(tmp_path).replace("[[connectors]]", '[[connectors]]\nmeter = "nope"')
     assert any("connectors[1].meter: no [meters.nope] table" in p for p in problems(tmp_path, text))
 
 
@@ -112,14 +123,21 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_socket_directory_must_exist(tmp_path: Path) -> None:
     text = minimal(tmp_path).replace(str(tmp_path / "ctl.sock"), "/nonexistent/dir/ctl.sock")
-    assert any("control.socket: directory /nonexistent/dir does not exist" in p for p in problems(tmp_path, text))
+    assert any(
+        "control.socket: directory /nonexistent/dir does not exist" in p
+        for p in problems(tmp_path, text)
+    )
 
 
 def test_unknown_ocpp_key_is_refused_at_startup(tmp_path: Path) -> None:
     """The [ocpp] table holds OCPP keys; a name that is not one is an error (exit 78)."""
     path = write(tmp_path, minimal(tmp_path, "[ocpp]\nHeartbeatIntervall = 30\n"))
-    proc = subprocess.run([sys.executable, "-m", "ocppd", "--config", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ocppd", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == os.EX_CONFIG, proc.stderr
     assert "ocpp.HeartbeatIntervall" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -136,9 +154,16 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_check_config_as_a_process_prints_one_line_per_problem(tmp_path: Path) -> None:
-    bad = write(tmp_path, minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nphases = 2\nbogus = 1"))
-    proc = subprocess.run([sys.executable, "-m", "ocppd", "--check-config", "--config", str(bad)],
-                          capture_output=True, text=True, timeout=30)
+    bad = write(
+        tmp_path,
+        minimal(tmp_path).replace("[[connectors]]", "[[connectors]]\nphases = 2\nbogus = 1"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "ocppd", "--check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 78
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith(str(bad)) for line in lines)
@@ -169,6 +194,7 @@ def _all_keys(tp: typing.Any, prefix: str = "") -> set[str]:
 def test_reference_config_documents_every_key() -> None:
     """etc/ocppd.toml mentions every key of the schema (set or commented out)."""
     text = REFERENCE.read_text()
+
     def documented(key: str) -> bool:
         leaf = re.escape(key.rsplit(".", 1)[-1])
         return bool(re.search(rf"^\s*#?\s*({leaf}\s*=|\[{re.escape(key)}\])", text, re.M))

@@ -64,7 +64,9 @@ def decide(
     if entry is not None:
         if entry.valid_at(now):
             if not online:
-                return (Decision.ACCEPT if policy.local_authorize_offline else Decision.REJECT), entry
+                return (
+                    Decision.ACCEPT if policy.local_authorize_offline else Decision.REJECT
+                ), entry
             # Online: LocalPreAuthorize lets a locally valid id start without waiting (§9.1.13).
             return (Decision.ACCEPT if policy.local_pre_authorize else Decision.ASK), entry
         # Known but not valid (blocked, invalid, expired). Offline such entries MUST be

@@ -47,13 +47,22 @@ class _Policy:
 
 class Rig:
     def __init__(self) -> None:
-        cfg = config.from_dict({
-            "charge_point": {"id": "X"}, "central_system": {"url": "ws://127.0.0.1:1/x"},
-            "connectors": [{}], "storage": {"path": "/tmp/unused.db"}, "control": {"socket": "/tmp/x.sock"},
-        })
+        cfg = config.from_dict(
+            {
+                "charge_point": {"id": "X"},
+                "central_system": {"url": "ws://127.0.0.1:1/x"},
+                "connectors": [{}],
+                "storage": {"path": "/tmp/unused.db"},
+                "control": {"socket": "/tmp/x.sock"},
+            }
+        )
         self.board = RecordingBoard()
-        self.station = Station(cfg=cfg, store=None, hw=Hardware(board=self.board, meters={}),  # type: ignore[arg-type]
-                               policy=_Policy())  # type: ignore[arg-type]
+        self.station = Station(
+            cfg=cfg,
+            store=None,
+            hw=Hardware(board=self.board, meters={}),  # type: ignore[arg-type]
+            policy=_Policy(),
+        )  # type: ignore[arg-type]
         self.connector = self.station.connectors[1]
         self.station._apply(self.connector)
 
@@ -81,8 +90,20 @@ class Rig:
 
 def _tx() -> TxRecord:
     now = datetime.now(UTC)
-    return TxRecord(local_id=1, connector_id=1, id_tag="T", tx_id=None, meter_start_wh=0, started_at=now,
-                    last_meter_wh=None, last_meter_at=None, meter_stop_wh=None, stopped_at=None,
-                    stop_reason=None, stop_id_tag=None, reservation_id=None, id_tag_status=None,
-                    finished=False)
-
+    return TxRecord(
+        local_id=1,
+        connector_id=1,
+        id_tag="T",
+        tx_id=None,
+        meter_start_wh=0,
+        started_at=now,
+        last_meter_wh=None,
+        last_meter_at=None,
+        meter_stop_wh=None,
+        stopped_at=None,
+        stop_reason=None,
+        stop_id_tag=None,
+        reservation_id=None,
+        id_tag_status=None,
+        finished=False,
+    )

@@ -12,13 +12,23 @@ from ocppd.core.safety import MAX_OFFER_A, MIN_OFFER_A, SafetyInputs, may_close,
 from ocppd.hw.base import Fault, PilotState
 
 faults = st.frozensets(st.sampled_from(list(Fault)), max_size=3)
-inputs = st.builds(SafetyInputs, pilot=st.sampled_from(list(PilotState)), faults=faults,
-                   tx_authorized=st.booleans(), evse_suspended=st.booleans(), stopping=st.booleans())
+inputs = st.builds(
+    SafetyInputs,
+    pilot=st.sampled_from(list(PilotState)),
+    faults=faults,
+    tx_authorized=st.booleans(),
+    evse_suspended=st.booleans(),
+    stopping=st.booleans(),
+)
 
 
 def test_contactor_closes_only_with_authorized_session_and_ev_asking_for_power() -> None:
-    for pilot, auth, susp, stop in itertools.product(PilotState, [True, False], [True, False], [True, False]):
-        s = SafetyInputs(pilot=pilot, faults=frozenset(), tx_authorized=auth, evse_suspended=susp, stopping=stop)
+    for pilot, auth, susp, stop in itertools.product(
+        PilotState, [True, False], [True, False], [True, False]
+    ):
+        s = SafetyInputs(
+            pilot=pilot, faults=frozenset(), tx_authorized=auth, evse_suspended=susp, stopping=stop
+        )
         expected = pilot in (PilotState.C, PilotState.D) and auth and not susp and not stop
         assert may_close(s) is expected, s
 
@@ -35,11 +45,24 @@ def test_unplugged_or_error_pilot_never_closes(s: SafetyInputs) -> None:
         assert not may_close(s)
 
 
-@given(st.floats(1, 100), st.none() | st.floats(0, 100), st.none() | st.floats(0, 100), st.booleans(), faults)
-def test_offer_never_exceeds_any_limit_and_is_legal(conn: float, cable: float | None, smart: float | None,
-                                                    suspended: bool, fs: frozenset[Fault]) -> None:
-    offer = offer_a(connector_max_a=conn, cable_max_a=cable, smart_limit_a=smart, tx_authorized=True,
-                    evse_suspended=suspended, faults=fs)
+@given(
+    st.floats(1, 100),
+    st.none() | st.floats(0, 100),
+    st.none() | st.floats(0, 100),
+    st.booleans(),
+    faults,
+)
+def test_offer_never_exceeds_any_limit_and_is_legal(
+    conn: float, cable: float | None, smart: float | None, suspended: bool, fs: frozenset[Fault]
+) -> None:
+    offer = offer_a(
+        connector_max_a=conn,
+        cable_max_a=cable,
+        smart_limit_a=smart,
+        tx_authorized=True,
+        evse_suspended=suspended,
+        faults=fs,
+    )
     if offer is None:
         assert fs - {Fault.READER_FAILURE, Fault.METER_FAILURE}
         return
@@ -51,32 +74,89 @@ def test_offer_never_exceeds_any_limit_and_is_legal(conn: float, cable: float | 
 
 
 def test_below_six_amperes_pauses_instead_of_an_illegal_offer() -> None:
-    assert offer_a(connector_max_a=32, cable_max_a=None, smart_limit_a=4.0, tx_authorized=True,
-                   evse_suspended=False, faults=frozenset()) == 0.0
-    assert offer_a(connector_max_a=32, cable_max_a=13, smart_limit_a=None, tx_authorized=True,
-                   evse_suspended=False, faults=frozenset()) == 13
-    assert offer_a(connector_max_a=32, cable_max_a=None, smart_limit_a=None, tx_authorized=False,
-                   evse_suspended=False, faults=frozenset()) is None
+    assert (
+        offer_a(
+            connector_max_a=32,
+            cable_max_a=None,
+            smart_limit_a=4.0,
+            tx_authorized=True,
+            evse_suspended=False,
+            faults=frozenset(),
+        )
+        == 0.0
+    )
+    assert (
+        offer_a(
+            connector_max_a=32,
+            cable_max_a=13,
+            smart_limit_a=None,
+            tx_authorized=True,
+            evse_suspended=False,
+            faults=frozenset(),
+        )
+        == 13
+    )
+    assert (
+        offer_a(
+            connector_max_a=32,
+            cable_max_a=None,
+            smart_limit_a=None,
+            tx_authorized=False,
+            evse_suspended=False,
+            faults=frozenset(),
+        )
+        is None
+    )
 
 
 def test_a_dead_meter_pauses_but_does_not_drop_the_pilot() -> None:
-    assert offer_a(connector_max_a=32, cable_max_a=None, smart_limit_a=None, tx_authorized=True,
-                   evse_suspended=False, faults=frozenset({Fault.METER_FAILURE})) == 0.0
-    assert not may_close(SafetyInputs(pilot=PilotState.C, faults=frozenset({Fault.METER_FAILURE}),
-                                      tx_authorized=True, evse_suspended=False, stopping=False))
+    assert (
+        offer_a(
+            connector_max_a=32,
+            cable_max_a=None,
+            smart_limit_a=None,
+            tx_authorized=True,
+            evse_suspended=False,
+            faults=frozenset({Fault.METER_FAILURE}),
+        )
+        == 0.0
+    )
+    assert not may_close(
+        SafetyInputs(
+            pilot=PilotState.C,
+            faults=frozenset({Fault.METER_FAILURE}),
+            tx_authorized=True,
+            evse_suspended=False,
+            stopping=False,
+        )
+    )
 
 
-# --- the station applies the rules: random sequences against the simulator --------------------------
+# --- the station applies the rules after every event of a random sequence -----------------
 
 Event = tuple[str, object]
-events = st.lists(st.one_of(
-    st.tuples(st.just("pilot"), st.sampled_from(list(PilotState))),
-    st.tuples(st.just("fault"), st.tuples(st.sampled_from([Fault.GROUND_FAILURE, Fault.EMERGENCY_STOP,
-                                                            Fault.CONTACTOR_WELDED, Fault.OVER_TEMPERATURE]),
-                                           st.booleans())),
-    st.tuples(st.just("limit"), st.none() | st.floats(0, 40)),
-    st.tuples(st.just("tx"), st.booleans()),
-), max_size=30)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("pilot"), st.sampled_from(list(PilotState))),
+        st.tuples(
+            st.just("fault"),
+            st.tuples(
+                st.sampled_from(
+                    [
+                        Fault.GROUND_FAILURE,
+                        Fault.EMERGENCY_STOP,
+                        Fault.CONTACTOR_WELDED,
+                        Fault.OVER_TEMPERATURE,
+                    ]
+                ),
+                st.booleans(),
+            ),
+        ),
+        st.tuples(st.just("limit"), st.none() | st.floats(0, 40)),
+        st.tuples(st.just("tx"), st.booleans()),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,10 +169,15 @@ def test_station_outputs_follow_the_rules_after_every_event(seq: list[Event]) ->
     for kind, value in seq:
         rig.apply(kind, value)
         c = rig.connector
-        allowed = may_close(SafetyInputs(
-            pilot=c.pilot, faults=c.all_faults(rig.station.charger_faults),
-            tx_authorized=c.tx is not None and not c.stopping, evse_suspended=c.evse_suspended,
-            stopping=c.stopping))
+        allowed = may_close(
+            SafetyInputs(
+                pilot=c.pilot,
+                faults=c.all_faults(rig.station.charger_faults),
+                tx_authorized=c.tx is not None and not c.stopping,
+                evse_suspended=c.evse_suspended,
+                stopping=c.stopping,
+            )
+        )
         assert rig.closed == allowed, (kind, value, c)
         if rig.offer is not None and rig.offer > 0:
             assert rig.offer <= 32 and (c.smart_limit_a is None or rig.offer <= c.smart_limit_a)

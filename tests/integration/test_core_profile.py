@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, running, sim, sim_config, status, wait_until
+from harness import CP_ID, running, sim, sim_config, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -31,11 +31,15 @@ def statuses(cs: CentralSystem, cid: int = 1) -> list[str]:
     return cs.status_sequence(cid)
 
 
-async def wait_status(cs: CentralSystem, value: str, cid: int = 1, count: int = 1,
-                      timeout: float = 10.0) -> None:
-    await cs.wait_for("StatusNotification",
-                      lambda p: p["connectorId"] == cid and p["status"] == value, count=count,
-                      timeout=timeout)
+async def wait_status(
+    cs: CentralSystem, value: str, cid: int = 1, count: int = 1, timeout: float = 10.0
+) -> None:
+    await cs.wait_for(
+        "StatusNotification",
+        lambda p: p["connectorId"] == cid and p["status"] == value,
+        count=count,
+        timeout=timeout,
+    )
 
 
 async def start_session(cs: CentralSystem, d: Any, tag: str = "TAG1") -> dict[str, Any]:
@@ -61,7 +65,9 @@ async def test_tc_001_cold_boot(cs: CentralSystem, tmp_path: Path) -> None:
         assert all(p["errorCode"] == "NoError" for p in cs.received("StatusNotification"))
 
 
-async def test_tc_001_rejected_waits_for_interval_and_sends_nothing_else(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_001_rejected_waits_for_interval_and_sends_nothing_else(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cs.behaviour.boot_status, cs.behaviour.boot_interval = "Rejected", 1
     async with running(sim_config(tmp_path, cs.url)):
         await cs.wait_for("BootNotification", count=2, timeout=5)
@@ -69,17 +75,23 @@ async def test_tc_001_rejected_waits_for_interval_and_sends_nothing_else(cs: Cen
         await booted(cs)
         before_accept = cs.actions()[: cs.actions().index("StatusNotification")]
         assert set(before_accept) == {"BootNotification"} and len(before_accept) >= 2
-        boots = [m.at for m in cs.messages if m.direction == "in" and m.action == "BootNotification"]
+        boots = [
+            m.at for m in cs.messages if m.direction == "in" and m.action == "BootNotification"
+        ]
         assert all(b - a >= 0.95 for a, b in zip(boots, boots[1:], strict=False))  # the interval
 
 
-async def test_tc_002_pending_answers_configuration_calls(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_002_pending_answers_configuration_calls(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cs.behaviour.boot_status, cs.behaviour.boot_interval = "Pending", 2
     async with running(sim_config(tmp_path, cs.url)):
         await cs.wait_for("BootNotification")
         conf = await cs.call(CP_ID, call.GetConfiguration(key=["HeartbeatInterval"]))
         assert conf.configuration_key[0]["key"] == "HeartbeatInterval"
-        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="MeterValueSampleInterval", value="30"))
+        conf = await cs.call(
+            CP_ID, call.ChangeConfiguration(key="MeterValueSampleInterval", value="30")
+        )
         assert conf.status == "Accepted"
         assert cs.received("StatusNotification") == []
         cs.behaviour.boot_status = "Accepted"
@@ -90,14 +102,18 @@ async def test_tc_002_pending_answers_configuration_calls(cs: CentralSystem, tmp
 # --- sessions -------------------------------------------------------------------------------------
 
 
-async def test_tc_003_regular_charging_session_plugin_first(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_003_regular_charging_session_plugin_first(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         start = await start_session(cs, d)
         assert start["connectorId"] == 1 and start["idTag"] == "TAG1"
         seq = cs.actions()
         assert seq.index("Authorize") < seq.index("StartTransaction")
-        assert statuses(cs)[-3:] == ["Available", "Preparing", "Charging"][-3:] or "Charging" in statuses(cs)
+        assert statuses(cs)[-3:] == ["Available", "Preparing", "Charging"][
+            -3:
+        ] or "Charging" in statuses(cs)
         assert sim(d).view(1).contactor_closed
 
 
@@ -112,7 +128,9 @@ async def test_tc_004_1_identification_first(cs: CentralSystem, tmp_path: Path) 
         await wait_status(cs, "Charging")
 
 
-async def test_tc_004_2_connection_timeout_returns_to_available(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_004_2_connection_timeout_returns_to_available(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url, ocpp={"ConnectionTimeOut": 1})) as d:
         await booted(cs)
         await d.station.swipe("TAG1", None)
@@ -121,7 +139,9 @@ async def test_tc_004_2_connection_timeout_returns_to_available(cs: CentralSyste
         assert cs.received("StartTransaction") == []
 
 
-async def test_tc_005_1_ev_side_disconnect_stops_the_transaction(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_005_1_ev_side_disconnect_stops_the_transaction(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)
@@ -132,7 +152,9 @@ async def test_tc_005_1_ev_side_disconnect_stops_the_transaction(cs: CentralSyst
         assert not sim(d).view(1).contactor_closed
 
 
-async def test_tc_005_3_ev_side_disconnect_keeps_transaction_when_configured(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_005_3_ev_side_disconnect_keeps_transaction_when_configured(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cfg = sim_config(tmp_path, cs.url, ocpp={"StopTransactionOnEVSideDisconnect": False})
     async with running(cfg) as d:
         await booted(cs)
@@ -144,7 +166,9 @@ async def test_tc_005_3_ev_side_disconnect_keeps_transaction_when_configured(cs:
         assert not sim(d).view(1).contactor_closed
 
 
-async def test_tc_068_stop_with_same_id_tag_needs_no_authorize(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_068_stop_with_same_id_tag_needs_no_authorize(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d, tag="abc123")
@@ -184,7 +208,9 @@ async def test_tc_010_remote_start_cable_plugged_first(cs: CentralSystem, tmp_pa
 
 
 async def test_tc_011_1_remote_start_first(cs: CentralSystem, tmp_path: Path) -> None:
-    async with running(sim_config(tmp_path, cs.url, ocpp={"AuthorizeRemoteTxRequests": False})) as d:
+    async with running(
+        sim_config(tmp_path, cs.url, ocpp={"AuthorizeRemoteTxRequests": False})
+    ) as d:
         await booted(cs)
         conf = await cs.call(CP_ID, call.RemoteStartTransaction(id_tag="REMOTE1"))
         assert conf.status == "Accepted"
@@ -209,14 +235,18 @@ async def test_tc_012_remote_stop(cs: CentralSystem, tmp_path: Path) -> None:
         await wait_status(cs, "Available", count=2)
 
 
-async def test_tc_027_remote_start_on_connector_zero_is_rejected(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_027_remote_start_on_connector_zero_is_rejected(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)):
         await booted(cs)
         conf = await cs.call(CP_ID, call.RemoteStartTransaction(id_tag="X", connector_id=0))
         assert conf.status == "Rejected"
 
 
-async def test_tc_028_remote_stop_unknown_transaction_is_rejected(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_028_remote_stop_unknown_transaction_is_rejected(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)):
         await booted(cs)
         conf = await cs.call(CP_ID, call.RemoteStopTransaction(transaction_id=424242))
@@ -272,7 +302,9 @@ async def test_tc_016_soft_reset_with_transaction(cs: CentralSystem, tmp_path: P
         assert not sim(d).view(1).contactor_closed
 
 
-async def test_change_availability_during_transaction_is_scheduled(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_change_availability_during_transaction_is_scheduled(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)
@@ -283,7 +315,9 @@ async def test_change_availability_during_transaction_is_scheduled(cs: CentralSy
         await wait_status(cs, "Unavailable")
 
 
-async def test_tc_034_connector_zero_makes_all_unavailable(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_034_connector_zero_makes_all_unavailable(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url, connectors=2)):
         await booted(cs, 2)
         conf = await cs.call(CP_ID, call.ChangeAvailability(connector_id=0, type="Inoperative"))
@@ -292,7 +326,9 @@ async def test_tc_034_connector_zero_makes_all_unavailable(cs: CentralSystem, tm
             await wait_status(cs, "Unavailable", cid=cid)
 
 
-async def test_tc_018_1_unlock_with_session_stops_it_first(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_018_1_unlock_with_session_stops_it_first(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)
@@ -333,41 +369,83 @@ async def test_tc_019_get_all_configuration_keys(cs: CentralSystem, tmp_path: Pa
         await booted(cs)
         conf = await cs.call(CP_ID, call.GetConfiguration())
         names = {k["key"] for k in conf.configuration_key}
-        core = {"AllowOfflineTxForUnknownId", "AuthorizationCacheEnabled", "AuthorizeRemoteTxRequests",
-                "BlinkRepeat", "ClockAlignedDataInterval", "ConnectionTimeOut", "ConnectorPhaseRotation",
-                "ConnectorPhaseRotationMaxLength", "GetConfigurationMaxKeys", "HeartbeatInterval",
-                "LightIntensity", "LocalAuthorizeOffline", "LocalPreAuthorize", "MaxEnergyOnInvalidId",
-                "MeterValuesAlignedData", "MeterValuesAlignedDataMaxLength", "MeterValuesSampledData",
-                "MeterValuesSampledDataMaxLength", "MeterValueSampleInterval", "MinimumStatusDuration",
-                "NumberOfConnectors", "ResetRetries", "StopTransactionOnEVSideDisconnect",
-                "StopTransactionOnInvalidId", "StopTxnAlignedData", "StopTxnAlignedDataMaxLength",
-                "StopTxnSampledData", "StopTxnSampledDataMaxLength", "SupportedFeatureProfiles",
-                "SupportedFeatureProfilesMaxLength", "TransactionMessageAttempts",
-                "TransactionMessageRetryInterval", "UnlockConnectorOnEVSideDisconnect",
-                "WebSocketPingInterval"}
+        core = {
+            "AllowOfflineTxForUnknownId",
+            "AuthorizationCacheEnabled",
+            "AuthorizeRemoteTxRequests",
+            "BlinkRepeat",
+            "ClockAlignedDataInterval",
+            "ConnectionTimeOut",
+            "ConnectorPhaseRotation",
+            "ConnectorPhaseRotationMaxLength",
+            "GetConfigurationMaxKeys",
+            "HeartbeatInterval",
+            "LightIntensity",
+            "LocalAuthorizeOffline",
+            "LocalPreAuthorize",
+            "MaxEnergyOnInvalidId",
+            "MeterValuesAlignedData",
+            "MeterValuesAlignedDataMaxLength",
+            "MeterValuesSampledData",
+            "MeterValuesSampledDataMaxLength",
+            "MeterValueSampleInterval",
+            "MinimumStatusDuration",
+            "NumberOfConnectors",
+            "ResetRetries",
+            "StopTransactionOnEVSideDisconnect",
+            "StopTransactionOnInvalidId",
+            "StopTxnAlignedData",
+            "StopTxnAlignedDataMaxLength",
+            "StopTxnSampledData",
+            "StopTxnSampledDataMaxLength",
+            "SupportedFeatureProfiles",
+            "SupportedFeatureProfilesMaxLength",
+            "TransactionMessageAttempts",
+            "TransactionMessageRetryInterval",
+            "UnlockConnectorOnEVSideDisconnect",
+            "WebSocketPingInterval",
+        }
         assert len(core) == 34 and core <= names
         assert "AuthorizationKey" not in names  # write-only: never returned
         readonly = {k["key"] for k in conf.configuration_key if k["readonly"]}
-        assert {"NumberOfConnectors", "GetConfigurationMaxKeys", "SupportedFeatureProfiles"} <= readonly
+        assert {
+            "NumberOfConnectors",
+            "GetConfigurationMaxKeys",
+            "SupportedFeatureProfiles",
+        } <= readonly
 
 
 async def test_tc_021_change_configuration_then_get(cs: CentralSystem, tmp_path: Path) -> None:
     async with running(sim_config(tmp_path, cs.url)):
         await booted(cs)
-        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="MeterValueSampleInterval", value="15"))
+        conf = await cs.call(
+            CP_ID, call.ChangeConfiguration(key="MeterValueSampleInterval", value="15")
+        )
         assert conf.status == "Accepted"
         conf = await cs.call(CP_ID, call.GetConfiguration(key=["MeterValueSampleInterval", "Nope"]))
-        assert conf.configuration_key == [{"key": "MeterValueSampleInterval", "readonly": False, "value": "15"}]
+        assert conf.configuration_key == [
+            {"key": "MeterValueSampleInterval", "readonly": False, "value": "15"}
+        ]
         assert conf.unknown_key == ["Nope"]
 
 
-async def test_tc_040_unknown_key_not_supported_invalid_value_rejected(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_tc_040_unknown_key_not_supported_invalid_value_rejected(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)):
         await booted(cs)
-        assert (await cs.call(CP_ID, call.ChangeConfiguration(key="Testing", value="1"))).status == "NotSupported"
-        assert (await cs.call(CP_ID, call.ChangeConfiguration(key="HeartbeatInterval", value="-5"))).status == "Rejected"
-        assert (await cs.call(CP_ID, call.ChangeConfiguration(key="NumberOfConnectors", value="3"))).status == "Rejected"
-        bad = call.ChangeConfiguration(key="MeterValuesSampledData", value="Energy.Active.Import.Register,Bogus")
+        assert (
+            await cs.call(CP_ID, call.ChangeConfiguration(key="Testing", value="1"))
+        ).status == "NotSupported"
+        assert (
+            await cs.call(CP_ID, call.ChangeConfiguration(key="HeartbeatInterval", value="-5"))
+        ).status == "Rejected"
+        assert (
+            await cs.call(CP_ID, call.ChangeConfiguration(key="NumberOfConnectors", value="3"))
+        ).status == "Rejected"
+        bad = call.ChangeConfiguration(
+            key="MeterValuesSampledData", value="Energy.Active.Import.Register,Bogus"
+        )
         assert (await cs.call(CP_ID, bad)).status == "Rejected"
 
 
@@ -385,7 +463,9 @@ async def test_configuration_survives_restart(cs: CentralSystem, tmp_path: Path)
 
 
 async def test_tc_070_sampled_meter_values(cs: CentralSystem, tmp_path: Path) -> None:
-    cfg = sim_config(tmp_path, cs.url, ocpp={"MeterValueSampleInterval": 1}, sim={"time_factor": 100.0})
+    cfg = sim_config(
+        tmp_path, cs.url, ocpp={"MeterValueSampleInterval": 1}, sim={"time_factor": 100.0}
+    )
     async with running(cfg) as d:
         await booted(cs)
         await start_session(cs, d)
@@ -396,10 +476,23 @@ async def test_tc_070_sampled_meter_values(cs: CentralSystem, tmp_path: Path) ->
             assert all(v["context"] == "Sample.Periodic" for v in values)
             assert all(v.get("location") != "EV" for v in values)
             measurands = {v["measurand"] for v in values}
-            assert {"Energy.Active.Import.Register", "Power.Active.Import", "Current.Import", "Voltage"} <= measurands
-            assert {v["phase"] for v in values if v["measurand"] == "Voltage"} == {"L1-N", "L2-N", "L3-N"}
-        energies = [float(v["value"]) for mv in mvs for v in mv["meterValue"][0]["sampledValue"]
-                    if v["measurand"] == "Energy.Active.Import.Register"]
+            assert {
+                "Energy.Active.Import.Register",
+                "Power.Active.Import",
+                "Current.Import",
+                "Voltage",
+            } <= measurands
+            assert {v["phase"] for v in values if v["measurand"] == "Voltage"} == {
+                "L1-N",
+                "L2-N",
+                "L3-N",
+            }
+        energies = [
+            float(v["value"])
+            for mv in mvs
+            for v in mv["meterValue"][0]["sampledValue"]
+            if v["measurand"] == "Energy.Active.Import.Register"
+        ]
         assert energies == sorted(energies) and energies[-1] > energies[0]
 
 
@@ -427,7 +520,9 @@ async def test_tc_062_data_transfer_unknown_vendor(cs: CentralSystem, tmp_path: 
             return "Accepted", (data or "").upper()
 
         d.cp.data_transfer["org.ocppd"] = {"echo": echo}
-        conf = await cs.call(CP_ID, call.DataTransfer(vendor_id="org.ocppd", message_id="echo", data="hi"))
+        conf = await cs.call(
+            CP_ID, call.DataTransfer(vendor_id="org.ocppd", message_id="echo", data="hi")
+        )
         assert (conf.status, conf.data) == ("Accepted", "HI")
         conf = await cs.call(CP_ID, call.DataTransfer(vendor_id="org.ocppd", message_id="other"))
         assert conf.status == "UnknownMessageId"

@@ -49,7 +49,9 @@ async def wait_socket(d: DaemonProcess, path: Path, timeout: float = 15.0) -> No
     while not path.exists():
         assert d.proc is not None
         if d.proc.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"daemon did not open its control socket: {d.log.read_text()[-2000:]}")
+            raise AssertionError(
+                f"daemon did not open its control socket: {d.log.read_text()[-2000:]}"
+            )
         await asyncio.sleep(0.02)
 
 
@@ -60,17 +62,27 @@ async def flap(proxy: FaultProxy, rng: random.Random, stop: asyncio.Event) -> No
     await proxy.set_mode(Mode.PASS)
 
 
-async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     rng = random.Random(20261123)
     async with FaultProxy(cs.port) as proxy:
         cfg = tmp_path / "ocppd.toml"
-        cfg.write_text(sim_config_text(
-            tmp_path, f"ws://{proxy.address}/ocpp",
-            ocpp={"MeterValueSampleInterval": 1, "AllowOfflineTxForUnknownId": True,
-                  "LocalAuthorizeOffline": True, "MeterValuesSampledData": "Energy.Active.Import.Register",
-                  "TransactionMessageRetryInterval": 1},
-            sim={"time_factor": 60.0},
-            central={"reconnect_min_s": 0.1, "reconnect_max_s": 1.0, "response_timeout_s": 2.0}))
+        cfg.write_text(
+            sim_config_text(
+                tmp_path,
+                f"ws://{proxy.address}/ocpp",
+                ocpp={
+                    "MeterValueSampleInterval": 1,
+                    "AllowOfflineTxForUnknownId": True,
+                    "LocalAuthorizeOffline": True,
+                    "MeterValuesSampledData": "Energy.Active.Import.Register",
+                    "TransactionMessageRetryInterval": 1,
+                },
+                sim={"time_factor": 60.0},
+                central={"reconnect_min_s": 0.1, "reconnect_max_s": 1.0, "response_timeout_s": 2.0},
+            )
+        )
         sock = tmp_path / "control.sock"
         stop_flapping = asyncio.Event()
         flapper = asyncio.ensure_future(flap(proxy, rng, stop_flapping))
@@ -159,13 +171,16 @@ def check_central_system_view(cs: CentralSystem, started_tags: list[str]) -> Non
                 for sv in mv["sampledValue"]:
                     samples[key].append((ts(mv["timestamp"]), float(sv["value"])))
 
-    starts_by_key = {(m.payload["idTag"], m.payload["timestamp"]): m.payload
-                     for m in cs.messages if m.direction == "in" and m.action == "StartTransaction"}
+    starts_by_key = {
+        (m.payload["idTag"], m.payload["timestamp"]): m.payload
+        for m in cs.messages
+        if m.direction == "in" and m.action == "StartTransaction"
+    }
     previous_stop = -1.0
     for key in sessions:
         distinct_stops = {(s["timestamp"], s["meterStop"], s["reason"]) for s in stops[key]}
         assert len(distinct_stops) == 1, f"session {key}: stops {distinct_stops}"
-        (_, meter_stop, reason), = distinct_stops
+        ((_, meter_stop, reason),) = distinct_stops
         meter_start = starts_by_key[key]["meterStart"]
         assert meter_stop >= meter_start, key
         assert meter_start >= previous_stop, "the register went backwards between sessions"

@@ -33,7 +33,9 @@ def notify_socket(tmp_path: Path) -> Iterator[socket.socket]:
     s.close()
 
 
-async def recv_until(sock: socket.socket, want: str, seen: list[str], timeout: float = 15.0) -> None:
+async def recv_until(
+    sock: socket.socket, want: str, seen: list[str], timeout: float = 15.0
+) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not any(want in m for m in seen):
@@ -47,7 +49,9 @@ async def recv_until(sock: socket.socket, want: str, seen: list[str], timeout: f
         seen.extend(data.decode().split("\n"))
 
 
-def start_daemon(tmp_path: Path, url: str, notify: Path | None = None, **kw: object) -> DaemonProcess:
+def start_daemon(
+    tmp_path: Path, url: str, notify: Path | None = None, **kw: object
+) -> DaemonProcess:
     cfg = tmp_path / "ocppd.toml"
     cfg.write_text(sim_config_text(tmp_path, url, **kw))  # type: ignore[arg-type]
     env = {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "400000"} if notify else {}
@@ -55,8 +59,9 @@ def start_daemon(tmp_path: Path, url: str, notify: Path | None = None, **kw: obj
     return DaemonProcess(cfg, env=env).start()
 
 
-async def test_sd_notify_ready_status_watchdog_and_stopping(cs: CentralSystem, tmp_path: Path,
-                                                           notify_socket: socket.socket) -> None:
+async def test_sd_notify_ready_status_watchdog_and_stopping(
+    cs: CentralSystem, tmp_path: Path, notify_socket: socket.socket
+) -> None:
     d = start_daemon(tmp_path, cs.url, notify=tmp_path / "notify.sock")
     seen: list[str] = []
     try:
@@ -73,8 +78,9 @@ async def test_sd_notify_ready_status_watchdog_and_stopping(cs: CentralSystem, t
     assert any("1 connectors" in m for m in seen if m.startswith("STATUS="))
 
 
-async def test_watchdog_pings_at_half_the_interval(cs: CentralSystem, tmp_path: Path,
-                                                  notify_socket: socket.socket) -> None:
+async def test_watchdog_pings_at_half_the_interval(
+    cs: CentralSystem, tmp_path: Path, notify_socket: socket.socket
+) -> None:
     d = start_daemon(tmp_path, cs.url, notify=tmp_path / "notify.sock")
     stamps: list[float] = []
     loop = asyncio.get_running_loop()
@@ -95,7 +101,9 @@ async def test_watchdog_pings_at_half_the_interval(cs: CentralSystem, tmp_path: 
     assert all(0.05 < g < 0.6 for g in gaps), gaps
 
 
-async def test_sigterm_during_a_live_session_stops_it_cleanly(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_sigterm_during_a_live_session_stops_it_cleanly(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     d = start_daemon(tmp_path, cs.url, sim={"time_factor": 50.0})
     try:
         await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)

@@ -3,7 +3,6 @@ OCTT TC_032, TC_036..TC_039), through a fault-injecting proxy between daemon and
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +10,8 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem
-from link.faultproxy import FaultProxy, Mode
 from harness import running, sim, sim_config, wait_until
+from link.faultproxy import FaultProxy, Mode
 
 from ocppd.storage import Store
 
@@ -36,8 +35,11 @@ def via(proxy: FaultProxy) -> str:
 
 
 async def wait_status(cs: CentralSystem, value: str, cid: int = 1, count: int = 1) -> None:
-    await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == cid and p["status"] == value,
-                      count=count)
+    await cs.wait_for(
+        "StatusNotification",
+        lambda p: p["connectorId"] == cid and p["status"] == value,
+        count=count,
+    )
 
 
 async def go_offline(d: Any, proxy: FaultProxy) -> None:
@@ -51,15 +53,25 @@ async def go_online(d: Any, proxy: FaultProxy) -> None:
 
 
 def energies(mv: dict[str, Any]) -> list[float]:
-    return [float(v["value"]) for v in mv["meterValue"][0]["sampledValue"]
-            if v.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"]
+    return [
+        float(v["value"])
+        for v in mv["meterValue"][0]["sampledValue"]
+        if v.get("measurand", "Energy.Active.Import.Register") == "Energy.Active.Import.Register"
+    ]
 
 
 async def test_tc_036_connection_loss_during_transaction_queues_meter_values_in_order(
-        cs: CentralSystem, proxy: FaultProxy, tmp_path: Path) -> None:
-    cfg = sim_config(tmp_path, via(proxy), ocpp={"MeterValueSampleInterval": 1,
-                                                 "MeterValuesSampledData": "Energy.Active.Import.Register"},
-                     sim={"time_factor": 100.0})
+    cs: CentralSystem, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    cfg = sim_config(
+        tmp_path,
+        via(proxy),
+        ocpp={
+            "MeterValueSampleInterval": 1,
+            "MeterValuesSampledData": "Energy.Active.Import.Register",
+        },
+        sim={"time_factor": 100.0},
+    )
     async with running(cfg) as d:
         await wait_status(cs, "Available")
         sim(d).plug(1)
@@ -79,7 +91,10 @@ async def test_tc_036_connection_loss_during_transaction_queues_meter_values_in_
             seen[stamp] = m
             mvs.append(m)
         assert len(mvs) >= queued  # the queued ones (one of them may have been in flight)
-        stamps = [datetime.fromisoformat(m["meterValue"][0]["timestamp"].replace("Z", "+00:00")) for m in mvs]
+        stamps = [
+            datetime.fromisoformat(m["meterValue"][0]["timestamp"].replace("Z", "+00:00"))
+            for m in mvs
+        ]
         assert stamps == sorted(stamps)  # chronological, queued ones before new ones
         gaps = [(b - a).total_seconds() for a, b in zip(stamps, stamps[1:], strict=False)]
         assert all(0.5 < g < 2.5 for g in gaps), gaps  # spaced by the interval, none missing
@@ -89,7 +104,8 @@ async def test_tc_036_connection_loss_during_transaction_queues_meter_values_in_
 
 
 async def test_tc_037_1_offline_start_with_cached_id_then_start_sent_on_reconnect(
-        cs: CentralSystem, proxy: FaultProxy, tmp_path: Path) -> None:
+    cs: CentralSystem, proxy: FaultProxy, tmp_path: Path
+) -> None:
     cfg = sim_config(tmp_path, via(proxy), ocpp={"LocalAuthorizeOffline": True})
     async with running(cfg) as d:
         await wait_status(cs, "Available")
@@ -110,18 +126,28 @@ async def test_tc_037_1_offline_start_with_cached_id_then_start_sent_on_reconnec
         assert starts[1]["idTag"] == "CACHED"
         assert cs.received("Authorize", lambda p: p["idTag"] == "CACHED") != []
         await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="real tx id")
-        conf_ids = [m.payload["transactionId"] for m in cs.messages
-                    if m.direction == "out" and m.action == "StartTransaction.conf"]
+        conf_ids = [
+            m.payload["transactionId"]
+            for m in cs.messages
+            if m.direction == "out" and m.action == "StartTransaction.conf"
+        ]
         assert d.station.connectors[1].tx.tx_id == conf_ids[1] != conf_ids[0]
 
 
 @pytest.mark.parametrize("stop_on_invalid", [True, False])
-async def test_tc_037_2_3_offline_start_with_invalid_id(cs: CentralSystem, proxy: FaultProxy, tmp_path: Path,
-                                                         stop_on_invalid: bool) -> None:
+async def test_tc_037_2_3_offline_start_with_invalid_id(
+    cs: CentralSystem, proxy: FaultProxy, tmp_path: Path, stop_on_invalid: bool
+) -> None:
     cs.behaviour.start_tag_status = {"STRANGER": "Invalid"}
-    cfg = sim_config(tmp_path, via(proxy), ocpp={"AllowOfflineTxForUnknownId": True,
-                                                 "StopTransactionOnInvalidId": stop_on_invalid,
-                                                 "MaxEnergyOnInvalidId": 0})
+    cfg = sim_config(
+        tmp_path,
+        via(proxy),
+        ocpp={
+            "AllowOfflineTxForUnknownId": True,
+            "StopTransactionOnInvalidId": stop_on_invalid,
+            "MaxEnergyOnInvalidId": 0,
+        },
+    )
     async with running(cfg) as d:
         await wait_status(cs, "Available")
         await go_offline(d, proxy)
@@ -141,7 +167,8 @@ async def test_tc_037_2_3_offline_start_with_invalid_id(cs: CentralSystem, proxy
 
 
 async def test_tc_038_offline_stop_carries_the_real_transaction_id(
-        cs: CentralSystem, proxy: FaultProxy, tmp_path: Path) -> None:
+    cs: CentralSystem, proxy: FaultProxy, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, via(proxy))) as d:
         await wait_status(cs, "Available")
         sim(d).plug(1)
@@ -158,10 +185,14 @@ async def test_tc_038_offline_stop_carries_the_real_transaction_id(
 
 
 async def test_tc_039_offline_transaction_start_then_stop_never_minus_one(
-        cs: CentralSystem, proxy: FaultProxy, tmp_path: Path) -> None:
-    cfg = sim_config(tmp_path, via(proxy), ocpp={"AllowOfflineTxForUnknownId": True,
-                                                 "MeterValueSampleInterval": 1},
-                     sim={"time_factor": 100.0})
+    cs: CentralSystem, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    cfg = sim_config(
+        tmp_path,
+        via(proxy),
+        ocpp={"AllowOfflineTxForUnknownId": True, "MeterValueSampleInterval": 1},
+        sim={"time_factor": 100.0},
+    )
     async with running(cfg) as d:
         await wait_status(cs, "Available")
         await go_offline(d, proxy)
@@ -171,19 +202,28 @@ async def test_tc_039_offline_transaction_start_then_stop_never_minus_one(
         await d.station.swipe("OFFLINE1", None)
         await go_online(d, proxy)
         stop = (await cs.wait_for("StopTransaction"))[0]
-        start_conf_ids = [m.payload["transactionId"] for m in cs.messages
-                          if m.direction == "out" and m.action == "StartTransaction.conf"]
-        order = [a for a in cs.actions() if a in ("StartTransaction", "MeterValues", "StopTransaction")]
+        start_conf_ids = [
+            m.payload["transactionId"]
+            for m in cs.messages
+            if m.direction == "out" and m.action == "StartTransaction.conf"
+        ]
+        order = [
+            a for a in cs.actions() if a in ("StartTransaction", "MeterValues", "StopTransaction")
+        ]
         assert order[0] == "StartTransaction" and order[-1] == "StopTransaction"
         assert stop["transactionId"] == start_conf_ids[0] != -1
         assert all(m["transactionId"] == start_conf_ids[0] for m in cs.received("MeterValues"))
 
 
 async def test_transaction_message_retries_wait_interval_times_attempts(
-        cs: CentralSystem, tmp_path: Path) -> None:
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cs.behaviour.fail_actions = {"StartTransaction": 2}
-    cfg = sim_config(tmp_path, cs.url, ocpp={"TransactionMessageAttempts": 3,
-                                             "TransactionMessageRetryInterval": 1})
+    cfg = sim_config(
+        tmp_path,
+        cs.url,
+        ocpp={"TransactionMessageAttempts": 3, "TransactionMessageRetryInterval": 1},
+    )
     async with running(cfg) as d:
         await wait_status(cs, "Available")
         sim(d).plug(1)
@@ -195,11 +235,19 @@ async def test_transaction_message_retries_wait_interval_times_attempts(
         await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
 
 
-async def test_callerror_exhausting_attempts_discards_the_message(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_callerror_exhausting_attempts_discards_the_message(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cs.behaviour.fail_actions = {"MeterValues": 100}
-    cfg = sim_config(tmp_path, cs.url, ocpp={"TransactionMessageAttempts": 2,
-                                             "TransactionMessageRetryInterval": 1,
-                                             "MeterValueSampleInterval": 1})
+    cfg = sim_config(
+        tmp_path,
+        cs.url,
+        ocpp={
+            "TransactionMessageAttempts": 2,
+            "TransactionMessageRetryInterval": 1,
+            "MeterValueSampleInterval": 1,
+        },
+    )
     async with running(cfg) as d:
         await wait_status(cs, "Available")
         sim(d).plug(1)
@@ -210,17 +258,29 @@ async def test_callerror_exhausting_attempts_discards_the_message(cs: CentralSys
         assert any(kind == "outbox_discarded" for _, kind, _ in events)
 
 
-async def test_power_loss_recovery_from_an_open_transaction(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_power_loss_recovery_from_an_open_transaction(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     """A database left with a running transaction (as after a power cut) is stopped with
     reason PowerLoss and the last persisted reading at start-up (TC_032_2)."""
     cfg = sim_config(tmp_path, cs.url)
     store = Store.open(cfg.storage.path)
     t0 = datetime.now(UTC) - timedelta(hours=1)
     with store.atomic():
-        local = store.begin_transaction(connector_id=1, id_tag="TAG9", meter_start_wh=1000, started_at=t0)
-        store.outbox_put(action="StartTransaction", payload={"connectorId": 1, "idTag": "TAG9",
-                         "meterStart": 1000, "timestamp": t0.strftime("%Y-%m-%dT%H:%M:%S.000Z")},
-                         local_tx_id=local, kind="start")
+        local = store.begin_transaction(
+            connector_id=1, id_tag="TAG9", meter_start_wh=1000, started_at=t0
+        )
+        store.outbox_put(
+            action="StartTransaction",
+            payload={
+                "connectorId": 1,
+                "idTag": "TAG9",
+                "meterStart": 1000,
+                "timestamp": t0.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            },
+            local_tx_id=local,
+            kind="start",
+        )
     store.update_meter(local, 4321, t0 + timedelta(minutes=30))
     store.close()
     async with running(cfg):
@@ -228,15 +288,19 @@ async def test_power_loss_recovery_from_an_open_transaction(cs: CentralSystem, t
         stop = (await cs.wait_for("StopTransaction"))[0]
         assert start["meterStart"] == 1000
         assert stop["reason"] == "PowerLoss" and stop["meterStop"] == 4321
-        start_id = [m.payload["transactionId"] for m in cs.messages
-                    if m.direction == "out" and m.action == "StartTransaction.conf"][0]
+        start_id = [
+            m.payload["transactionId"]
+            for m in cs.messages
+            if m.direction == "out" and m.action == "StartTransaction.conf"
+        ][0]
         assert stop["transactionId"] == start_id
         order = [a for a in cs.actions() if a in ("StartTransaction", "StopTransaction")]
         assert order == ["StartTransaction", "StopTransaction"]
 
 
 async def test_power_loss_resume_keeps_the_transaction_when_ev_still_plugged(
-        cs: CentralSystem, tmp_path: Path) -> None:
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
     async with running(cfg) as d:
         await wait_status(cs, "Available")
@@ -250,7 +314,9 @@ async def test_power_loss_resume_keeps_the_transaction_when_ev_still_plugged(
     async with running(cfg, plugged=(1,)) as d:  # the EV is still there after the restart
         await wait_until(lambda: d.station.connectors[1].tx is not None, what="recovery")
         assert d.station.connectors[1].tx.local_id == local
-        await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Charging")
+        await cs.wait_for(
+            "StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Charging"
+        )
         assert cs.received("StopTransaction") == []
     cs.messages.clear()
     async with running(cfg):  # and when it is gone, the transaction is stopped (PowerLoss)
@@ -258,7 +324,9 @@ async def test_power_loss_resume_keeps_the_transaction_when_ev_still_plugged(
         assert stop["reason"] == "PowerLoss"
 
 
-async def test_many_hours_of_backlog_are_delivered_in_order_with_real_ids(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_many_hours_of_backlog_are_delivered_in_order_with_real_ids(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     """An outage of ten hours, sampled every minute: 600 queued MeterValues, Start and Stop, all
     recorded before the daemon starts (as after an outage that outlived the process)."""
     cfg = sim_config(tmp_path, cs.url)
@@ -269,23 +337,61 @@ async def test_many_hours_of_backlog_are_delivered_in_order_with_real_ids(cs: Ce
         return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     with store.atomic():
-        local = store.begin_transaction(connector_id=1, id_tag="LONG", meter_start_wh=0, started_at=t0)
-        store.outbox_put(action="StartTransaction", payload={"connectorId": 1, "idTag": "LONG",
-                         "meterStart": 0, "timestamp": iso(t0)}, local_tx_id=local, kind="start")
+        local = store.begin_transaction(
+            connector_id=1, id_tag="LONG", meter_start_wh=0, started_at=t0
+        )
+        store.outbox_put(
+            action="StartTransaction",
+            payload={"connectorId": 1, "idTag": "LONG", "meterStart": 0, "timestamp": iso(t0)},
+            local_tx_id=local,
+            kind="start",
+        )
         for i in range(1, 601):
-            store.outbox_put(action="MeterValues", payload={"connectorId": 1, "meterValue": [
-                {"timestamp": iso(t0 + timedelta(minutes=i)), "sampledValue": [
-                    {"value": str(i * 100), "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]}]},
-                local_tx_id=local, kind="meter")
-        store.finish_transaction(local, meter_stop_wh=60000, stopped_at=t0 + timedelta(hours=10),
-                                 reason="local", stop_id_tag="LONG")
-        store.outbox_put(action="StopTransaction", payload={"meterStop": 60000, "reason": "Local",
-                         "timestamp": iso(t0 + timedelta(hours=10))}, local_tx_id=local, kind="stop")
+            store.outbox_put(
+                action="MeterValues",
+                payload={
+                    "connectorId": 1,
+                    "meterValue": [
+                        {
+                            "timestamp": iso(t0 + timedelta(minutes=i)),
+                            "sampledValue": [
+                                {
+                                    "value": str(i * 100),
+                                    "measurand": "Energy.Active.Import.Register",
+                                    "unit": "Wh",
+                                }
+                            ],
+                        }
+                    ],
+                },
+                local_tx_id=local,
+                kind="meter",
+            )
+        store.finish_transaction(
+            local,
+            meter_stop_wh=60000,
+            stopped_at=t0 + timedelta(hours=10),
+            reason="local",
+            stop_id_tag="LONG",
+        )
+        store.outbox_put(
+            action="StopTransaction",
+            payload={
+                "meterStop": 60000,
+                "reason": "Local",
+                "timestamp": iso(t0 + timedelta(hours=10)),
+            },
+            local_tx_id=local,
+            kind="stop",
+        )
     store.close()
     async with running(cfg):
         stop = (await cs.wait_for("StopTransaction", timeout=60))[0]
-        start_id = [m.payload["transactionId"] for m in cs.messages
-                    if m.direction == "out" and m.action == "StartTransaction.conf"][0]
+        start_id = [
+            m.payload["transactionId"]
+            for m in cs.messages
+            if m.direction == "out" and m.action == "StartTransaction.conf"
+        ][0]
         mvs = cs.received("MeterValues")
         assert len(mvs) == 600 and stop["transactionId"] == start_id
         assert all(m["transactionId"] == start_id for m in mvs)

@@ -25,7 +25,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from ocppd import __version__
 from ocppd.config import Config
 from ocppd.core.auth import Credential
 from ocppd.core.model import Status, StopReason
@@ -106,7 +105,11 @@ class ChargePoint:
 
     @property
     def online(self) -> bool:
-        return self.link is not None and self.link.connected and self.registration is Registration.ACCEPTED
+        return (
+            self.link is not None
+            and self.link.connected
+            and self.registration is Registration.ACCEPTED
+        )
 
     async def authorize(self, id_tag: str) -> Credential | None:
         if not self.online:
@@ -127,8 +130,9 @@ class ChargePoint:
         }
         if tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
-        self.store.outbox_put(action="StartTransaction", payload=payload, local_tx_id=tx.local_id,
-                              kind="start")
+        self.store.outbox_put(
+            action="StartTransaction", payload=payload, local_tx_id=tx.local_id, kind="start"
+        )
         self._outbox_wake.set()
 
     def enqueue_stop(self, tx: TxRecord) -> None:
@@ -145,13 +149,20 @@ class ChargePoint:
         samples = self.store.tx_samples(tx.local_id)
         if samples:  # StopTxnSampledData / StopTxnAlignedData (§3.16.1), Begin and End included
             payload["transactionData"] = samples
-        self.store.outbox_put(action="StopTransaction", payload=payload, local_tx_id=tx.local_id,
-                              kind="stop")
+        self.store.outbox_put(
+            action="StopTransaction", payload=payload, local_tx_id=tx.local_id, kind="stop"
+        )
         self._outbox_wake.set()
 
     def meter_sample(
-        self, *, connector_id: int, tx: TxRecord | None, reading: MeterReading, at: datetime,
-        context: str, offered_a: float | None,
+        self,
+        *,
+        connector_id: int,
+        tx: TxRecord | None,
+        reading: MeterReading,
+        at: datetime,
+        context: str,
+        offered_a: float | None,
     ) -> None:
         keys = self.keys
         if tx is not None:
@@ -162,10 +173,13 @@ class ChargePoint:
                 "clock": keys.get_list("StopTxnAlignedData"),
             }.get(context, [])
             if stop_list:
-                values = mapping.sampled_values(reading, stop_list, context=context, offered_a=offered_a)
+                values = mapping.sampled_values(
+                    reading, stop_list, context=context, offered_a=offered_a
+                )
                 if values:
-                    self.store.add_tx_sample(tx.local_id, at, {"timestamp": mapping.iso(at),
-                                                                "sampledValue": values})
+                    self.store.add_tx_sample(
+                        tx.local_id, at, {"timestamp": mapping.iso(at), "sampledValue": values}
+                    )
         if context in ("begin", "end", "poll"):
             return
         measurands = keys.get_list(
@@ -181,8 +195,9 @@ class ChargePoint:
         if tx is not None and context in ("periodic", "clock"):
             if tx.tx_id is not None:
                 payload["transactionId"] = tx.tx_id
-            self.store.outbox_put(action="MeterValues", payload=payload, local_tx_id=tx.local_id,
-                                  kind="meter")
+            self.store.outbox_put(
+                action="MeterValues", payload=payload, local_tx_id=tx.local_id, kind="meter"
+            )
             self._outbox_wake.set()
         else:
             if tx is not None and tx.tx_id is not None:
@@ -240,9 +255,11 @@ class ChargePoint:
         return self.store.outbox_count() == 0
 
     async def on_connected(self) -> None:
-        if self.registration is Registration.ACCEPTED and not self.keys.get_bool(
-            "OcppdBootNotificationOnReconnect"
-        ) and not self.cfg.central_system.boot_notification_on_reconnect:
+        if (
+            self.registration is Registration.ACCEPTED
+            and not self.keys.get_bool("OcppdBootNotificationOnReconnect")
+            and not self.cfg.central_system.boot_notification_on_reconnect
+        ):
             self._accepted.set()
             self._send_changed_statuses()
             self._outbox_wake.set()
@@ -258,8 +275,11 @@ class ChargePoint:
 
     def boot_payload(self) -> dict[str, Any]:
         cp = self.cfg.charge_point
-        payload: dict[str, Any] = {"chargePointVendor": cp.vendor, "chargePointModel": cp.model,
-                                   "firmwareVersion": cp.firmware_version}
+        payload: dict[str, Any] = {
+            "chargePointVendor": cp.vendor,
+            "chargePointModel": cp.model,
+            "firmwareVersion": cp.firmware_version,
+        }
         if cp.serial_number:
             payload["chargePointSerialNumber"] = cp.serial_number
         return payload
@@ -287,7 +307,9 @@ class ChargePoint:
                 self._send_all_statuses()
                 self._outbox_wake.set()
                 return
-            self.registration = Registration.PENDING if status == "Pending" else Registration.REJECTED
+            self.registration = (
+                Registration.PENDING if status == "Pending" else Registration.REJECTED
+            )
             # §4.2: interval is the minimum wait; 0 lets us choose one that does not flood
             wait = interval if interval > 0 else 60
             log.warning("BootNotification %s; next attempt in %d s", status, wait)
@@ -324,7 +346,9 @@ class ChargePoint:
 
     # --- statuses ---------------------------------------------------------------------------------
 
-    def _status_payload(self, connector_id: int, status: Status, fault: Fault | None) -> dict[str, Any]:
+    def _status_payload(
+        self, connector_id: int, status: Status, fault: Fault | None
+    ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "connectorId": connector_id,
             "status": mapping.STATUS[status],
@@ -340,16 +364,22 @@ class ChargePoint:
             st = self.station.charger_status or Status.AVAILABLE
             return st, next(iter(self.station.charger_faults), None)
         c = self.station.connectors[connector_id]
-        return (c.status or Status.AVAILABLE), next(iter(c.all_faults(self.station.charger_faults)), None)
+        return (c.status or Status.AVAILABLE), next(
+            iter(c.all_faults(self.station.charger_faults)), None
+        )
 
-    async def _send_status(self, connector_id: int, delay_s: float = 0.0, *, force: bool = False) -> None:
+    async def _send_status(
+        self, connector_id: int, delay_s: float = 0.0, *, force: bool = False
+    ) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         status, fault = self._current(connector_id)
         if not force and self._sent.get(connector_id) == (status, fault):
             return
         self._sent[connector_id] = (status, fault)
-        await self._send_direct("StatusNotification", self._status_payload(connector_id, status, fault))
+        await self._send_direct(
+            "StatusNotification", self._status_payload(connector_id, status, fault)
+        )
 
     def _send_all_statuses(self) -> None:
         # TC_001: after Accepted, a StatusNotification for connector 0 and every connector
@@ -365,6 +395,9 @@ class ChargePoint:
         if not self.online:
             return None
         return await self._send_direct(action, payload)
+
+    async def _fire(self, action: str, payload: dict[str, Any]) -> None:
+        await self._send_direct(action, payload)
 
     async def _send_direct(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | None:
         """A message outside the outbox: sent if possible, not retried (§3.7 non-transaction)."""
@@ -443,17 +476,28 @@ class ChargePoint:
         retry_s = self.keys.get_int("TransactionMessageRetryInterval")
         attempts = item.attempts + 1
         if attempts >= max_attempts:
-            log.error("%s (queued #%d) failed %d times (%s): discarded as §3.7.1 says",
-                      item.action, item.seq, attempts, why)
+            log.error(
+                "%s (queued #%d) failed %d times (%s): discarded as §3.7.1 says",
+                item.action,
+                item.seq,
+                attempts,
+                why,
+            )
             self.store.log_event(self.wall(), "outbox_discarded", f"{item.action} {item.payload}")
             self.store.outbox_remove(item.seq)
             return
         # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions
         self.store.outbox_record_attempt(item.seq, next_attempt_at=time.time() + retry_s * attempts)
-        log.warning("%s failed (%s); attempt %d of %d, next in %d s",
-                    item.action, why, attempts, max_attempts, retry_s * attempts)
+        log.warning(
+            "%s failed (%s); attempt %d of %d, next in %d s",
+            item.action,
+            why,
+            attempts,
+            max_attempts,
+            retry_s * attempts,
+        )
 
-    # --- incoming calls -----------------------------------------------------------------------------
+    # --- incoming calls ---------------------------------------------------------------------------
 
     async def handle(self, action: str, payload: dict[str, Any]) -> dict[str, Any] | Reply:
         if self.registration is Registration.REJECTED:
@@ -542,8 +586,13 @@ class ChargePoint:
 
     async def _unlock(self, p: dict[str, Any]) -> dict[str, Any]:
         result = await self.station.unlock(int(p["connectorId"]))
-        return {"status": {"unlocked": "Unlocked", "failed": "UnlockFailed",
-                           "not_supported": "NotSupported"}[result]}
+        return {
+            "status": {
+                "unlocked": "Unlocked",
+                "failed": "UnlockFailed",
+                "not_supported": "NotSupported",
+            }[result]
+        }
 
     async def _trigger(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
         what, cid = p["requestedMessage"], p.get("connectorId")
@@ -551,6 +600,7 @@ class ChargePoint:
             return {"status": "Rejected"}
         accepted = {"status": "Accepted"}
         if what == "BootNotification":
+
             async def boot() -> None:
                 conf = await self._send_direct("BootNotification", self.boot_payload())
                 if conf is not None and conf.get("status") == "Accepted":
@@ -560,30 +610,42 @@ class ChargePoint:
                     if was is not Registration.ACCEPTED:
                         self._boot_wake.set()
                         self._send_all_statuses()
+
             return Reply(accepted, then=boot)
         if what == "Heartbeat":
-            return Reply(accepted, then=lambda: self._send_direct("Heartbeat", {}))
+            return Reply(accepted, then=lambda: self._fire("Heartbeat", {}))
         if what == "StatusNotification":
             targets = [cid] if cid is not None else [0, *self.station.connectors]
 
             async def statuses() -> None:
                 for t in targets:  # triggered: no MinimumStatusDuration (open-ocpp #46)
                     await self._send_status(t, force=True)
+
             return Reply(accepted, then=statuses)
         if what == "MeterValues":
             return Reply(accepted, then=lambda: self.station.sample_now(cid, "trigger"))
         if what == "DiagnosticsStatusNotification":
-            return Reply(accepted, then=lambda: self._send_direct(
-                "DiagnosticsStatusNotification", {"status": self.diagnostics_status}))
+            return Reply(
+                accepted,
+                then=lambda: self._fire(
+                    "DiagnosticsStatusNotification", {"status": self.diagnostics_status}
+                ),
+            )
         if what == "FirmwareStatusNotification":
-            return Reply(accepted, then=lambda: self._send_direct(
-                "FirmwareStatusNotification", {"status": self.firmware_status}))
+            return Reply(
+                accepted,
+                then=lambda: self._fire(
+                    "FirmwareStatusNotification", {"status": self.firmware_status}
+                ),
+            )
         return {"status": "NotImplemented"}
 
     async def _get_local_list_version(self, p: dict[str, Any]) -> dict[str, Any]:
         if not self.keys.get_bool("LocalAuthListEnabled"):
             return {"listVersion": -1}
-        return {"listVersion": self.store.local_list_version() if self.store.local_list_count() else 0}
+        return {
+            "listVersion": self.store.local_list_version() if self.store.local_list_count() else 0
+        }
 
     async def _send_local_list(self, p: dict[str, Any]) -> dict[str, Any]:
         if not self.keys.get_bool("LocalAuthListEnabled"):
@@ -601,8 +663,14 @@ class ChargePoint:
                 deletes.append(item["idTag"])
                 continue
             cred = mapping.credential(info)
-            upserts.append(AuthEntry(id_tag=item["idTag"], status=cred.status.value,
-                                     expiry=cred.expiry, parent_id_tag=cred.parent_id_tag))
+            upserts.append(
+                AuthEntry(
+                    id_tag=item["idTag"],
+                    status=cred.status.value,
+                    expiry=cred.expiry,
+                    parent_id_tag=cred.parent_id_tag,
+                )
+            )
         try:
             if full:
                 if len(upserts) > self.keys.get_int("LocalAuthListMaxLength"):
@@ -637,10 +705,22 @@ class ChargePoint:
             return {"status": "Faulted"}
         if c.status is Status.UNAVAILABLE:
             return {"status": "Unavailable"}
-        if c.tx is not None or c.waiting is not None or c.reservation_id is not None or c.pilot.plugged:
+        if (
+            c.tx is not None
+            or c.waiting is not None
+            or c.reservation_id is not None
+            or c.pilot.plugged
+        ):
             return {"status": "Occupied"}
-        self.store.reservation_put(Reservation(reservation_id=rid, connector_id=cid, id_tag=p["idTag"],
-                                               parent_id_tag=p.get("parentIdTag"), expiry=expiry))
+        self.store.reservation_put(
+            Reservation(
+                reservation_id=rid,
+                connector_id=cid,
+                id_tag=p["idTag"],
+                parent_id_tag=p.get("parentIdTag"),
+                expiry=expiry,
+            )
+        )
         self.station.reserve(rid, cid, p["idTag"], p.get("parentIdTag"))
         delay = max(0.0, (expiry - self.wall()).total_seconds())
         asyncio.get_running_loop().call_later(delay, self._expire_reservation, rid)

@@ -43,7 +43,11 @@ SUPPORTED_MEASURANDS = (
 )
 _PHASES = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")
 FEATURE_PROFILES = (
-    "Core", "FirmwareManagement", "LocalAuthListManagement", "Reservation", "SmartCharging",
+    "Core",
+    "FirmwareManagement",
+    "LocalAuthListManagement",
+    "Reservation",
+    "SmartCharging",
     "RemoteTrigger",
 )
 _ROTATIONS = {"NotApplicable", "Unknown", "RST", "RTS", "SRT", "STR", "TRS", "TSR"}
@@ -103,22 +107,51 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
         K(name="BlinkRepeat", kind="int", access="RW", default="3", lo=0, hi=100),
         K(name="ClockAlignedDataInterval", kind="int", access="RW", default="0", lo=0, hi=86400),
         K(name="ConnectionTimeOut", kind="int", access="RW", default="60", lo=1, hi=3600),
-        K(name="ConnectorPhaseRotation", kind="csl", access="RW", default=rotation_default,
-          check=_rotation),
-        K(name="ConnectorPhaseRotationMaxLength", kind="int", access="R", default=str(connectors + 1)),
+        K(
+            name="ConnectorPhaseRotation",
+            kind="csl",
+            access="RW",
+            default=rotation_default,
+            check=_rotation,
+        ),
+        K(
+            name="ConnectorPhaseRotationMaxLength",
+            kind="int",
+            access="R",
+            default=str(connectors + 1),
+        ),
         K(name="GetConfigurationMaxKeys", kind="int", access="R", default="100"),
         K(name="HeartbeatInterval", kind="int", access="RW", default="300", lo=0, hi=86400),
         K(name="LightIntensity", kind="int", access="RW", default="100", lo=0, hi=100),
         K(name="LocalAuthorizeOffline", kind="bool", access="RW", default="true"),
         K(name="LocalPreAuthorize", kind="bool", access="RW", default="false"),
         K(name="MaxEnergyOnInvalidId", kind="int", access="RW", default="0", lo=0, hi=10_000_000),
-        K(name="MeterValuesAlignedData", kind="csl", access="RW",
-          default="Energy.Active.Import.Register", check=meas),
-        K(name="MeterValuesAlignedDataMaxLength", kind="int", access="R", default=str(MEASURAND_LIST_MAX)),
-        K(name="MeterValuesSampledData", kind="csl", access="RW",
-          default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage",
-          check=meas),
-        K(name="MeterValuesSampledDataMaxLength", kind="int", access="R", default=str(MEASURAND_LIST_MAX)),
+        K(
+            name="MeterValuesAlignedData",
+            kind="csl",
+            access="RW",
+            default="Energy.Active.Import.Register",
+            check=meas,
+        ),
+        K(
+            name="MeterValuesAlignedDataMaxLength",
+            kind="int",
+            access="R",
+            default=str(MEASURAND_LIST_MAX),
+        ),
+        K(
+            name="MeterValuesSampledData",
+            kind="csl",
+            access="RW",
+            default="Energy.Active.Import.Register,Power.Active.Import,Current.Import,Voltage",
+            check=meas,
+        ),
+        K(
+            name="MeterValuesSampledDataMaxLength",
+            kind="int",
+            access="R",
+            default=str(MEASURAND_LIST_MAX),
+        ),
         K(name="MeterValueSampleInterval", kind="int", access="RW", default="60", lo=0, hi=86400),
         K(name="MinimumStatusDuration", kind="int", access="RW", default="0", lo=0, hi=3600),
         K(name="NumberOfConnectors", kind="int", access="R", default=n),
@@ -126,17 +159,57 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
         K(name="StopTransactionOnEVSideDisconnect", kind="bool", access="RW", default="true"),
         K(name="StopTransactionOnInvalidId", kind="bool", access="RW", default="true"),
         K(name="StopTxnAlignedData", kind="csl", access="RW", default="", check=meas),
-        K(name="StopTxnAlignedDataMaxLength", kind="int", access="R", default=str(MEASURAND_LIST_MAX)),
-        K(name="StopTxnSampledData", kind="csl", access="RW",
-          default="Energy.Active.Import.Register", check=meas),
-        K(name="StopTxnSampledDataMaxLength", kind="int", access="R", default=str(MEASURAND_LIST_MAX)),
-        K(name="SupportedFeatureProfiles", kind="csl", access="R", default=",".join(FEATURE_PROFILES)),
-        K(name="SupportedFeatureProfilesMaxLength", kind="int", access="R", default=str(len(FEATURE_PROFILES))),
+        K(
+            name="StopTxnAlignedDataMaxLength",
+            kind="int",
+            access="R",
+            default=str(MEASURAND_LIST_MAX),
+        ),
+        K(
+            name="StopTxnSampledData",
+            kind="csl",
+            access="RW",
+            default="Energy.Active.Import.Register",
+            check=meas,
+        ),
+        K(
+            name="StopTxnSampledDataMaxLength",
+            kind="int",
+            access="R",
+            default=str(MEASURAND_LIST_MAX),
+        ),
+        K(
+            name="SupportedFeatureProfiles",
+            kind="csl",
+            access="R",
+            default=",".join(FEATURE_PROFILES),
+        ),
+        K(
+            name="SupportedFeatureProfilesMaxLength",
+            kind="int",
+            access="R",
+            default=str(len(FEATURE_PROFILES)),
+        ),
         K(name="TransactionMessageAttempts", kind="int", access="RW", default="3", lo=1, hi=100),
-        K(name="TransactionMessageRetryInterval", kind="int", access="RW", default="60", lo=1, hi=86400),
+        K(
+            name="TransactionMessageRetryInterval",
+            kind="int",
+            access="RW",
+            default="60",
+            lo=1,
+            hi=86400,
+        ),
         K(name="UnlockConnectorOnEVSideDisconnect", kind="bool", access="RW", default="true"),
         # Negative values are Rejected; 0 disables pings. Applies from the next connection.
-        K(name="WebSocketPingInterval", kind="int", access="RW", default="60", lo=0, hi=86400, reboot=True),
+        K(
+            name="WebSocketPingInterval",
+            kind="int",
+            access="RW",
+            default="60",
+            lo=0,
+            hi=86400,
+            reboot=True,
+        ),
         # --- Local Auth List Management (§9.2) ---
         K(name="LocalAuthListEnabled", kind="bool", access="RW", default="true"),
         K(name="LocalAuthListMaxLength", kind="int", access="R", default="10000"),
@@ -145,24 +218,52 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
         K(name="ReserveConnectorZeroSupported", kind="bool", access="R", default="true"),
         # --- Smart Charging (§9.4) ---
         K(name="ChargeProfileMaxStackLevel", kind="int", access="R", default="10"),
-        K(name="ChargingScheduleAllowedChargingRateUnit", kind="csl", access="R", default="Current,Power"),
+        K(
+            name="ChargingScheduleAllowedChargingRateUnit",
+            kind="csl",
+            access="R",
+            default="Current,Power",
+        ),
         K(name="ChargingScheduleMaxPeriods", kind="int", access="R", default="24"),
         K(name="ConnectorSwitch3to1PhaseSupported", kind="bool", access="R", default="false"),
         K(name="MaxChargingProfilesInstalled", kind="int", access="R", default="20"),
         # --- Firmware Management (referenced by the Security whitepaper; not in 1.6 §9) ---
-        K(name="SupportedFileTransferProtocols", kind="csl", access="R", default="FTP,FTPS,HTTP,HTTPS"),
+        K(
+            name="SupportedFileTransferProtocols",
+            kind="csl",
+            access="R",
+            default="FTP,FTPS,HTTP,HTTPS",
+        ),
         # --- Security whitepaper §7 ---
-        K(name="AuthorizationKey", kind="str", access="W", default="", check=_hex_key, secret=True,
-          reboot=True),
+        K(
+            name="AuthorizationKey",
+            kind="str",
+            access="W",
+            default="",
+            check=_hex_key,
+            secret=True,
+            reboot=True,
+        ),
         K(name="CpoName", kind="str", access="RW", default=""),
         K(name="SecurityProfile", kind="int", access="RW", default="0", lo=0, hi=3, reboot=True),
         K(name="AdditionalRootCertificateCheck", kind="bool", access="R", default="false"),
         K(name="CertificateSignedMaxChainSize", kind="int", access="R", default="10000"),
         K(name="CertificateStoreMaxLength", kind="int", access="R", default="20"),
         # --- vendor keys ---
-        K(name="OcppdAuthorizationCacheMaxEntries", kind="int", access="RW", default="1000",
-          lo=1, hi=100_000),
-        K(name="OcppdSupportedMeasurands", kind="csl", access="R", default=",".join(SUPPORTED_MEASURANDS)),
+        K(
+            name="OcppdAuthorizationCacheMaxEntries",
+            kind="int",
+            access="RW",
+            default="1000",
+            lo=1,
+            hi=100_000,
+        ),
+        K(
+            name="OcppdSupportedMeasurands",
+            kind="csl",
+            access="R",
+            default=",".join(SUPPORTED_MEASURANDS),
+        ),
         K(name="OcppdBootNotificationOnReconnect", kind="bool", access="RW", default="false"),
     ]
 
@@ -204,15 +305,15 @@ class Keys:
             stored = persisted.get(self.PREFIX + d.name)
             self._values[d.name] = stored if stored is not None else d.default
         for name, raw in initial.items():
-            d = self._defs.get(name.lower())
-            if d is None:
+            known = self._defs.get(name.lower())
+            if known is None:
                 raise KeyError(name)
             text = str(raw).lower() if isinstance(raw, bool) else str(raw)
-            value = _normalise(d, text)
+            value = _normalise(known, text)
             if value is None:
                 raise ValueError(f"{name}: invalid value {raw!r}")
-            if self.PREFIX + d.name not in persisted:  # a value set by the Central System wins
-                self._values[d.name] = value
+            if self.PREFIX + known.name not in persisted:  # a value set by the Central System wins
+                self._values[known.name] = value
 
     def definition(self, name: str) -> KeyDef | None:
         return self._defs.get(name.lower())

@@ -110,6 +110,7 @@ CONTEXT = {
 }
 
 _L = ("L1", "L2", "L3")
+PHASES = ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1")  # §7.34
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -129,10 +130,20 @@ def sampled_values(
     ctx = CONTEXT[context]
     out: list[dict[str, Any]] = []
 
-    def add(measurand: str, value: float, unit: str | None, phase: str | None = None,
-            digits: int = 1, location: str = "Outlet") -> None:
-        sv: dict[str, Any] = {"value": _fmt(value, digits), "context": ctx, "measurand": measurand,
-                              "location": location}
+    def add(
+        measurand: str,
+        value: float,
+        unit: str | None,
+        phase: str | None = None,
+        digits: int = 1,
+        location: str = "Outlet",
+    ) -> None:
+        sv: dict[str, Any] = {
+            "value": _fmt(value, digits),
+            "context": ctx,
+            "measurand": measurand,
+            "location": location,
+        }
         if unit:
             sv["unit"] = unit
         if phase:
@@ -141,16 +152,21 @@ def sampled_values(
 
     for item in measurands:
         base, _, want_phase = item.rpartition(".")
-        if want_phase not in ("L1", "L2", "L3", "N", "L1-N", "L2-N", "L3-N", "L1-L2", "L2-L3", "L3-L1"):
+        if want_phase not in PHASES:
             base, want_phase = item, ""
 
-        def per_phase(values: tuple[float, ...] | None, measurand: str, unit: str,
-                      voltage: bool = False) -> None:
+        def per_phase(
+            values: tuple[float, ...] | None,
+            measurand: str,
+            unit: str,
+            voltage: bool = False,
+            want: str = want_phase,
+        ) -> None:
             if not values:
                 return
             for i, v in enumerate(values[:3]):
                 phase = f"{_L[i]}-N" if voltage else _L[i]
-                if want_phase and want_phase not in (phase, _L[i]):
+                if want and want not in (phase, _L[i]):
                     continue
                 add(measurand, v, unit, phase)
 

@@ -26,8 +26,15 @@ log = logging.getLogger("ocppd.smart")
 
 
 class SmartCharging:
-    def __init__(self, *, cfg: Config, store: Store, station: Station, keys: Keys,
-                 wall: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        *,
+        cfg: Config,
+        store: Store,
+        station: Station,
+        keys: Keys,
+        wall: Callable[[], datetime],
+    ) -> None:
         self.cfg, self.store, self.station, self.keys, self.wall = cfg, store, station, keys, wall
         loaded = []
         for sp in store.profiles():
@@ -49,8 +56,11 @@ class SmartCharging:
 
     def limits(self) -> SmartLimits:
         units = set(self.keys.get_list("ChargingScheduleAllowedChargingRateUnit"))
-        allowed = frozenset(u for u, name in ((RateUnit.AMPERES, "Current"), (RateUnit.WATTS, "Power"))
-                            if name in units)
+        allowed = frozenset(
+            u
+            for u, name in ((RateUnit.AMPERES, "Current"), (RateUnit.WATTS, "Power"))
+            if name in units
+        )
         return SmartLimits(
             max_stack_level=self.keys.get_int("ChargeProfileMaxStackLevel"),
             max_periods=self.keys.get_int("ChargingScheduleMaxPeriods"),
@@ -59,8 +69,10 @@ class SmartCharging:
         )
 
     def _active_tx_ids(self) -> dict[int, int | None]:
-        return {c.id: (c.tx.tx_id if c.tx is not None else None)
-                for c in self.station.connectors.values()}
+        return {
+            c.id: (c.tx.tx_id if c.tx is not None else None)
+            for c in self.station.connectors.values()
+        }
 
     def _tx(self, connector_id: int) -> TxRecord | None:
         c = self.station.connectors.get(connector_id)
@@ -69,18 +81,31 @@ class SmartCharging:
     # --- messages ---------------------------------------------------------------------------------
 
     def install(self, profile: Any) -> Installed | Any:
-        outcome = self.profiles.install(profile, now=self.wall(), active_tx_ids=self._active_tx_ids(),
-                                        limits=self.limits())
+        outcome = self.profiles.install(
+            profile, now=self.wall(), active_tx_ids=self._active_tx_ids(), limits=self.limits()
+        )
         if isinstance(outcome, Installed):
             p = outcome.profile
             with self.store.atomic():  # a replaced profile must not come back after a restart
                 for old in outcome.replaced_ids:
                     self.store.profile_delete(old)
-                self.store.profile_put(StoredProfile(
-                    profile_id=p.profile_id, connector_id=p.connector_id, purpose=p.purpose.value,
-                    stack_level=p.stack_level, tx_id=p.tx_id, payload=pj.profile_to_json(p)))
-            log.info("charging profile %d installed on connector %d (%s, stack %d)",
-                     p.profile_id, p.connector_id, p.purpose.value, p.stack_level)
+                self.store.profile_put(
+                    StoredProfile(
+                        profile_id=p.profile_id,
+                        connector_id=p.connector_id,
+                        purpose=p.purpose.value,
+                        stack_level=p.stack_level,
+                        tx_id=p.tx_id,
+                        payload=pj.profile_to_json(p),
+                    )
+                )
+            log.info(
+                "charging profile %d installed on connector %d (%s, stack %d)",
+                p.profile_id,
+                p.connector_id,
+                p.purpose.value,
+                p.stack_level,
+            )
             self.apply()
         else:
             log.info("charging profile rejected: %s", getattr(outcome, "reason", outcome))
@@ -98,8 +123,12 @@ class SmartCharging:
 
     async def clear_charging_profile(self, payload: dict[str, Any]) -> dict[str, Any]:
         req = pj.parse_clear_charging_profile(payload)
-        removed = self.profiles.clear(profile_id=req.profile_id, connector_id=req.connector_id,
-                                      purpose=req.purpose, stack_level=req.stack_level)
+        removed = self.profiles.clear(
+            profile_id=req.profile_id,
+            connector_id=req.connector_id,
+            purpose=req.purpose,
+            stack_level=req.stack_level,
+        )
         for pid in removed:
             self.store.profile_delete(pid)
         self.apply()
@@ -112,8 +141,12 @@ class SmartCharging:
         tx = self._tx(req.connector_id)
         conn_cfg = self.cfg.connectors[req.connector_id - 1] if req.connector_id else None
         schedule = self.profiles.composite(
-            req.connector_id, self.wall(), req.duration_s, req.unit,
-            tx_start=tx.started_at if tx else None, tx_id=tx.tx_id if tx else None,
+            req.connector_id,
+            self.wall(),
+            req.duration_s,
+            req.unit,
+            tx_start=tx.started_at if tx else None,
+            tx_id=tx.tx_id if tx else None,
             voltage_v=self.cfg.hardware.nominal_voltage_v,
             phases=conn_cfg.phases if conn_cfg else 3,
             connector_max_a=conn_cfg.max_current_a if conn_cfg else None,
@@ -150,12 +183,17 @@ class SmartCharging:
         for c in self.station.connectors.values():
             tx = c.tx
             limit = self.profiles.limit_at(
-                c.id, now, tx_start=tx.started_at if tx else None, tx_id=tx.tx_id if tx else None,
-                voltage_v=self.cfg.hardware.nominal_voltage_v, phases=c.cfg.phases,
+                c.id,
+                now,
+                tx_start=tx.started_at if tx else None,
+                tx_id=tx.tx_id if tx else None,
+                voltage_v=self.cfg.hardware.nominal_voltage_v,
+                phases=c.cfg.phases,
             )
             self.station.set_limit(c.id, limit.current_a if limit is not None else None)
             change = self.profiles.next_change_after(
-                c.id, now, tx_start=tx.started_at if tx else None, tx_id=tx.tx_id if tx else None)
+                c.id, now, tx_start=tx.started_at if tx else None, tx_id=tx.tx_id if tx else None
+            )
             if change is not None and (next_change is None or change < next_change):
                 next_change = change
         if self._timer is not None:
