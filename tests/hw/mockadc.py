@@ -6,15 +6,28 @@ A channel holds either a voltage or a list of voltages played in turn, one per c
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from gpiozero import Device
 from gpiozero.pins.mock import MockSPIDevice
+
+# gpiozero 2.0 takes the slave's factory as pin_factory=; 1.6.2 (Debian) has no such argument and
+# always takes its pins from Device.pin_factory.
+_HAS_PIN_FACTORY = "pin_factory" in inspect.signature(MockSPIDevice.__init__).parameters
 
 
 class MockMCP3008(MockSPIDevice):  # type: ignore[misc]
     def __init__(self, *, vref: float = 3.3, select_pin: int = 8, pin_factory: Any = None) -> None:
-        kw = {} if pin_factory is None else {"pin_factory": pin_factory}  # 1.6.2: no such kwarg
-        super().__init__(11, 10, 9, select_pin, **kw)
+        if pin_factory is None or _HAS_PIN_FACTORY:
+            kw = {} if pin_factory is None else {"pin_factory": pin_factory}
+            super().__init__(11, 10, 9, select_pin, **kw)
+        else:  # gpiozero 1.6: lend it the factory as the default for the pins' creation
+            saved, Device.pin_factory = Device.pin_factory, pin_factory
+            try:
+                super().__init__(11, 10, 9, select_pin)
+            finally:
+                Device.pin_factory = saved
         self.vref = vref
         self.bits = 10
         self.channels: list[float | list[float]] = [0.0] * 8
