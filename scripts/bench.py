@@ -35,7 +35,10 @@ async def measure(settings: Settings, workdir: Path, say: bool) -> dict[str, obj
     async with CentralSystem() as cs:
         bench = Bench(cs, workdir, settings)
         try:
-            steps = (("startup", bench.startup), ("idle_cpu", bench.idle_cpu),
+            async def storage() -> object:
+                return bench.storage_replay()
+            steps = (("startup", bench.startup), ("imports", bench.import_times),
+                     ("idle_cpu", bench.idle_cpu), ("storage_replay", storage),
                      ("calls", bench.calls), ("replay", bench.replay), ("reaction", bench.reaction))
             for name, step in steps:
                 t0 = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,6 +128,34 @@ class Bench:
             ocppd.append(await self._startup_ocppd())
             floor.append(await self._startup_floor())
         return {"ocppd": ocppd, "floor": floor}
+
+    async def import_times(self) -> dict[str, Any]:
+        """Where start-up goes: importing ocppd's modules against importing aiohttp alone (the
+        floor's only import), each in a fresh interpreter, timed inside it."""
+        async def timed(module: str) -> float:
+            code = (f"import time; t = time.perf_counter(); import {module}; "
+                    "print(time.perf_counter() - t)")
+            p = procs.Proc(f"import {module}", ends_on_eof=True)
+            await p.start([sys.executable, "-c", code], procs.child_env())
+            line = await p.wait_line(".", 30.0)
+            await self._stop(p)
+            return float(line.text)
+        ocppd, floor = [], []
+        for _ in range(self.s.runs):
+            ocppd.append(await timed("ocppd.app"))
+            floor.append(await timed("aiohttp"))
+        return {"ocppd_app_s": ocppd, "aiohttp_s": floor}
+
+    def storage_replay(self) -> dict[str, Any]:
+        """The outbox alone (head + remove per message, ocppd.storage.bench): the share of the
+        replay that is SQLite, with no network in it."""
+        from ocppd.storage.bench import outbox_replay
+
+        rates = []
+        for i in range(self.s.runs):
+            path = self._new_dir(f"storage-{i}") / "outbox.db"
+            rates.append(outbox_replay(path, self.s.replay_n))
+        return {"per_s": rates}
 
     async def _queued_rss(self) -> dict[str, float]:
         """RSS booted (Pending, so nothing is sent) with replay_n MeterValues queued."""

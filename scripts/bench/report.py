@@ -70,6 +70,9 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
              "<= 1.3x floor", _ratio_at_most(1.3)),
         _fig("boot_to_ready_ms", "start -> READY=1", "ms", col(su["ocppd"], "ready_s", 1e3),
              col(su["floor"], "boot_s", 1e3), "info (floor: its Boot)", None),
+        _fig("import_ms", "import ocppd.app (floor: aiohttp)", "ms",
+             [x * 1e3 for x in raw["imports"]["ocppd_app_s"]],
+             [x * 1e3 for x in raw["imports"]["aiohttp_s"]], "info", None),
         _fig("idle_rss_mib", "RSS booted, idle, 2 connectors", "MiB",
              col(su["ocppd"], "rss_kb", 1 / 1024), col(su["floor"], "rss_kb", 1 / 1024),
              "<= 1.3x floor", _ratio_at_most(1.3)),
@@ -101,6 +104,8 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
         _fig("replay_per_s", f"offline replay of {rp['n']} MeterValues", "1/s",
              col(rp["ocppd"], "per_s"), col(rp["floor"], "per_s"), ">= 0.8x floor",
              _ratio_at_least(0.8)),
+        _fig("storage_replay_per_s", "  of which SQLite alone: head+remove/s", "1/s",
+             raw["storage_replay"]["per_s"], None, "info", None),
         _fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
              col(re["runs"], "swipe_to_contactor_ms"), None, "< 50 ms", _below(50.0)),
     ]
