@@ -165,8 +165,9 @@ class Connector:
 
     @property
     def evse_suspended(self) -> bool:
+        """The EVSE withholds energy: limit below 6 A, invalid idTag, or no working meter."""
         low_limit = self.smart_limit_a is not None and self.smart_limit_a < safety.MIN_OFFER_A
-        return self.invalid_id or low_limit
+        return self.invalid_id or low_limit or Fault.METER_FAILURE in self.faults
 
     @property
     def session_energy_wh(self) -> float | None:
