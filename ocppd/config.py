@@ -198,7 +198,7 @@ class SystemConfig:
     reboot_command: list[str] = _f(["/usr/bin/systemctl", "reboot"])
     firmware_install_command: list[str] = _f(["/usr/lib/ocppd/install-firmware"])
     firmware_dir: Path = _f(Path("/var/lib/ocppd/firmware"))
-    set_clock_from_central_system: bool = _f(False)
+    set_clock_from_central_system: bool = _f(True, doc="timestamps follow currentTime")
     min_status_duration_s: float = _f(0.0, lo=0, hi=3600, doc="manufacturer minimum, added")
 
 

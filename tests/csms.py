@@ -13,7 +13,7 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -32,8 +32,9 @@ from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
 log = logging.getLogger("csms")
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+def now_iso(offset_s: float = 0.0) -> str:
+    at = datetime.now(UTC) + timedelta(seconds=offset_s)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 @dataclass
@@ -56,6 +57,7 @@ class Behaviour:
     parent_of: dict[str, str] = field(default_factory=dict)
     fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
     ignore_actions: set[str] = field(default_factory=set)  # never answer (timeouts)
+    clock_offset_s: float = 0.0  # the Central System's clock runs this far ahead
 
 
 class _CP(OcppChargePoint):
@@ -85,12 +87,12 @@ class _CP(OcppChargePoint):
     @on(Action.boot_notification)
     async def on_boot(self, **_: Any) -> Any:
         b = self.server.behaviour
-        return call_result.BootNotification(current_time=now_iso(), interval=b.boot_interval,
+        return call_result.BootNotification(current_time=now_iso(b.clock_offset_s), interval=b.boot_interval,
                                             status=RegistrationStatus(b.boot_status))
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> Any:
-        return call_result.Heartbeat(current_time=now_iso())
+        return call_result.Heartbeat(current_time=now_iso(self.server.behaviour.clock_offset_s))
 
     @on(Action.status_notification)
     async def on_status(self, **_: Any) -> Any:

@@ -526,3 +526,14 @@ async def test_tc_062_data_transfer_unknown_vendor(cs: CentralSystem, tmp_path: 
         assert (conf.status, conf.data) == ("Accepted", "HI")
         conf = await cs.call(CP_ID, call.DataTransfer(vendor_id="org.ocppd", message_id="other"))
         assert conf.status == "UnknownMessageId"
+
+
+async def test_clock_taken_from_boot_notification_current_time(cs: CentralSystem, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    cs.behaviour.clock_offset_s = 3600.0  # the charger's clock is an hour behind
+    async with running(sim_config(tmp_path, cs.url)):
+        await booted(cs)
+        stamp = cs.received("StatusNotification")[0]["timestamp"]
+        ahead = datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(UTC)
+        assert 3590 < ahead.total_seconds() < 3610
