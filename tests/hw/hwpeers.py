@@ -57,16 +57,19 @@ class TcpMeterServer:
             bits = [SimData(0, datatype=DataType.BITS)]
             return [SimDevice(id=u, simdata=(bits, bits, sim(img[3]), sim(img[4])))
                     for u, img in self.images.items()]
-        except ImportError:  # pymodbus 3.0 .. 3.9
+        except ImportError:  # pymodbus 3.0 .. 3.9: the legacy datastore
             from pymodbus.datastore import (
                 ModbusServerContext,
                 ModbusSlaveContext,
                 ModbusSparseDataBlock,
             )
 
-            slaves = {u: ModbusSlaveContext(hr=ModbusSparseDataBlock(img[3] or {0: 0}),
-                                            ir=ModbusSparseDataBlock(img[4] or {0: 0}),
-                                            zero_mode=True)
+            # The context reads register N from block address N + 1 (3.0 without zero_mode, and
+            # always from 3.8 on, which dropped zero_mode), so the image is stored one up.
+            def block(regs: dict[int, int]) -> Any:
+                return ModbusSparseDataBlock({a + 1: w for a, w in (regs or {0: 0}).items()})
+
+            slaves = {u: ModbusSlaveContext(hr=block(img[3]), ir=block(img[4]))
                       for u, img in self.images.items()}
             return ModbusServerContext(slaves=slaves, single=False)
 
