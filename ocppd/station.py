@@ -321,6 +321,10 @@ class Station:
 
     def _report(self, c: Connector) -> None:
         status = derive_status(c.facts(self.charger_faults))
+        if c.stopping and c.tx is not None and status is not Status.FAULTED:
+            # While a stop is under way (contactor open, meter being read) the connector is in
+            # no state worth reporting: the next status is Finishing/Available, after the stop.
+            return
         if status is not c.status:
             c.status = status
             fault = next(iter(c.all_faults(self.charger_faults)), None)

@@ -537,3 +537,26 @@ async def test_clock_taken_from_boot_notification_current_time(cs: CentralSystem
         stamp = cs.received("StatusNotification")[0]["timestamp"]
         ahead = datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(UTC)
         assert 3590 < ahead.total_seconds() < 3610
+
+
+async def test_minimum_status_duration_skips_short_lived_statuses(cs: CentralSystem, tmp_path: Path) -> None:
+    async with running(sim_config(tmp_path, cs.url, ocpp={"MinimumStatusDuration": 1})) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)  # Preparing lasts far less than a second
+        await wait_status(cs, "Charging")
+        assert "Preparing" not in statuses(cs)
+        # a triggered StatusNotification is not delayed (§5.17)
+        n = len(cs.received("StatusNotification"))
+        await cs.call(CP_ID, call.TriggerMessage(requested_message="StatusNotification", connector_id=1))
+        await cs.wait_for("StatusNotification", count=n + 1, timeout=0.5)
+
+
+async def test_stop_sequence_is_stop_then_finishing_with_nothing_between(cs: CentralSystem, tmp_path: Path) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        await start_session(cs, d)
+        await d.station.swipe("TAG1", None)
+        await wait_status(cs, "Finishing")
+        tail = statuses(cs)[-2:]
+        assert tail == ["Charging", "Finishing"], statuses(cs)
