@@ -21,6 +21,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CACHE=${OCPPD_DEB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ocppd-deb}
 SUITES=${OCPPD_DEB_SUITES:-bookworm trixie}
 BUILD_DIR=$ROOT/build/deb
+TEST_SRC=$BUILD_DIR/test-src  # the tests and sources the built package came from
 DIST_DIR=$ROOT/dist
 BUILD_DEPS="dh-python debhelper pybuild-plugin-pyproject lintian python3-all python3-setuptools
             dpkg-dev fakeroot"
@@ -93,6 +94,10 @@ cmd_build() {
     version=$(debian_version)
     src=$BUILD_DIR/ocppd-$version
     stage_source "$src"
+    # The tests run in the chroots are the ones of this very tree, taken before the build
+    # writes into it: a commit made while a check runs cannot pair new tests with an old package.
+    mkdir -p "$TEST_SRC"
+    (cd "$src" && cp -r tests pyproject.toml debian systemd scripts etc "$TEST_SRC/")
     say "dpkg-buildpackage ocppd $version"
     if ! (cd "$src" && dpkg-buildpackage -us -uc -b) >"$BUILD_DIR/build.log" 2>&1; then
         tail -n 40 "$BUILD_DIR/build.log" >&2
@@ -204,8 +209,7 @@ check_suite() {
     mkdir -p "$C/tmp/src"
     # No ocppd/ here: the tests import the installed package. debian/, systemd/, scripts/, etc/
     # let tests/packaging check the sources the package was built from.
-    cp -r "$ROOT/tests" "$ROOT/pyproject.toml" "$ROOT/debian" "$ROOT/systemd" "$ROOT/scripts" "$ROOT/etc" \
-        "$C/tmp/src/"
+    cp -r "$TEST_SRC/." "$C/tmp/src/"
     find "$C/tmp/src" -name __pycache__ -prune -exec rm -rf {} +
 
     say "[$suite] apt-get install ./ocppd.deb"
