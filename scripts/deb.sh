@@ -230,7 +230,7 @@ check_suite() {
         failed=1
         say "[$suite] TESTS FAILED (full log: $CACHE/pytest-$suite.log)"
     fi
-    grep -E '^(SKIPPED|FAILED|ERROR)|passed|failed|error' "$CACHE/pytest-$suite.log" | tail -n 40 >&2
+    grep -E '^(SKIPPED|FAILED|ERROR)|^[0-9]+ (passed|failed|skipped|error)|no tests ran' "$CACHE/pytest-$suite.log" | tail -n 40 >&2
     say "[$suite] tests took $(elapsed $((SECONDS - t1)))"
 
     say "[$suite] upgrade, remove, purge"
