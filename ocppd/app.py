@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -218,6 +219,9 @@ class Daemon:
         except BaseException:
             await self._teardown(stop_reason=None)
             raise
+        # Everything allocated so far lives as long as the daemon: keep it out of the cyclic
+        # garbage collector's scans (less time per collection on the hot paths).
+        gc.freeze()
         self.notifier.ready()
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),

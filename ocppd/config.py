@@ -311,6 +311,8 @@ def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
     if not cfg.system.reboot_command:
         bad("system.reboot_command", "must not be empty")
     sock_dir = cfg.control.socket.parent
+    if len(str(cfg.control.socket).encode()) > 107:  # sockaddr_un.sun_path holds 108 bytes
+        bad("control.socket", "path longer than 107 bytes (a Unix socket limit)")
     if not sock_dir.is_dir():
         bad("control.socket", f"directory {sock_dir} does not exist")
     db_dir = cfg.storage.path.parent

@@ -10,9 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +48,17 @@ def _processes_mentioning(*needles: str) -> list[str]:
     return found
 
 
-def test_quick_bench_reports_every_figure_and_leaves_no_process(tmp_path: Path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A short directory: control sockets inside must fit AF_UNIX's 108-byte path limit,
+    which pytest's numbered tmp_path directories can exceed."""
+    path = Path(tempfile.mkdtemp(prefix="ob-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_quick_bench_reports_every_figure_and_leaves_no_process(short_tmp: Path) -> None:
+    tmp_path = short_tmp
     out = tmp_path / "bench.json"
     env = dict(os.environ, TMPDIR=str(tmp_path))  # the daemons' working files land here
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick",

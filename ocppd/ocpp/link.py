@@ -310,13 +310,14 @@ class Link:
                 await t
 
     async def call(self, action: str, payload: dict[str, Any], *,
-                   timeout_s: float | None = None) -> dict[str, Any]:
+                   timeout_s: float | None = None, validated: bool = False) -> dict[str, Any]:
         """Send a CALL and return the CALLRESULT payload.
 
         Raises OutgoingInvalid (our bug, nothing sent), LinkDown, CallTimeout, CallErrorReceived
-        (the Central System answered CALLERROR) or InvalidResponse.
+        (the Central System answered CALLERROR) or InvalidResponse. ``validated``: the caller
+        already checked this payload against the schema (queued messages are checked once).
         """
-        if self._validator is not None:
+        if self._validator is not None and not validated:
             try:
                 self._validator.check_request(action, payload)
             except OcppCallError as exc:
@@ -336,7 +337,8 @@ class Link:
             try:
                 await self._send(ws, call.encode())
                 try:
-                    answer = await asyncio.wait_for(asyncio.shield(future), timeout=wait_s)
+                    async with asyncio.timeout(wait_s):
+                        answer = await future
                 except TimeoutError:
                     raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
             finally:
@@ -464,19 +466,21 @@ class Link:
             self._ws = None
             self.stats.connected_since = None
             reason = self._drop_reason or reason
-            pending = self._pending
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(LinkDown(f"connection lost: {reason}"))
-            await self._close_ws(ws)
-            await session.close()
             self.stats.last_error = reason
             if not self._closing:
                 log.warning("connection to the Central System lost: %s", reason)
+            # Tell the owner first, so that a caller woken by LinkDown below already finds
+            # the link marked down (and waits for the next connection instead of retrying).
             if self._on_disconnected is not None:
                 try:
                     self._on_disconnected(reason)
                 except Exception:
                     log.exception("on_disconnected failed")
+            pending = self._pending
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(LinkDown(f"connection lost: {reason}"))
+            await self._close_ws(ws)
+            await session.close()
 
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         while True:

@@ -39,6 +39,7 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
         self._over_cap_warned = False
         self._tx_samples_max = tx_samples_max
         self.outbox_dropped = 0  # MeterValues dropped by the cap since open
+        self._open_confirmations()
         db.on_rollback.append(self._forget_cached_counts)
 
     @classmethod
@@ -59,7 +60,13 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
         return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max)
 
     def close(self) -> None:
-        self._db.close()
+        try:
+            if self._mark is not None and not self._mark.closed:
+                self.outbox_flush()
+        finally:
+            if self._mark is not None:
+                self._mark.close()
+            self._db.close()
 
     def __enter__(self) -> Store:
         return self

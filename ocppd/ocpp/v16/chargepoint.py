@@ -31,13 +31,17 @@ from ocppd.core.model import Status, StopReason
 from ocppd.errors import StorageError
 from ocppd.hw.base import Fault, MeterReading
 from ocppd.ocpp.link import Link
+from ocppd.ocpp.validate import Validator
 from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.keys import ChangeResult, Keys
 from ocppd.station import Station
 from ocppd.storage import AuthEntry, OutboxItem, Store, TxRecord
+from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.ocpp")
+
+OUTBOX_BATCH = 64  # queued messages read at once by the sender
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
 DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, str | None]]]
@@ -59,6 +63,7 @@ class ChargePoint:
         station: Station,
         keys: Keys,
         link: Link | None = None,
+        validator: Validator | None = None,
         wall: Callable[[], datetime],
         on_reset: Callable[[bool], None] | None = None,
     ) -> None:
@@ -67,12 +72,13 @@ class ChargePoint:
         self.station = station
         self.keys = keys
         self.link: Link = link  # type: ignore[assignment]  # set by app before run()
+        self.validator = validator or Validator()
         self.wall = wall
         self.on_reset = on_reset
         self.registration = Registration.NONE
         self._accepted = asyncio.Event()
         self._outbox_wake = asyncio.Event()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "OCPP")
         self._status_tasks: dict[int, asyncio.Task[Any]] = {}
         self._latest: dict[int, tuple[Status, Fault | None]] = {}
         self._sent: dict[int, tuple[Status, Fault | None]] = {}
@@ -130,10 +136,7 @@ class ChargePoint:
         }
         if tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
-        self.store.outbox_put(
-            action="StartTransaction", payload=payload, local_tx_id=tx.local_id, kind="start"
-        )
-        self._outbox_wake.set()
+        self._queue("StartTransaction", payload, tx.local_id, "start")
 
     def enqueue_stop(self, tx: TxRecord) -> None:
         assert tx.meter_stop_wh is not None and tx.stopped_at is not None
@@ -149,10 +152,7 @@ class ChargePoint:
         samples = self.store.tx_samples(tx.local_id)
         if samples:  # StopTxnSampledData / StopTxnAlignedData (§3.16.1), Begin and End included
             payload["transactionData"] = samples
-        self.store.outbox_put(
-            action="StopTransaction", payload=payload, local_tx_id=tx.local_id, kind="stop"
-        )
-        self._outbox_wake.set()
+        self._queue("StopTransaction", payload, tx.local_id, "stop")
 
     def meter_sample(
         self,
@@ -195,14 +195,26 @@ class ChargePoint:
         if tx is not None and context in ("periodic", "clock"):
             if tx.tx_id is not None:
                 payload["transactionId"] = tx.tx_id
-            self.store.outbox_put(
-                action="MeterValues", payload=payload, local_tx_id=tx.local_id, kind="meter"
-            )
-            self._outbox_wake.set()
+            self._queue("MeterValues", payload, tx.local_id, "meter")
         else:
             if tx is not None and tx.tx_id is not None:
                 payload["transactionId"] = tx.tx_id
             self._spawn(self._send_direct("MeterValues", payload))
+
+    def _queue(self, action: str, payload: dict[str, Any], local_tx_id: int, kind: str) -> None:
+        """Validate once, then write to the outbox (the sender does not validate again)."""
+        probe = payload if "transactionId" in payload or kind != "stop" else {
+            **payload, "transactionId": 0}  # the id is filled in when known
+        try:
+            self.validator.check_request(action, probe)
+        except OcppCallError as exc:
+            # Our own bug: never queued (it could never be accepted), logged loudly, counted.
+            if self.link is not None:
+                self.link.stats.outgoing_invalid += 1
+            log.error("not queueing invalid %s: %s", action, exc.description)
+            return
+        self.store.outbox_put(action=action, payload=payload, local_tx_id=local_tx_id, kind=kind)
+        self._outbox_wake.set()
 
     def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None:
         self._latest[connector_id] = (status, fault)
@@ -217,15 +229,7 @@ class ChargePoint:
     # --- running ----------------------------------------------------------------------------------
 
     def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("OCPP task failed", exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     async def run(self) -> None:
         """Run link, outbox sender and heartbeat until cancelled."""
@@ -238,11 +242,7 @@ class ChargePoint:
             heart.cancel()
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await self._tasks.cancel_all()
         await self.link.close()
 
     async def flush(self, timeout_s: float) -> bool:
@@ -410,24 +410,31 @@ class ChargePoint:
     # --- outbox -----------------------------------------------------------------------------------
 
     async def _sender(self) -> None:
+        # Queued messages are read in batches and delivered strictly in order (§3.7): the
+        # head waits out its retry interval before anything behind it is sent.
         while True:
             await self._accepted.wait()
-            item = self.store.outbox_head()
-            if item is None:
+            batch = self.store.outbox_items(limit=OUTBOX_BATCH)
+            if not batch:
                 self._outbox_wake.clear()
-                await self._outbox_wake.wait()
+                if self.store.outbox_count() == 0:
+                    await self._outbox_wake.wait()
                 continue
-            if item.next_attempt_at is not None:
-                wait = item.next_attempt_at - time.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                    continue
-            try:
-                await self._deliver(item)
-            except StorageError as exc:
-                # e.g. a full disk: the message stays queued; try again later, loudly
-                log.error("outbox: storage failed: %s; retrying in 5 s", exc)
-                await asyncio.sleep(5)
+            for item in batch:
+                if not self._accepted.is_set():
+                    break
+                if item.next_attempt_at is not None and item.next_attempt_at > time.time():
+                    await asyncio.sleep(item.next_attempt_at - time.time())
+                    break  # read again: the head may have changed meanwhile
+                try:
+                    delivered = await self._deliver(item)
+                except StorageError as exc:
+                    # e.g. a full disk: the message stays queued; try again later, loudly
+                    log.error("outbox: storage failed: %s; retrying in 5 s", exc)
+                    await asyncio.sleep(5)
+                    break
+                if not delivered:
+                    break
 
     def _prepared(self, item: OutboxItem) -> dict[str, Any]:
         payload = dict(item.payload)
@@ -441,19 +448,22 @@ class ChargePoint:
                 payload["transactionId"] = -1
         return payload
 
-    async def _deliver(self, item: OutboxItem) -> None:
+    async def _deliver(self, item: OutboxItem) -> bool:
+        """Send one queued message; True when it is done with (confirmed or given up)."""
         payload = self._prepared(item)
         try:
-            conf = await self.link.call(item.action, payload)
+            # validated when it was queued (enqueue_*, meter_sample): not again per replay
+            conf = await self.link.call(item.action, payload, validated=True)
         except LinkDown:
             if not self.link.connected:
                 self._accepted.clear()  # wait for the next registration, no busy loop
-            return  # a lost connection does not use up attempts
+            else:
+                await asyncio.sleep(0.1)
+            return False  # a lost connection does not use up attempts
         except (CallTimeout, OcppCallError) as exc:
             if isinstance(exc, CallTimeout) and not self.link.connected:
-                return
-            self._failed_attempt(item, str(exc))
-            return
+                return False
+            return self._failed_attempt(item, str(exc))
         if item.kind == "start":
             tx_id = int(conf["transactionId"])
             cred = mapping.credential(conf["idTagInfo"])
@@ -461,17 +471,18 @@ class ChargePoint:
             with self.store.atomic():  # a confirmed start is never sent again
                 self.store.set_transaction_id(item.local_tx_id, tx_id)
                 self.store.outbox_assign_tx_id(item.local_tx_id, tx_id)
-                self.store.outbox_remove(item.seq)
+                self.store.outbox_confirm(item.seq, item.kind)
             tx = self.store.transaction(item.local_tx_id)
             if tx is not None:
                 self.station.note_id_tag_info(tx.id_tag, cred)
             self.station.on_start_confirmed(item.local_tx_id, tx_id, cred)
-            return
+            return True
         if item.kind == "stop" and "idTagInfo" in conf and "idTag" in payload:
             self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
-        self.store.outbox_remove(item.seq)
+        self.store.outbox_confirm(item.seq, item.kind)
+        return True
 
-    def _failed_attempt(self, item: OutboxItem, why: str) -> None:
+    def _failed_attempt(self, item: OutboxItem, why: str) -> bool:
         max_attempts = self.keys.get_int("TransactionMessageAttempts")
         retry_s = self.keys.get_int("TransactionMessageRetryInterval")
         attempts = item.attempts + 1
@@ -485,7 +496,7 @@ class ChargePoint:
             )
             self.store.log_event(self.wall(), "outbox_discarded", f"{item.action} {item.payload}")
             self.store.outbox_remove(item.seq)
-            return
+            return True
         # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions
         self.store.outbox_record_attempt(item.seq, next_attempt_at=time.time() + retry_s * attempts)
         log.warning(
@@ -496,6 +507,7 @@ class ChargePoint:
             max_attempts,
             retry_s * attempts,
         )
+        return False
 
     # --- incoming calls ---------------------------------------------------------------------------
 
