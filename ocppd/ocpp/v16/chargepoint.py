@@ -31,10 +31,10 @@ from ocppd.core.model import Status, StopReason
 from ocppd.errors import StorageError
 from ocppd.hw.base import Fault, MeterReading
 from ocppd.ocpp.link import Link
-from ocppd.ocpp.validate import Validator
 from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.keys import ChangeResult, Keys
+from ocppd.ocpp.validate import Validator
 from ocppd.station import Station
 from ocppd.storage import AuthEntry, OutboxItem, Store, TxRecord
 from ocppd.tasks import TaskSet
