@@ -87,8 +87,11 @@ class _CP(OcppChargePoint):
     @on(Action.boot_notification)
     async def on_boot(self, **_: Any) -> Any:
         b = self.server.behaviour
-        return call_result.BootNotification(current_time=now_iso(b.clock_offset_s), interval=b.boot_interval,
-                                            status=RegistrationStatus(b.boot_status))
+        return call_result.BootNotification(
+            current_time=now_iso(b.clock_offset_s),
+            interval=b.boot_interval,
+            status=RegistrationStatus(b.boot_status),
+        )
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> Any:
@@ -143,8 +146,13 @@ class _CP(OcppChargePoint):
 class CentralSystem:
     """Start with ``async with CentralSystem() as cs:``; ``cs.url`` is the base URL."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0,
-                 on_message: Callable[[Message], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        on_message: Callable[[Message], None] | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.behaviour = Behaviour()
         self.messages: list[Message] = []
@@ -161,8 +169,9 @@ class CentralSystem:
         return f"ws://{self.host}:{self.port}/ocpp"
 
     async def __aenter__(self) -> CentralSystem:
-        self._server = await websockets.serve(self._handler, self.host, self.port,
-                                              subprotocols=["ocpp1.6"])
+        self._server = await websockets.serve(
+            self._handler, self.host, self.port, subprotocols=["ocpp1.6"]
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -222,18 +231,31 @@ class CentralSystem:
         async with self._changed:
             self._changed.notify_all()
 
-    def received(self, action: str, where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
-        return [m.payload for m in self.messages
-                if m.direction == "in" and m.action == action and (where is None or where(m.payload))]
+    def received(
+        self, action: str, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            m.payload
+            for m in self.messages
+            if m.direction == "in" and m.action == action and (where is None or where(m.payload))
+        ]
 
-    async def wait_for(self, action: str, where: Callable[[dict[str, Any]], bool] | None = None,
-                       *, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """Wait until ``count`` messages ``action`` (matching ``where``) came from the charge point."""
+    async def wait_for(
+        self,
+        action: str,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        count: int = 1,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """Wait for ``count`` messages ``action`` (matching ``where``) from the charge point."""
+
         async def check() -> list[dict[str, Any]]:
             async with self._changed:
                 while len(found := self.received(action, where)) < count:
                     await self._changed.wait()
                 return found
+
         try:
             return await asyncio.wait_for(check(), timeout)
         except TimeoutError:
@@ -246,6 +268,7 @@ class CentralSystem:
                 while cp_id not in self.cps:
                     await self._changed.wait()
                 return self.cps[cp_id]
+
         return await asyncio.wait_for(check(), timeout)
 
     async def call(self, cp_id: str, request: Any) -> Any:
@@ -253,8 +276,11 @@ class CentralSystem:
         return await cp.call(request)
 
     def status_sequence(self, connector_id: int) -> list[str]:
-        return [p["status"] for p in self.received("StatusNotification")
-                if p["connectorId"] == connector_id]
+        return [
+            p["status"]
+            for p in self.received("StatusNotification")
+            if p["connectorId"] == connector_id
+        ]
 
     def actions(self) -> list[str]:
         return [m.action for m in self.messages if m.direction == "in"]

@@ -150,8 +150,11 @@ def machine() -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True, check=False).stdout.strip() or None
+    try:
+        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, check=False).stdout.strip() or None
+    except OSError:  # no git (an installed package, a chroot)
+        commit = None
     return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
             "machine": platform.machine(), "python": sys.version.split()[0],
             "python_executable": sys.executable, "packages": versions, "commit": commit}
