@@ -48,6 +48,7 @@ from ocppd.hw.base import (
     PilotState,
 )
 from ocppd.storage import AuthEntry, Store, TxRecord
+from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.station")
 
@@ -203,7 +204,7 @@ class Station:
         self.charger_operative = True
         self.charger_status: Status | None = None
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "station")
         self._retime = asyncio.Event()
         self._started = False
         self._pilot_seen: set[int] = set()
@@ -258,11 +259,7 @@ class Station:
             for c in self.connectors.values():
                 if c.tx is not None:
                     await self.stop_transaction(c.id, stop_transactions, force=True)
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await self._tasks.cancel_all()
         for reader in self.hw.readers:
             with contextlib.suppress(Exception):
                 await reader.close()
@@ -272,14 +269,7 @@ class Station:
                 await meter.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("station task %s failed", task.get_name(), exc_info=task.exception())
+        self._tasks.spawn(coro, name=name)
 
     def retime(self) -> None:
         """Sampling intervals changed (ChangeConfiguration): recompute the timers."""

@@ -528,7 +528,9 @@ async def test_tc_062_data_transfer_unknown_vendor(cs: CentralSystem, tmp_path: 
         assert conf.status == "UnknownMessageId"
 
 
-async def test_clock_taken_from_boot_notification_current_time(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_clock_taken_from_boot_notification_current_time(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     from datetime import UTC, datetime
 
     cs.behaviour.clock_offset_s = 3600.0  # the charger's clock is an hour behind
@@ -539,7 +541,9 @@ async def test_clock_taken_from_boot_notification_current_time(cs: CentralSystem
         assert 3590 < ahead.total_seconds() < 3610
 
 
-async def test_minimum_status_duration_skips_short_lived_statuses(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_minimum_status_duration_skips_short_lived_statuses(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url, ocpp={"MinimumStatusDuration": 1})) as d:
         await booted(cs)
         sim(d).plug(1)
@@ -548,11 +552,15 @@ async def test_minimum_status_duration_skips_short_lived_statuses(cs: CentralSys
         assert "Preparing" not in statuses(cs)
         # a triggered StatusNotification is not delayed (§5.17)
         n = len(cs.received("StatusNotification"))
-        await cs.call(CP_ID, call.TriggerMessage(requested_message="StatusNotification", connector_id=1))
+        await cs.call(
+            CP_ID, call.TriggerMessage(requested_message="StatusNotification", connector_id=1)
+        )
         await cs.wait_for("StatusNotification", count=n + 1, timeout=0.5)
 
 
-async def test_stop_sequence_is_stop_then_finishing_with_nothing_between(cs: CentralSystem, tmp_path: Path) -> None:
+async def test_stop_sequence_is_stop_then_finishing_with_nothing_between(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)

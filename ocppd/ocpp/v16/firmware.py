@@ -52,6 +52,7 @@ from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import mapping
 from ocppd.station import Station
 from ocppd.storage import Store
+from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.firmware")
 
@@ -266,7 +267,7 @@ class FirmwareService:
         self._inherited = self._load()  # a job a previous run left: its outcome is reported
         self._update: asyncio.Task[None] | None = None
         self._diag: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(log, "firmware")
         self._tx_ended = asyncio.Event()
         self.cp.firmware_status = FirmwareStatus.IDLE.value
         self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
@@ -280,22 +281,10 @@ class FirmwareService:
             self._on_accepted()  # registered late: the boot was already accepted
 
     async def close(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await t
+        await self._tasks.cancel_all()
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-        return task
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("firmware task failed", exc_info=task.exception())
+        return self._tasks.spawn(coro)
 
     # --- persisted job ----------------------------------------------------------------------------
 
