@@ -184,3 +184,21 @@ class DaemonProcess:
             text=True,
             timeout=20,
         )
+
+
+async def wait_status(
+    cs: Any, value: str, cid: int = 1, count: int = 1, timeout: float = 10.0
+) -> None:
+    """Wait until the Central System got ``count`` StatusNotifications ``value`` for ``cid``."""
+    await cs.wait_for(
+        "StatusNotification",
+        lambda p: p["connectorId"] == cid and p["status"] == value,
+        count=count,
+        timeout=timeout,
+    )
+
+
+async def booted(cs: Any, connectors: int = 1) -> None:
+    """Wait for the StatusNotifications of connector 0 and every connector after boot."""
+    for cid in range(connectors + 1):
+        await cs.wait_for("StatusNotification", lambda p, cid=cid: p["connectorId"] == cid)

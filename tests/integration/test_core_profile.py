@@ -5,41 +5,18 @@ test case (ocpp16-rules.md §2.2) and checks the message sequence and payloads t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, running, sim, sim_config, wait_until
+from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
 
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
-
-
-async def booted(cs: CentralSystem, connectors: int = 1) -> None:
-    for cid in range(connectors + 1):
-        await cs.wait_for("StatusNotification", lambda p, cid=cid: p["connectorId"] == cid)
-
-
 def statuses(cs: CentralSystem, cid: int = 1) -> list[str]:
     return cs.status_sequence(cid)
-
-
-async def wait_status(
-    cs: CentralSystem, value: str, cid: int = 1, count: int = 1, timeout: float = 10.0
-) -> None:
-    await cs.wait_for(
-        "StatusNotification",
-        lambda p: p["connectorId"] == cid and p["status"] == value,
-        count=count,
-        timeout=timeout,
-    )
 
 
 async def start_session(cs: CentralSystem, d: Any, tag: str = "TAG1") -> dict[str, Any]:

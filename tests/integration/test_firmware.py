@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from csms import CentralSystem, call
 from fwpeers import FtpPeer, WebPeer, refused_url
-from harness import CP_ID, running, sim, sim_config, status, wait_until
+from harness import CP_ID, booted, running, sim, sim_config, status, wait_until
 
 from ocppd.app import Daemon
 from ocppd.config import Config
@@ -28,12 +28,6 @@ from ocppd.ocpp.v16.firmware import JOB_KEY, FirmwareService, Phase
 pytestmark = pytest.mark.asyncio
 
 IMAGE = b"\x7fELF-not-really" * 5000  # 75 kB: several chunks
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
 
 
 @pytest.fixture
@@ -65,11 +59,16 @@ def marker(tmp_path: Path) -> Path:
 
 
 def fw_config(tmp_path: Path, cs: CentralSystem, *, installer: str = "ok") -> Config:
-    bodies = {"ok": f'cp "$1" "{tmp_path / "installed.bin"}"',
-              "fail": 'echo "image rejected" >&2; exit 3'}
+    bodies = {
+        "ok": f'cp "$1" "{tmp_path / "installed.bin"}"',
+        "fail": 'echo "image rejected" >&2; exit 3',
+    }
     cmd = script(tmp_path, f"install-{installer}.sh", bodies[installer])
-    return sim_config(tmp_path, cs.url, system={"firmware_install_command": [str(cmd)],
-                                                "firmware_dir": str(tmp_path / "fw")})
+    return sim_config(
+        tmp_path,
+        cs.url,
+        system={"firmware_install_command": [str(cmd)], "firmware_dir": str(tmp_path / "fw")},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -83,21 +82,20 @@ async def daemon(cfg: Config) -> AsyncIterator[tuple[Any, FirmwareService]]:
         own = fw is None
         if fw is None:
             assert d.store is not None and d.station is not None and d.cp is not None
-            fw = FirmwareService(cfg=d.cfg, store=d.store, station=d.station, cp=d.cp,
-                                 restart=lambda: d._on_reset(False), wall=d.wall)
+            fw = FirmwareService(
+                cfg=d.cfg,
+                store=d.store,
+                station=d.station,
+                cp=d.cp,
+                restart=lambda: d._on_reset(False),
+                wall=d.wall,
+            )
             fw.register(d.cp.handlers)
         try:
             yield d, fw
         finally:
             if own:
                 await fw.close()
-
-
-async def booted(cs: CentralSystem) -> None:
-    for cid in (0, 1):
-        def on(p: dict[str, Any], c: int = cid) -> bool:
-            return bool(p["connectorId"] == c)
-        await cs.wait_for("StatusNotification", on)
 
 
 def fw_statuses(cs: CentralSystem) -> list[str]:
@@ -109,13 +107,15 @@ def diag_statuses(cs: CentralSystem) -> list[str]:
 
 
 async def wait_fw(cs: CentralSystem, value: str, within_s: float = 10.0) -> None:
-    await cs.wait_for("FirmwareStatusNotification", lambda p: p["status"] == value,
-                      timeout=within_s)
+    await cs.wait_for(
+        "FirmwareStatusNotification", lambda p: p["status"] == value, timeout=within_s
+    )
 
 
 async def wait_diag(cs: CentralSystem, value: str, within_s: float = 10.0) -> None:
-    await cs.wait_for("DiagnosticsStatusNotification", lambda p: p["status"] == value,
-                      timeout=within_s)
+    await cs.wait_for(
+        "DiagnosticsStatusNotification", lambda p: p["status"] == value, timeout=within_s
+    )
 
 
 def leftovers(directory: Path) -> list[str]:
@@ -132,22 +132,28 @@ def now_iso(delta_s: float = 0) -> str:
 
 
 async def update(cs: CentralSystem, location: str, retries: int = 2) -> None:
-    conf = await cs.call(CP_ID, call.UpdateFirmware(location=location, retrieve_date=now_iso(),
-                                                    retries=retries, retry_interval=1))
+    conf = await cs.call(
+        CP_ID,
+        call.UpdateFirmware(
+            location=location, retrieve_date=now_iso(), retries=retries, retry_interval=1
+        ),
+    )
     assert conf is not None  # §5.19: an empty .conf, at once
 
 
 def index(cs: CentralSystem, action: str, where: Any = None) -> int:
     ins = [m for m in cs.messages if m.direction == "in"]
-    return next(i for i, m in enumerate(ins)
-                if m.action == action and (where is None or where(m.payload)))
+    return next(
+        i for i, m in enumerate(ins) if m.action == action and (where is None or where(m.payload))
+    )
 
 
 # --- UpdateFirmware -------------------------------------------------------------------------------
 
 
 async def test_tc_044_1_download_install_and_installed_after_restart(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path
+) -> None:
     cfg = fw_config(tmp_path, cs)
     async with daemon(cfg) as (d, fw):
         await booted(cs)
@@ -163,8 +169,9 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
     async with daemon(cfg) as (d, fw):
         await wait_fw(cs, "Installed")
         assert fw_statuses(cs) == ["Installed"]
-        await cs.wait_for("StatusNotification",
-                          lambda p: p["connectorId"] == 1 and p["status"] == "Available")
+        await cs.wait_for(
+            "StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Available"
+        )
         await wait_until(lambda: d.store.get_setting(JOB_KEY) is None, what="job cleared")
         assert d.cp.firmware_status == "Idle"
     cs.messages.clear()
@@ -179,10 +186,13 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
 
 @pytest.mark.parametrize("where", ["404", "refused", "truncated"])
 async def test_tc_044_2_download_failed_after_retries(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path, where: str) -> None:
-    location = {"404": f"{webpeer.url}/fw/missing.bin",
-                "refused": f"{refused_url()}/fw/image.bin",
-                "truncated": f"{webpeer.url}/truncated/image.bin"}[where]
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path, where: str
+) -> None:
+    location = {
+        "404": f"{webpeer.url}/fw/missing.bin",
+        "refused": f"{refused_url()}/fw/image.bin",
+        "truncated": f"{webpeer.url}/truncated/image.bin",
+    }[where]
     async with daemon(fw_config(tmp_path, cs)) as (d, fw):
         await booted(cs)
         await update(cs, location, retries=2)
@@ -199,7 +209,8 @@ async def test_tc_044_2_download_failed_after_retries(
 
 
 async def test_truncated_download_is_retried_until_complete(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path
+) -> None:
     webpeer.truncate_times = 1
     async with daemon(fw_config(tmp_path, cs)) as (d, _):
         await booted(cs)
@@ -212,7 +223,8 @@ async def test_truncated_download_is_retried_until_complete(
 
 
 async def test_tc_044_3_installation_failed(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs, installer="fail")) as (d, fw):
         await booted(cs)
         await update(cs, f"{webpeer.url}/fw/image.bin")
@@ -221,13 +233,17 @@ async def test_tc_044_3_installation_failed(
         assert not d.stop_event.is_set()  # no restart into a firmware that is not there
         assert d.store.get_setting(JOB_KEY) is None
         # the connector given back after the failed install (libocpp PR #1058)
-        await cs.wait_for("StatusNotification",
-                          lambda p: p["connectorId"] == 1 and p["status"] == "Available", count=2)
+        await cs.wait_for(
+            "StatusNotification",
+            lambda p: p["connectorId"] == 1 and p["status"] == "Available",
+            count=2,
+        )
         assert status(d) == "available"
 
 
 async def test_installation_waits_until_the_transaction_ends(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs)) as (d, fw):
         await booted(cs)
         sim(d).plug(1)
@@ -245,12 +261,14 @@ async def test_installation_waits_until_the_transaction_ends(
         await wait_fw(cs, "Installing")
         await wait_until(lambda: d.stop_event.is_set(), what="restart")
         assert index(cs, "StopTransaction") < index(
-            cs, "FirmwareStatusNotification", lambda p: p["status"] == "Installing")
+            cs, "FirmwareStatusNotification", lambda p: p["status"] == "Installing"
+        )
         assert content(marker) == IMAGE
 
 
 async def test_restart_during_download_reports_download_failed(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path
+) -> None:
     cfg = fw_config(tmp_path, cs)
     async with daemon(cfg) as (d, fw):
         await booted(cs)
@@ -268,7 +286,8 @@ async def test_restart_during_download_reports_download_failed(
 
 
 async def test_unsupported_protocol_fails_without_retrying(
-        cs: CentralSystem, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cs: CentralSystem, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with daemon(fw_config(tmp_path, cs)):
         await booted(cs)
         await update(cs, "sftp://127.0.0.1/image.bin", retries=3)
@@ -280,8 +299,9 @@ async def test_unsupported_protocol_fails_without_retrying(
         assert len(attempts) == 2 and all("unsupported protocol" in a for a in attempts)
 
 
-async def test_firmware_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: Path,
-                                 marker: Path) -> None:
+async def test_firmware_over_ftp(
+    cs: CentralSystem, ftp: FtpPeer, tmp_path: Path, marker: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs)) as (d, _):
         await booted(cs)
         await update(cs, f"{ftp.url}/image.bin")
@@ -290,8 +310,9 @@ async def test_firmware_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: Path
         assert content(marker) == IMAGE
 
 
-async def test_missing_file_over_ftp_is_download_failed(cs: CentralSystem, ftp: FtpPeer,
-                                                        tmp_path: Path) -> None:
+async def test_missing_file_over_ftp_is_download_failed(
+    cs: CentralSystem, ftp: FtpPeer, tmp_path: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs)):
         await booted(cs)
         await update(cs, f"{ftp.url}/nope.bin", retries=1)
@@ -308,15 +329,23 @@ def members(archive: bytes) -> dict[str, str]:
 
 
 async def test_tc_045_1_get_diagnostics_uploads_the_logs(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs)) as (d, _):
         await booted(cs)
         now = d.wall()
         d.store.log_event(now - timedelta(hours=3), "old_event", "outside the window")
         d.store.log_event(now, "meter_backwards", "connector 1")
-        conf = await cs.call(CP_ID, call.GetDiagnostics(
-            location=f"{webpeer.url}/upload/", retries=1, retry_interval=1,
-            start_time=now_iso(-3600), stop_time=now_iso(60)))
+        conf = await cs.call(
+            CP_ID,
+            call.GetDiagnostics(
+                location=f"{webpeer.url}/upload/",
+                retries=1,
+                retry_interval=1,
+                start_time=now_iso(-3600),
+                stop_time=now_iso(60),
+            ),
+        )
         assert conf.file_name.endswith(".tar.gz")
         await wait_diag(cs, "Uploaded")
         assert diag_statuses(cs) == ["Uploading", "Uploaded"]
@@ -333,7 +362,8 @@ async def test_tc_045_1_get_diagnostics_uploads_the_logs(
 
 
 async def test_diagnostics_fall_back_to_post_when_put_is_refused(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path
+) -> None:
     async with daemon(fw_config(tmp_path, cs)):
         await booted(cs)
         conf = await cs.call(CP_ID, call.GetDiagnostics(location=f"{webpeer.url}/postonly/"))
@@ -345,7 +375,8 @@ async def test_diagnostics_fall_back_to_post_when_put_is_refused(
 
 @pytest.mark.parametrize("where", ["500", "refused"])
 async def test_tc_045_2_upload_failed_after_retries(
-        cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, where: str) -> None:
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, where: str
+) -> None:
     location = f"{webpeer.url}/fail/" if where == "500" else f"{refused_url()}/upload/"
     async with daemon(fw_config(tmp_path, cs)) as (d, _):
         await booted(cs)

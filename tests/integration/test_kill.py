@@ -14,7 +14,6 @@ import random
 import signal
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,6 @@ from link.faultproxy import FaultProxy, Mode
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 ROUNDS = 14
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
 
 
 def ts(text: str) -> datetime:

@@ -8,7 +8,7 @@ import json
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,6 @@ from csms import CentralSystem
 from harness import DaemonProcess, sim_config_text
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
 
 
 @pytest.fixture

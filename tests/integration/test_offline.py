@@ -10,18 +10,12 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem
-from harness import running, sim, sim_config, wait_until
+from harness import running, sim, sim_config, wait_status, wait_until
 from link.faultproxy import FaultProxy, Mode
 
 from ocppd.storage import Store
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
 
 
 @pytest.fixture
@@ -32,14 +26,6 @@ async def proxy(cs: CentralSystem) -> AsyncIterator[FaultProxy]:
 
 def via(proxy: FaultProxy) -> str:
     return f"ws://{proxy.address}/ocpp"
-
-
-async def wait_status(cs: CentralSystem, value: str, cid: int = 1, count: int = 1) -> None:
-    await cs.wait_for(
-        "StatusNotification",
-        lambda p: p["connectorId"] == cid and p["status"] == value,
-        count=count,
-    )
 
 
 async def go_offline(d: Any, proxy: FaultProxy) -> None:

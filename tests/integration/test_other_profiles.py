@@ -3,36 +3,17 @@ on the simulator against a real Central System on loopback (OCTT cases of ocpp16
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, running, sim, sim_config, wait_until
+from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
 
 from ocppd.hw.base import Fault
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[CentralSystem]:
-    async with CentralSystem() as server:
-        yield server
-
-
-async def booted(cs: CentralSystem) -> None:
-    await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
-
-
-async def wait_status(cs: CentralSystem, value: str, cid: int = 1, count: int = 1) -> None:
-    await cs.wait_for(
-        "StatusNotification",
-        lambda p: p["connectorId"] == cid and p["status"] == value,
-        count=count,
-    )
 
 
 async def charging(cs: CentralSystem, d: Any, tag: str = "TAG1") -> int:
