@@ -309,14 +309,17 @@ class Link:
             with contextlib.suppress(BaseException):
                 await t
 
-    async def call(self, action: str, payload: dict[str, Any], *,
+    async def call(self, action: str, payload: dict[str, Any] | str, *,
                    timeout_s: float | None = None, validated: bool = False) -> dict[str, Any]:
         """Send a CALL and return the CALLRESULT payload.
 
         Raises OutgoingInvalid (our bug, nothing sent), LinkDown, CallTimeout, CallErrorReceived
         (the Central System answered CALLERROR) or InvalidResponse. ``validated``: the caller
-        already checked this payload against the schema (queued messages are checked once).
+        already checked this payload against the schema (queued messages are checked once);
+        a ``str`` payload is JSON text sent as it is, and must come ``validated``.
         """
+        if isinstance(payload, str) and not validated:
+            raise TypeError("a JSON text payload must have been validated")
         if self._validator is not None and not validated:
             try:
                 self._validator.check_request(action, payload)
@@ -330,12 +333,16 @@ class Link:
             ws = self._ws
             if ws is None or not self.connected:
                 raise LinkDown("not connected to the Central System")
-            call = rpc.Call(message_id=rpc.new_message_id(), action=action, payload=payload)
+            message_id = rpc.new_message_id()
+            if isinstance(payload, str):
+                frame = rpc.encode_call(message_id, action, payload)
+            else:
+                frame = rpc.Call(message_id=message_id, action=action, payload=payload).encode()
             future: asyncio.Future[rpc.CallResult | rpc.CallError] = (
                 asyncio.get_running_loop().create_future())
-            self._pending = _Pending(call.message_id, action, future)
+            self._pending = _Pending(message_id, action, future)
             try:
-                await self._send(ws, call.encode())
+                await self._send(ws, frame)
                 try:
                     async with asyncio.timeout(wait_s):
                         answer = await future

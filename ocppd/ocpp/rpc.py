@@ -140,6 +140,12 @@ class Call:
         return _dumps([MessageType.CALL.value, self.message_id, self.action, self.payload])
 
 
+def encode_call(message_id: str, action: str, payload_json: str) -> str:
+    """A CALL around a payload that is already JSON text (a queued message, sent as stored).
+    The id and action are our own ASCII names, so they need no escaping."""
+    return f'[{MessageType.CALL.value},"{message_id}","{action}",{payload_json}]'
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallResult:
     message_id: str

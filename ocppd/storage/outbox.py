@@ -260,7 +260,7 @@ class OutboxMixin:
 
 def _item(row: Any) -> OutboxItem:
     return OutboxItem(
-        seq=row["seq"], action=row["action"], payload=json.loads(row["payload"]),
+        seq=row["seq"], action=row["action"], payload_json=row["payload"],
         local_tx_id=row["local_tx_id"], kind=row["kind"], attempts=row["attempts"],
         next_attempt_at=row["next_attempt_at"], created_at=dt_from_text(row["created_at"]),
     )

@@ -6,6 +6,7 @@ Every datetime is timezone-aware UTC. The store keeps them as ISO 8601 text in o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,12 +39,17 @@ class OutboxItem:
 
     seq: int
     action: str
-    payload: dict[str, Any]
+    payload_json: str  # as stored: a replay sends it without decoding and encoding it again
     local_tx_id: int | None
     kind: str  # 'start' | 'stop' | 'meter'
     attempts: int
     next_attempt_at: float | None  # wall-clock epoch seconds, not monotonic: survives a reboot
     created_at: datetime
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.payload_json)
+        return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -436,17 +437,21 @@ class ChargePoint:
                 if not delivered:
                     break
 
-    def _prepared(self, item: OutboxItem) -> dict[str, Any]:
-        payload = dict(item.payload)
-        if item.kind in ("stop", "meter") and "transactionId" not in payload and item.local_tx_id:
-            tx = self.store.transaction(item.local_tx_id)
-            if tx is not None and tx.tx_id is not None:
-                payload["transactionId"] = tx.tx_id
-            elif item.kind == "stop":
-                # Only when the StartTransaction was given up after all attempts: the Central
-                # System must still learn that the session ended.
-                payload["transactionId"] = -1
-        return payload
+    def _prepared(self, item: OutboxItem) -> str:
+        """The payload to send, as JSON text: as stored, unless a transactionId must be added."""
+        if item.kind == "start" or '"transactionId"' in item.payload_json or not item.local_tx_id:
+            return item.payload_json
+        payload = item.payload
+        tx = self.store.transaction(item.local_tx_id)
+        if tx is not None and tx.tx_id is not None:
+            payload["transactionId"] = tx.tx_id
+        elif item.kind == "stop":
+            # Only when the StartTransaction was given up after all attempts: the Central
+            # System must still learn that the session ended.
+            payload["transactionId"] = -1
+        else:
+            return item.payload_json
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
 
     async def _deliver(self, item: OutboxItem) -> bool:
         """Send one queued message; True when it is done with (confirmed or given up)."""
@@ -477,8 +482,10 @@ class ChargePoint:
                 self.station.note_id_tag_info(tx.id_tag, cred)
             self.station.on_start_confirmed(item.local_tx_id, tx_id, cred)
             return True
-        if item.kind == "stop" and "idTagInfo" in conf and "idTag" in payload:
-            self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
+        if item.kind == "stop" and "idTagInfo" in conf:
+            id_tag = item.payload.get("idTag")
+            if id_tag:
+                self.station.note_id_tag_info(id_tag, mapping.credential(conf["idTagInfo"]))
         self.store.outbox_confirm(item.seq, item.kind)
         return True
 
