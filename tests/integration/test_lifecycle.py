@@ -167,3 +167,40 @@ async def test_sighup_reloads_the_log_level(cs: CentralSystem, tmp_path: Path) -
     finally:
         d.stop()
     assert "reload" in d.log.read_text()
+
+
+async def test_corrupt_database_refuses_to_start_with_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "ocppd.toml"
+    cfg.write_text(sim_config_text(tmp_path, "ws://127.0.0.1:9/ocpp"))
+    (tmp_path / "ocppd.db").write_bytes(b"SQLite format 3\x00" + b"\x13garbage" * 500)
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "ocppd", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 78, proc.stderr
+    assert "ocppd.db" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "ocppd.db").exists()  # never deleted
+    assert not list(tmp_path.glob("ocppd.db.corrupt-*"))  # not moved aside unless configured
+
+
+async def test_corrupt_database_moved_aside_when_configured(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "ocppd.toml"
+    text = sim_config_text(tmp_path, cs.url).replace(
+        "[storage]\n", "[storage]\nmove_aside_corrupt = true\n"
+    )
+    cfg.write_text(text)
+    (tmp_path / "ocppd.db").write_bytes(b"SQLite format 3\x00" + b"\x13garbage" * 500)
+    d = DaemonProcess(cfg).start()
+    try:
+        await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == 1)
+    finally:
+        d.stop()
+    assert len(list(tmp_path.glob("ocppd.db.corrupt-*"))) == 1
