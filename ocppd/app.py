@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
@@ -88,6 +89,28 @@ def _restore_sim_registers(hw: Hardware, store: Store) -> None:
     if restore is not None:
         for cid, wh in last.items():
             restore(cid, float(wh))
+
+
+DATA_TRANSFER_PLUGINS = "ocppd.data_transfer"
+
+
+def load_data_transfer_plugins(cp: ChargePoint) -> list[str]:
+    """Let installed packages handle DataTransfer (OCPP 1.6 §5.6) without changing ocppd.
+
+    A package declares an entry point in the group ``ocppd.data_transfer`` whose object is
+    called with ``cp.register_data_transfer``; it registers its handlers through it. A plugin
+    that fails to load is logged and skipped: the charger keeps running without it.
+    """
+    loaded = []
+    for ep in importlib.metadata.entry_points(group=DATA_TRANSFER_PLUGINS):
+        try:
+            ep.load()(cp.register_data_transfer)
+        except Exception:
+            log.exception("DataTransfer plugin %s failed to load; skipped", ep.name)
+            continue
+        loaded.append(ep.name)
+        log.info("DataTransfer plugin %s loaded", ep.name)
+    return loaded
 
 
 class Daemon:
@@ -191,6 +214,7 @@ class Daemon:
                 cfg=cfg, store=store, station=station, keys=keys, wall=self.wall
             )
             smart.register(cp.handlers)
+            load_data_transfer_plugins(cp)
             cp.smart = smart
             station.on_tx_started.append(lambda cid, tx: smart.apply())
             self.firmware = FirmwareService(

@@ -545,3 +545,33 @@ async def test_stop_sequence_is_stop_then_finishing_with_nothing_between(
         await wait_status(cs, "Finishing")
         tail = statuses(cs)[-2:]
         assert tail == ["Charging", "Finishing"], statuses(cs)
+
+
+async def test_data_transfer_plugin_from_an_installed_package(
+    cs: CentralSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A package installed beside ocppd adds DataTransfer handlers through an entry point."""
+    import sys
+
+    site = tmp_path / "site"
+    (site / "acme_dt").mkdir(parents=True)
+    (site / "acme_dt" / "__init__.py").write_text(
+        "async def price(message_id, data):\n"
+        "    return 'Accepted', '0.42 EUR/kWh'\n"
+        "def register(add):\n"
+        "    add('com.acme', 'price', price)\n"
+    )
+    dist = site / "acme_dt-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-dt\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ocppd.data_transfer]\nacme = acme_dt:register\n")
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        async with running(sim_config(tmp_path, cs.url)):
+            await booted(cs)
+            conf = await cs.call(CP_ID, call.DataTransfer(vendor_id="com.acme", message_id="price"))
+            assert (conf.status, conf.data) == ("Accepted", "0.42 EUR/kWh")
+            conf = await cs.call(CP_ID, call.DataTransfer(vendor_id="com.acme", message_id="x"))
+            assert conf.status == "UnknownMessageId"
+    finally:
+        sys.modules.pop("acme_dt", None)

@@ -202,6 +202,16 @@ class ChargePoint:
                 payload["transactionId"] = tx.tx_id
             self._spawn(self._send_direct("MeterValues", payload))
 
+    def register_data_transfer(
+        self, vendor_id: str, message_id: str | None, handler: DataTransferHandler
+    ) -> None:
+        """Route DataTransfer(vendorId, messageId) to ``handler`` (message_id None: any).
+
+        ``handler(message_id, data)`` returns (status, data): status one of Accepted, Rejected,
+        UnknownMessageId, UnknownVendorId (§7.19).
+        """
+        self.data_transfer.setdefault(vendor_id, {})[message_id] = handler
+
     def _queue(self, action: str, payload: dict[str, Any], local_tx_id: int, kind: str) -> None:
         """Validate once, then write to the outbox (the sender does not validate again)."""
         probe = payload if "transactionId" in payload or kind != "stop" else {
