@@ -215,6 +215,8 @@ class Daemon:
             )
             smart.register(cp.handlers)
             load_data_transfer_plugins(cp)
+            # STATUS= follows events (connection, registration, connector statuses): no timer
+            cp.on_change.append(lambda: self.notifier.status(self.status_line()))
             cp.smart = smart
             station.on_tx_started.append(lambda cid, tx: smart.apply())
             self.firmware = FirmwareService(
@@ -247,9 +249,9 @@ class Daemon:
         # garbage collector's scans (less time per collection on the hot paths).
         gc.freeze()
         self.notifier.ready()
+        self.notifier.status(self.status_line())
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),
-            asyncio.ensure_future(self._status_loop()),
         ]
         interval = watchdog_interval_s()
         if interval is not None:
@@ -353,17 +355,12 @@ class Daemon:
         log.info("reload: log level %s", new.logging.level)
         self.notifier.ready()
 
-    async def _status_loop(self) -> None:
-        """STATUS= for systemctl status; event-driven enough: once every few seconds."""
-        while True:
-            self.notifier.status(self.status_line())
-            await asyncio.sleep(5)
-
     def status_line(self) -> str:
         assert self.station is not None and self.cp is not None
         n = len(self.station.connectors)
         charging = sum(1 for c in self.station.connectors.values() if c.tx is not None)
-        state = "connected to" if self.cp.link.connected else "connecting to"
+        connected = self.cp.link is not None and self.cp.link.connected
+        state = "connected to" if connected else "connecting to"
         reg = "" if self.cp.registration.value == "accepted" else f" ({self.cp.registration.value})"
         return f"{state} {self.cfg.central_system.url}{reg}; {n} connectors, {charging} charging"
 
@@ -466,17 +463,8 @@ class ControlApiImpl:
         return out
 
     def config_get(self, keys: list[str] | None) -> dict[str, Any]:
-        k = self._cp.keys
-        readable = {d.name.lower(): (d, v) for d, v in k.readable()}
-        entries, unknown = [], []
-        for name in keys or [d.name for d, _ in k.readable()]:
-            hit = readable.get(name.lower())
-            if hit is None:
-                unknown.append(name)
-            else:
-                entries.append(
-                    {"key": hit[0].name, "value": hit[1], "readonly": hit[0].access == "R"}
-                )
+        found, unknown = self._cp.keys.lookup(keys)
+        entries = [{"key": d.name, "value": v, "readonly": d.access == "R"} for d, v in found]
         return {"keys": entries, "unknown": unknown}
 
     def config_set(self, key: str, value: str) -> str:

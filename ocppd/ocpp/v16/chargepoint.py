@@ -76,7 +76,9 @@ class ChargePoint:
         self.validator = validator or Validator()
         self.wall = wall
         self.on_reset = on_reset
-        self.registration = Registration.NONE
+        self._registration = Registration.NONE
+        # called whenever connection, registration or a connector status changes (STATUS=)
+        self.on_change: list[Callable[[], None]] = []
         self._accepted = asyncio.Event()
         self._outbox_wake = asyncio.Event()
         self._tasks = TaskSet(log, "OCPP")
@@ -107,6 +109,20 @@ class ChargePoint:
             "ReserveNow": self._reserve_now,
             "CancelReservation": self._cancel_reservation,
         }
+
+    @property
+    def registration(self) -> Registration:
+        return self._registration
+
+    @registration.setter
+    def registration(self, value: Registration) -> None:
+        if value is not self._registration:
+            self._registration = value
+            self._changed()
+
+    def _changed(self) -> None:
+        for hook in self.on_change:
+            hook()
 
     # --- CentralPort ------------------------------------------------------------------------------
 
@@ -229,6 +245,7 @@ class ChargePoint:
 
     def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None:
         self._latest[connector_id] = (status, fault)
+        self._changed()
         if not self.online:
             return  # sent after (re)connection if it differs from what was last sent (§4.9)
         old = self._status_tasks.pop(connector_id, None)
@@ -266,6 +283,7 @@ class ChargePoint:
         return self.store.outbox_count() == 0
 
     async def on_connected(self) -> None:
+        self._changed()
         if (
             self.registration is Registration.ACCEPTED
             and not self.keys.get_bool("OcppdBootNotificationOnReconnect")
@@ -281,6 +299,7 @@ class ChargePoint:
             self._boot_task = self._spawn(self._boot_loop())
 
     def on_disconnected(self, reason: str) -> None:
+        self._changed()
         log.info("link down: %s", reason)
         self._accepted.clear()
 
@@ -565,18 +584,12 @@ class ChargePoint:
         return out
 
     async def _get_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
-        wanted = p.get("key")
-        readable = {d.name.lower(): (d, v) for d, v in self.keys.readable()}
-        entries, unknown = [], []
-        names = wanted if wanted else [d.name for d, _ in self.keys.readable()]
-        for name in names:
-            hit = readable.get(name.lower())
-            if hit is None:
-                unknown.append(name)
-                continue
-            d, value = hit
-            entries.append({"key": d.name, "readonly": d.access == "R", "value": value})
-        out: dict[str, Any] = {"configurationKey": entries}
+        found, unknown = self.keys.lookup(p.get("key"))
+        out: dict[str, Any] = {
+            "configurationKey": [
+                {"key": d.name, "readonly": d.access == "R", "value": value} for d, value in found
+            ]
+        }
         if unknown:
             out["unknownKey"] = unknown
         return out

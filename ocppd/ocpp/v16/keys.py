@@ -353,6 +353,20 @@ class Keys:
             hook(d.name, canonical)
         return ChangeResult.REBOOT_REQUIRED if d.reboot else ChangeResult.ACCEPTED
 
+    def lookup(self, names: list[str] | None) -> tuple[list[tuple[KeyDef, str]], list[str]]:
+        """GetConfiguration (§5.8): the readable keys asked for (all when ``names`` is empty),
+        and the names that are unknown. Write-only keys count as unknown (OCPP-J §6.2.2)."""
+        if not names:
+            return self.readable(), []
+        found, unknown = [], []
+        for name in names:
+            d = self._defs.get(name.lower())
+            if d is None or d.access == "W":
+                unknown.append(name)
+            else:
+                found.append((d, self._values[d.name]))
+        return found, unknown
+
     def readable(self) -> list[tuple[KeyDef, str]]:
         """Keys GetConfiguration reports; write-only keys are never returned (OCPP-J §6.2.2)."""
         return [(d, self._values[d.name]) for d in self._defs.values() if d.access != "W"]
