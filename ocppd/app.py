@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import importlib.metadata
 import logging
 import os
 import signal
@@ -98,9 +97,12 @@ def load_data_transfer_plugins(cp: ChargePoint) -> list[str]:
     """Let installed packages handle DataTransfer (OCPP 1.6 §5.6) without changing ocppd.
 
     A package declares an entry point in the group ``ocppd.data_transfer`` whose object is
-    called with ``cp.register_data_transfer``; it registers its handlers through it. A plugin
+    called with ``cp.register_data_transfer``; it registers its handlers through it. Plugins
+    are looked for once, at the first DataTransfer for a vendor nobody registered. A plugin
     that fails to load is logged and skipped: the charger keeps running without it.
     """
+    import importlib.metadata  # only when a DataTransfer needs it: scanning costs start-up time
+
     loaded = []
     for ep in importlib.metadata.entry_points(group=DATA_TRANSFER_PLUGINS):
         try:
@@ -214,7 +216,7 @@ class Daemon:
                 cfg=cfg, store=store, station=station, keys=keys, wall=self.wall
             )
             smart.register(cp.handlers)
-            load_data_transfer_plugins(cp)
+            cp.load_plugins = lambda: load_data_transfer_plugins(cp)
             # STATUS= follows events (connection, registration, connector statuses): no timer
             cp.on_change.append(lambda: self.notifier.status(self.status_line()))
             cp.smart = smart

@@ -88,6 +88,7 @@ class ChargePoint:
         self._boot_task: asyncio.Task[Any] | None = None
         self._boot_wake = asyncio.Event()
         self.data_transfer: dict[str, dict[str | None, DataTransferHandler]] = {}
+        self.load_plugins: Callable[[], object] | None = None  # run once, when first needed
         self.smart: Any = None  # SmartCharging, when wired (app.py)
         # called each time BootNotification is Accepted (firmware: report Installed after restart)
         self.on_accepted: list[Callable[[], None]] = []
@@ -571,6 +572,9 @@ class ChargePoint:
         return {"status": "Accepted"}
 
     async def _data_transfer(self, p: dict[str, Any]) -> dict[str, Any]:
+        if p["vendorId"] not in self.data_transfer and self.load_plugins is not None:
+            load, self.load_plugins = self.load_plugins, None
+            load()
         vendor = self.data_transfer.get(p["vendorId"])
         if vendor is None:
             return {"status": "UnknownVendorId"}
