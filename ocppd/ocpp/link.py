@@ -194,6 +194,11 @@ class _Pending:
     future: asyncio.Future[rpc.CallResult | rpc.CallError] = field(repr=False)
 
 
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
+
+
 class Link:
     """One OCPP-J connection, kept up by ``run()``; see the module docstring."""
 
@@ -343,11 +348,15 @@ class Link:
             self._pending = _Pending(message_id, action, future)
             try:
                 await self._send(ws, frame)
+                # One timer handle per call (cheaper than a timeout context on this hot path):
+                # it fails the future, and is cancelled as soon as the answer is in.
+                timer = asyncio.get_running_loop().call_later(wait_s, _expire, future)
                 try:
-                    async with asyncio.timeout(wait_s):
-                        answer = await future
+                    answer = await future
                 except TimeoutError:
                     raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
+                finally:
+                    timer.cancel()
             finally:
                 self._pending = None
         if isinstance(answer, rpc.CallError):
