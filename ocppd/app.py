@@ -297,14 +297,16 @@ class Daemon:
             if remaining > 0:
                 with contextlib.suppress(Exception):
                     await self.cp.flush(timeout_s=min(1.5, remaining))
+        if self.cp is not None and self.cp.link is not None:
+            # Close the link before cancelling its task, so the drop is ours (not logged as a
+            # lost connection) and the Central System sees a clean WebSocket close.
+            with contextlib.suppress(Exception):
+                await self.cp.close()
         for t in tasks or []:
             t.cancel()
         for t in tasks or []:
             with contextlib.suppress(BaseException):
                 await t
-        if self.cp is not None and self.cp.link is not None:
-            with contextlib.suppress(Exception):
-                await self.cp.close()
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.stop()
