@@ -575,3 +575,53 @@ async def test_data_transfer_plugin_from_an_installed_package(
             assert conf.status == "UnknownMessageId"
     finally:
         sys.modules.pop("acme_dt", None)
+
+
+async def test_malformed_frames_get_the_right_callerror_and_the_daemon_carries_on(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    import json
+
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        ws = (await cs.wait_connected(CP_ID))._connection
+        frames = {
+            "m1": '[2,"m1","Reset",{"type":"Bogus"}]',  # enum value
+            "m2": '[2,"m2","FlyToTheMoon",{}]',  # unknown action
+            "m3": '[2,"m3","ChangeAvailability",{"connectorId":1}]',  # missing field
+            "m4": '[2,"m4","ChangeAvailability",{"connectorId":"one","type":"Operative"}]',
+            "m5": '[2,"m5","GetConfiguration",{"key":["A"],"extra":1}]',  # unknown property
+            "m6": '[2,"m6","Reset",{"type":"Soft"',  # truncated JSON
+        }
+        expected = {
+            "m1": "PropertyConstraintViolation",
+            "m2": "NotImplemented",
+            "m3": "OccurenceConstraintViolation",
+            "m4": "TypeConstraintViolation",
+            "m5": "FormationViolation",
+            "m6": "FormationViolation",
+        }
+        answers: dict[str, list[object]] = {}
+        original = cs._record_raw
+
+        def capture(direction: str, raw: str) -> None:
+            try:
+                frame = json.loads(raw)
+            except ValueError:
+                frame = None
+            if direction == "in" and isinstance(frame, list) and frame[1] in frames:
+                answers[frame[1]] = frame
+            original(direction, raw)
+
+        cs._record_raw = capture  # type: ignore[method-assign]
+        for text in frames.values():
+            await ws.send(text)
+        await ws.send("this is not JSON at all")
+        await ws.send(b"\x00\x01 binary")
+        await wait_until(lambda: len(answers) == len(frames), what="answers to every frame")
+        for mid, code in expected.items():
+            assert answers[mid][0] == 4 and answers[mid][2] == code, (mid, answers[mid])
+        # the daemon carries on: same connection, normal calls still answered
+        conf = await cs.call(CP_ID, call.GetConfiguration(key=["HeartbeatInterval"]))
+        assert conf.configuration_key[0]["key"] == "HeartbeatInterval"
+        assert d.cp.link.stats.connects == 1
