@@ -56,7 +56,6 @@ class Behaviour:
     start_tag_status: dict[str, str] = field(default_factory=dict)
     parent_of: dict[str, str] = field(default_factory=dict)
     fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
-    ignore_actions: set[str] = field(default_factory=set)  # never answer (timeouts)
     clock_offset_s: float = 0.0  # the Central System's clock runs this far ahead
 
 

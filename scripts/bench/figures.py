@@ -147,8 +147,8 @@ class Bench:
         return {"ocppd_app_s": ocppd, "aiohttp_s": floor}
 
     def storage_replay(self) -> dict[str, Any]:
-        """The outbox alone (head + remove per message, ocppd.storage.bench): the share of the
-        replay that is SQLite, with no network in it."""
+        """The outbox alone (batched read + confirm per message, ocppd.storage.bench): the
+        share of the replay that is SQLite, with no network in it."""
         from ocppd.storage.bench import outbox_replay
 
         rates = []

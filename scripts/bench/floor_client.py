@@ -24,7 +24,7 @@ import aiohttp
 
 
 def meter_payload(i: int) -> dict[str, object]:
-    # The same frames as workload.meter_payload (the floor imports nothing of ocppd).
+    # The same frames as ocppd.storage.bench.meter_payload (the floor imports nothing of ocppd).
     return {
         "connectorId": 1,
         "transactionId": 1234,

@@ -104,7 +104,7 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
         _fig("replay_per_s", f"offline replay of {rp['n']} MeterValues", "1/s",
              col(rp["ocppd"], "per_s"), col(rp["floor"], "per_s"), ">= 0.8x floor",
              _ratio_at_least(0.8)),
-        _fig("storage_replay_per_s", "  of which SQLite alone: head+remove/s", "1/s",
+        _fig("storage_replay_per_s", "  of which SQLite alone: read+confirm/s", "1/s",
              raw["storage_replay"]["per_s"], None, "info", None),
         _fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
              col(re["runs"], "swipe_to_contactor_ms"), None, "< 50 ms", _below(50.0)),

@@ -53,30 +53,15 @@ def write_config(workdir: Path, url: str, **kw: Any) -> Path:
     return path
 
 
-def meter_payload(i: int) -> dict[str, Any]:
-    """The i-th queued MeterValues; the floor client sends the very same frames."""
-    return {
-        "connectorId": 1,
-        "transactionId": 1234,
-        "meterValue": [{
-            "timestamp": f"2024-05-01T12:{i // 60 % 60:02d}:{i % 60:02d}Z",
-            "sampledValue": [
-                {"value": str(1000 + i), "measurand": "Energy.Active.Import.Register",
-                 "unit": "Wh", "context": "Sample.Periodic"},
-                {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
-            ],
-        }],
-    }
-
-
 def prefill_outbox(db_path: Path, n: int) -> None:
     """Queue n MeterValues in the daemon's database before it starts (offline backlog).
 
     They carry their transactionId already and no local transaction id, so the sender sends them
-    as they are (ChargePoint._prepared) and removes each on its CALLRESULT (kind 'meter': lazy,
-    non-fsync removal, as for any periodic sample).
+    as they are (ChargePoint._prepared) and confirms each on its CALLRESULT (kind 'meter': a
+    watermark write, rows deleted in batches, as for any periodic sample).
     """
     from ocppd.storage import Store
+    from ocppd.storage.bench import meter_payload  # the frames the floor client sends too
 
     with Store.open(db_path, outbox_max_messages=max(n, 100)) as store, store.atomic():
         for i in range(n):

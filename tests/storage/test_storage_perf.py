@@ -12,7 +12,7 @@ from ocppd.storage.bench import outbox_replay, outbox_roundtrip
 @pytest.mark.slow
 def test_replay_of_10000_meter_values_is_fast(tmp_path: Path) -> None:
     # a bare OCPP-J client on loopback manages a few thousand CALL/CALLRESULT pairs per second;
-    # head + remove of a queued MeterValues must cost a small fraction of that round trip
+    # reading and confirming a queued MeterValues must cost a small fraction of that round trip
     rate = outbox_replay(tmp_path / "replay.db", 10_000)
     assert rate > 2_000, f"replay at {rate:.0f} msg/s"
 

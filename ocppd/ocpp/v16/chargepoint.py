@@ -83,7 +83,6 @@ class ChargePoint:
         self._outbox_wake = asyncio.Event()
         self._tasks = TaskSet(log, "OCPP")
         self._status_tasks: dict[int, asyncio.Task[Any]] = {}
-        self._latest: dict[int, tuple[Status, Fault | None]] = {}
         self._sent: dict[int, tuple[Status, Fault | None]] = {}
         self._boot_task: asyncio.Task[Any] | None = None
         self._boot_wake = asyncio.Event()
@@ -245,7 +244,6 @@ class ChargePoint:
         self._outbox_wake.set()
 
     def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None:
-        self._latest[connector_id] = (status, fault)
         self._changed()
         if not self.online:
             return  # sent after (re)connection if it differs from what was last sent (§4.9)
