@@ -18,8 +18,9 @@ import logging
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocppd import __version__, config
 from ocppd.config import Config
@@ -28,11 +29,9 @@ from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
 from ocppd.hw.base import Hardware, PilotState
 from ocppd.ocpp.link import Link, LinkSettings
-from ocppd.ocpp.v16 import mapping
+from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
-from ocppd.ocpp.v16.firmware import FirmwareService
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
-from ocppd.ocpp.v16.smartcharging import SmartCharging
 from ocppd.ocpp.validate import Validator
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
@@ -44,6 +43,10 @@ from ocppd.systemd import (
     setup_logging,
     watchdog_interval_s,
 )
+
+if TYPE_CHECKING:
+    from ocppd.ocpp.v16.firmware import FirmwareService
+    from ocppd.ocpp.v16.smartcharging import SmartCharging
 
 log = logging.getLogger("ocppd")
 
@@ -179,6 +182,62 @@ class Daemon:
             log_frames=self.cfg.logging.log_frames,
         )
 
+    # --- features loaded on demand ----------------------------------------------------------------
+    #
+    # Smart Charging and Firmware Management are imported the first time they are needed: a
+    # message of theirs arrives, a RemoteStartTransaction brings a profile, or the store holds
+    # profiles or a firmware job from an earlier run (then they load at start-up). Most chargers
+    # spend most of their life without either, and pay neither their start-up time nor memory.
+
+    def _wire_on_demand_features(self, cp: ChargePoint, store: Store) -> None:
+        def on_first(action: str, load: Callable[[], object]) -> Callable[..., Any]:
+            async def first_call(payload: dict[str, Any]) -> Any:
+                load()  # registers the feature's own handlers in place of this one
+                return await cp.handlers[action](payload)
+
+            return first_call
+
+        for action in ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule"):
+            cp.handlers[action] = on_first(action, self.smart_charging)
+        for action in ("UpdateFirmware", "GetDiagnostics"):
+            cp.handlers[action] = on_first(action, self.firmware_management)
+        cp.smart = self.smart_charging
+        if store.has_profiles():
+            self.smart_charging()
+        if store.get_setting(FIRMWARE_JOB_KEY) is not None:
+            self.firmware_management()  # its outcome is reported after the next boot
+
+    def smart_charging(self) -> SmartCharging:
+        """The Smart Charging profile, loaded and wired on first use."""
+        if self.smart is None:
+            from ocppd.ocpp.v16.smartcharging import SmartCharging
+
+            assert self.store is not None and self.station is not None and self.cp is not None
+            self.smart = smart = SmartCharging(
+                cfg=self.cfg, store=self.store, station=self.station, keys=self.cp.keys,
+                wall=self.wall,
+            )
+            smart.register(self.cp.handlers)
+            self.station.on_tx_started.append(lambda cid, tx: smart.apply())
+        return self.smart
+
+    def firmware_management(self) -> FirmwareService:
+        """The Firmware Management profile, loaded and wired on first use."""
+        if self.firmware is None:
+            from ocppd.ocpp.v16.firmware import FirmwareService
+
+            assert self.store is not None and self.station is not None and self.cp is not None
+            self.firmware = FirmwareService(
+                cfg=self.cfg,
+                store=self.store,
+                station=self.station,
+                cp=self.cp,
+                restart=lambda: self._on_reset(False),
+                wall=self.wall,
+            )
+            self.firmware.register(self.cp.handlers)
+        return self.firmware
+
     async def run(self) -> int:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
@@ -212,24 +271,10 @@ class Daemon:
                 on_reset=self._on_reset,
             )
             station.attach(cp)
-            self.smart = smart = SmartCharging(
-                cfg=cfg, store=store, station=station, keys=keys, wall=self.wall
-            )
-            smart.register(cp.handlers)
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)
             # STATUS= follows events (connection, registration, connector statuses): no timer
             cp.on_change.append(lambda: self.notifier.status(self.status_line()))
-            cp.smart = smart
-            station.on_tx_started.append(lambda cid, tx: smart.apply())
-            self.firmware = FirmwareService(
-                cfg=cfg,
-                store=store,
-                station=station,
-                cp=cp,
-                restart=lambda: self._on_reset(False),
-                wall=self.wall,
-            )
-            self.firmware.register(cp.handlers)
+            self._wire_on_demand_features(cp, store)
             cp.link = Link(
                 self.link_settings(keys),
                 handler=cp.handle,
@@ -243,7 +288,8 @@ class Daemon:
             )
             await self.control.start()
             await station.start()
-            smart.apply()
+            if self.smart is not None:
+                self.smart.apply()
         except BaseException:
             await self._teardown(stop_reason=None)
             raise

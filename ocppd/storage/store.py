@@ -159,6 +159,9 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
         return [StoredProfile(profile_id=r[0], connector_id=r[1], purpose=r[2], stack_level=r[3],
                               tx_id=r[4], payload=json.loads(r[5])) for r in rows]
 
+    def has_profiles(self) -> bool:
+        return self._db.one("read charging profiles", "SELECT 1 FROM profiles LIMIT 1") is not None
+
     def profile_put(self, p: StoredProfile) -> None:
         """Insert, or replace the profile with the same profile_id."""
         text = dumps(p.payload)

@@ -57,58 +57,71 @@ def _below(limit: float) -> Callable[[float, float | None], bool]:
     return lambda o, _f: o < limit
 
 
+def _col(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+    return [r[key] * scale for r in rows]
+
+
 def figures(raw: dict[str, Any]) -> list[Figure]:
-    su, idle, calls = raw["startup"], raw["idle_cpu"], raw["calls"]
-    rp, re = raw["replay"], raw["reaction"]
-
-    def col(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
-        return [r[key] * scale for r in rows]
-
-    out = [
-        _fig("boot_to_bootnotification_ms", "start -> BootNotification at CS", "ms",
-             col(su["ocppd"], "boot_s", 1e3), col(su["floor"], "boot_s", 1e3),
-             "<= 1.3x floor", _ratio_at_most(1.3)),
-        _fig("boot_to_ready_ms", "start -> READY=1", "ms", col(su["ocppd"], "ready_s", 1e3),
-             col(su["floor"], "boot_s", 1e3), "info (floor: its Boot)", None),
-        _fig("import_ms", "import ocppd.app (floor: aiohttp)", "ms",
-             [x * 1e3 for x in raw["imports"]["ocppd_app_s"]],
-             [x * 1e3 for x in raw["imports"]["aiohttp_s"]], "info", None),
-        _fig("idle_rss_mib", "RSS booted, idle, 2 connectors", "MiB",
-             col(su["ocppd"], "rss_kb", 1 / 1024), col(su["floor"], "rss_kb", 1 / 1024),
-             "<= 1.3x floor", _ratio_at_most(1.3)),
-        _fig("queued_rss_mib", f"RSS booted, {rp['n']} MeterValues queued", "MiB",
-             col(rp["ocppd"], "queued_rss_kb", 1 / 1024), col(su["floor"], "rss_kb", 1 / 1024),
-             "<= 1.3x floor", _ratio_at_most(1.3)),
-        _fig("replay_peak_rss_mib", "peak RSS (VmHWM) after the replay", "MiB",
-             col(rp["ocppd"], "peak_rss_kb", 1 / 1024), col(su["floor"], "rss_kb", 1 / 1024),
-             "info", None),
-        _fig("idle_cpu_pct", f"idle CPU ({idle['slice_s']:g} s slices)", "%",
-             idle["slices_pct"]["ocppd"], idle["slices_pct"]["floor"], "< 0.2 %", _below(0.2)),
-    ]
-    for action in ("GetConfiguration", "DataTransfer"):
-        o, f = calls["ocppd"][action], calls["floor"][action]
+    """The figures of the steps that were measured (``--only`` may have skipped some)."""
+    col = _col
+    out: list[Figure] = []
+    if su := raw.get("startup"):
         out += [
-            _fig(f"{action}_per_s", f"{action} from CS, answered/s", "1/s", col(o, "per_s"),
-                 col(f, "per_s"), "info", None),
-            _fig(f"{action}_p50_ms", f"{action} round trip p50", "ms", col(o, "p50_ms"),
-                 col(f, "p50_ms"), "info", None),
-            _fig(f"{action}_p99_ms", f"{action} round trip p99", "ms", col(o, "p99_ms"),
-                 col(f, "p99_ms"), "< 5 ms", _below(5.0)),
+            _fig("boot_to_bootnotification_ms", "start -> BootNotification at CS", "ms",
+                 col(su["ocppd"], "boot_s", 1e3), col(su["floor"], "boot_s", 1e3),
+                 "<= 1.3x floor", _ratio_at_most(1.3)),
+            _fig("boot_to_ready_ms", "start -> READY=1", "ms", col(su["ocppd"], "ready_s", 1e3),
+                 col(su["floor"], "boot_s", 1e3), "info (floor: its Boot)", None),
         ]
-    conc = calls["ocppd"]["GetConfiguration_concurrent"]
-    out.append(_fig("GetConfiguration_concurrent_per_s",
-                    f"GetConfiguration, {conc[0]['in_flight']} in flight, /s", "1/s",
-                    col(conc, "per_s"), col(calls["floor"]["GetConfiguration_concurrent"], "per_s"),
-                    "info", None))
-    out += [
-        _fig("replay_per_s", f"offline replay of {rp['n']} MeterValues", "1/s",
-             col(rp["ocppd"], "per_s"), col(rp["floor"], "per_s"), ">= 0.8x floor",
-             _ratio_at_least(0.8)),
-        _fig("storage_replay_per_s", "  of which SQLite alone: read+confirm/s", "1/s",
-             raw["storage_replay"]["per_s"], None, "info", None),
-        _fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
-             col(re["runs"], "swipe_to_contactor_ms"), None, "< 50 ms", _below(50.0)),
-    ]
+    if imp := raw.get("imports"):
+        out.append(_fig("import_ms", "import ocppd.app (floor: aiohttp)", "ms",
+                        [x * 1e3 for x in imp["ocppd_app_s"]],
+                        [x * 1e3 for x in imp["aiohttp_s"]], "info", None))
+    if su:
+        out.append(_fig("idle_rss_mib", "RSS booted, idle, 2 connectors", "MiB",
+                        col(su["ocppd"], "rss_kb", 1 / 1024), col(su["floor"], "rss_kb", 1 / 1024),
+                        "<= 1.3x floor", _ratio_at_most(1.3)))
+    rp = raw.get("replay")
+    if rp and su:
+        out.append(_fig("queued_rss_mib", f"RSS booted, {rp['n']} MeterValues queued", "MiB",
+                        col(rp["ocppd"], "queued_rss_kb", 1 / 1024),
+                        col(su["floor"], "rss_kb", 1 / 1024), "<= 1.3x floor",
+                        _ratio_at_most(1.3)))
+        out.append(_fig("replay_peak_rss_mib", "peak RSS (VmHWM) after the replay", "MiB",
+                        col(rp["ocppd"], "peak_rss_kb", 1 / 1024),
+                        col(su["floor"], "rss_kb", 1 / 1024), "info", None))
+    if idle := raw.get("idle_cpu"):
+        out.append(_fig("idle_cpu_pct", f"idle CPU ({idle['slice_s']:g} s slices)", "%",
+                        idle["slices_pct"]["ocppd"], idle["slices_pct"]["floor"], "< 0.2 %",
+                        _below(0.2)))
+    if calls := raw.get("calls"):
+        for action in ("GetConfiguration", "DataTransfer"):
+            o, f = calls["ocppd"][action], calls["floor"][action]
+            out += [
+                _fig(f"{action}_per_s", f"{action} from CS, answered/s", "1/s", col(o, "per_s"),
+                     col(f, "per_s"), "info", None),
+                _fig(f"{action}_p50_ms", f"{action} round trip p50", "ms", col(o, "p50_ms"),
+                     col(f, "p50_ms"), "info", None),
+                _fig(f"{action}_p99_ms", f"{action} round trip p99", "ms", col(o, "p99_ms"),
+                     col(f, "p99_ms"), "< 5 ms", _below(5.0)),
+            ]
+        conc = calls["ocppd"]["GetConfiguration_concurrent"]
+        out.append(_fig("GetConfiguration_concurrent_per_s",
+                        f"GetConfiguration, {conc[0]['in_flight']} in flight, /s", "1/s",
+                        col(conc, "per_s"),
+                        col(calls["floor"]["GetConfiguration_concurrent"], "per_s"),
+                        "info", None))
+    if rp:
+        out.append(_fig("replay_per_s", f"offline replay of {rp['n']} MeterValues", "1/s",
+                        col(rp["ocppd"], "per_s"), col(rp["floor"], "per_s"), ">= 0.8x floor",
+                        _ratio_at_least(0.8)))
+    if sr := raw.get("storage_replay"):
+        out.append(_fig("storage_replay_per_s", "  of which SQLite alone: read+confirm/s", "1/s",
+                        sr["per_s"], None, "info", None))
+    if re := raw.get("reaction"):
+        out.append(_fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
+                        col(re["runs"], "swipe_to_contactor_ms"), None, "< 50 ms",
+                        _below(50.0)))
     return out
 
 

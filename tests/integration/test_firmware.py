@@ -73,29 +73,12 @@ def fw_config(tmp_path: Path, cs: CentralSystem, *, installer: str = "ok") -> Co
 
 @contextlib.asynccontextmanager
 async def daemon(cfg: Config) -> AsyncIterator[tuple[Any, FirmwareService]]:
-    """The daemon with the firmware service: the app's own when it wires one, else added here.
+    """The daemon and its Firmware Management profile (loaded now if it was not yet).
 
     The daemon is yielded as Any: its parts are Optional until run() set them up."""
     d: Daemon
     async with running(cfg) as d:
-        fw: FirmwareService | None = getattr(d, "firmware", None)
-        own = fw is None
-        if fw is None:
-            assert d.store is not None and d.station is not None and d.cp is not None
-            fw = FirmwareService(
-                cfg=d.cfg,
-                store=d.store,
-                station=d.station,
-                cp=d.cp,
-                restart=lambda: d._on_reset(False),
-                wall=d.wall,
-            )
-            fw.register(d.cp.handlers)
-        try:
-            yield d, fw
-        finally:
-            if own:
-                await fw.close()
+        yield d, d.firmware_management()
 
 
 def fw_statuses(cs: CentralSystem) -> list[str]:
@@ -155,8 +138,9 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
     cs: CentralSystem, webpeer: WebPeer, tmp_path: Path, marker: Path
 ) -> None:
     cfg = fw_config(tmp_path, cs)
-    async with daemon(cfg) as (d, fw):
+    async with running(cfg) as d:
         await booted(cs)
+        assert d.firmware is None  # loaded on its first message, not at every start
         await update(cs, f"{webpeer.url}/fw/image.bin")
         await wait_fw(cs, "Installing")
         await wait_until(lambda: d.stop_event.is_set(), what="restart into the new firmware")
@@ -166,7 +150,8 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
         assert leftovers(tmp_path / "fw") == []  # the image is removed once installed
         assert status(d) == "unavailable"  # §5.19: no session may start during the install
     cs.messages.clear()
-    async with daemon(cfg) as (d, fw):
+    async with running(cfg) as d:
+        assert d.firmware is not None  # a job is pending: loaded at start-up to report it
         await wait_fw(cs, "Installed")
         assert fw_statuses(cs) == ["Installed"]
         await cs.wait_for(
@@ -175,8 +160,9 @@ async def test_tc_044_1_download_install_and_installed_after_restart(
         await wait_until(lambda: d.store.get_setting(JOB_KEY) is None, what="job cleared")
         assert d.cp.firmware_status == "Idle"
     cs.messages.clear()
-    async with daemon(cfg):  # a later restart does not repeat it (SAP simulator #459)
+    async with running(cfg) as d:  # a later restart does not repeat it (SAP simulator #459)
         await booted(cs)
+        assert d.firmware is None
         trigger = call.TriggerMessage(requested_message="FirmwareStatusNotification")
         conf = await cs.call(CP_ID, trigger)
         assert conf.status == "Accepted"

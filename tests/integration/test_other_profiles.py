@@ -206,16 +206,20 @@ async def test_tc_059_remote_start_with_charging_profile(cs: CentralSystem, tmp_
 
 
 async def test_charging_profiles_persist_across_restart(cs: CentralSystem, tmp_path: Path) -> None:
+    """Smart Charging loads on its first message, and at start-up when profiles are stored."""
     cfg = sim_config(tmp_path, cs.url)
-    async with running(cfg):
+    async with running(cfg) as d:
         await booted(cs)
+        assert d.smart is None  # nothing installed yet: the profile is not even imported
         await cs.call(
             CP_ID,
             call.SetChargingProfile(
                 connector_id=0, cs_charging_profiles=profile(5, "ChargePointMaxProfile", 20)
             ),
         )
+        assert d.smart is not None
     async with running(cfg) as d:
+        assert d.smart is not None  # loaded at start-up: a stored profile must limit at once
         await booted(cs)
         await charging(cs, d)
         await wait_until(lambda: sim(d).view(1).offer_a == 20, timeout=1.0, what="persisted max")

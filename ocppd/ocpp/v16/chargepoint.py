@@ -88,7 +88,8 @@ class ChargePoint:
         self._boot_wake = asyncio.Event()
         self.data_transfer: dict[str, dict[str | None, DataTransferHandler]] = {}
         self.load_plugins: Callable[[], object] | None = None  # run once, when first needed
-        self.smart: Any = None  # SmartCharging, when wired (app.py)
+        # the Smart Charging profile, loaded on first use (app.py); None: not available
+        self.smart: Callable[[], Any] | None = None
         # called each time BootNotification is Accepted (firmware: report Installed after restart)
         self.on_accepted: list[Callable[[], None]] = []
         self.diagnostics_status = "Idle"
@@ -609,7 +610,7 @@ class ChargePoint:
         if c is None:
             return {"status": "Rejected"}
         if profile is not None and self.smart is not None:
-            self.smart.pending_remote[c.id] = profile  # installed once the tx id is known
+            self.smart().pending_remote[c.id] = profile  # installed once the tx id is known
         return {"status": "Accepted"}
 
     async def _remote_stop(self, p: dict[str, Any]) -> dict[str, Any]:

@@ -49,14 +49,14 @@ from ocppd import __version__
 from ocppd.config import Config
 from ocppd.errors import OcppdError
 from ocppd.ocpp.rpc import Reply
-from ocppd.ocpp.v16 import mapping
+from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.firmware")
 
-JOB_KEY = "firmware.job"  # the persisted UpdateFirmware job (JSON), see Phase
+JOB_KEY = FIRMWARE_JOB_KEY  # the persisted UpdateFirmware job (JSON), see Phase
 DEFAULT_ATTEMPTS = 3  # §5.19: when retries is absent "the Charge Point decides"
 DEFAULT_RETRY_INTERVAL_S = 60
 CONNECT_TIMEOUT_S = 30.0
