@@ -30,7 +30,6 @@ from bench import procs, report  # noqa: E402
 from bench.cs import CentralSystem  # noqa: E402
 from bench.figures import FULL, QUICK, Bench, Settings  # noqa: E402
 
-
 STEPS = ("startup", "imports", "idle_cpu", "storage_replay", "calls", "replay", "reaction")
 
 

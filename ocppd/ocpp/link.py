@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import re
 import ssl
@@ -192,11 +193,7 @@ class _Pending:
     message_id: str
     action: str
     future: asyncio.Future[rpc.CallResult | rpc.CallError] = field(repr=False)
-
-
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
+    deadline: float = math.inf  # loop time at which it times out (set once the CALL is sent)
 
 
 class Link:
@@ -226,6 +223,7 @@ class Link:
         self.last_activity: float = clock()
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: _Pending | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._call_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -313,6 +311,9 @@ class Link:
         for t in tasks:
             with contextlib.suppress(BaseException):
                 await t
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
 
     async def call(self, action: str, payload: dict[str, Any] | str, *,
                    timeout_s: float | None = None, validated: bool = False) -> dict[str, Any]:
@@ -343,20 +344,17 @@ class Link:
                 frame = rpc.encode_call(message_id, action, payload)
             else:
                 frame = rpc.Call(message_id=message_id, action=action, payload=payload).encode()
-            future: asyncio.Future[rpc.CallResult | rpc.CallError] = (
-                asyncio.get_running_loop().create_future())
-            self._pending = _Pending(message_id, action, future)
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[rpc.CallResult | rpc.CallError] = loop.create_future()
+            self._pending = pending = _Pending(message_id, action, future)
             try:
                 await self._send(ws, frame)
-                # One timer handle per call (cheaper than a timeout context on this hot path):
-                # it fails the future, and is cancelled as soon as the answer is in.
-                timer = asyncio.get_running_loop().call_later(wait_s, _expire, future)
+                pending.deadline = loop.time() + wait_s
+                self._watch_deadline(pending.deadline)
                 try:
                     answer = await future
                 except TimeoutError:
                     raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
-                finally:
-                    timer.cancel()
             finally:
                 self._pending = None
         if isinstance(answer, rpc.CallError):
@@ -372,6 +370,27 @@ class Link:
                 raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
                                       exc.details) from None
         return answer.payload
+
+    def _watch_deadline(self, deadline: float) -> None:
+        """Have a timer fire at ``deadline`` or before. One timer serves call after call (when
+        it fires early it re-arms for the call then pending) instead of one created and
+        cancelled per call: on a replay of thousands of messages that churn is measurable."""
+        timer = self._deadline_timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                return
+            timer.cancel()
+        self._deadline_timer = asyncio.get_running_loop().call_at(deadline, self._deadline_due)
+
+    def _deadline_due(self) -> None:
+        self._deadline_timer = None
+        pending = self._pending
+        if pending is None or pending.future.done():
+            return
+        if asyncio.get_running_loop().time() >= pending.deadline:
+            pending.future.set_exception(TimeoutError())
+        else:
+            self._watch_deadline(pending.deadline)
 
     # --- connection -------------------------------------------------------------------------------
 

@@ -218,33 +218,37 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-class _Floats:
-    """parse_float hook: notes a number that overflows to inf (1e999), which JSON cannot carry."""
-
-    __slots__ = ("bad",)
-
-    def __init__(self) -> None:
-        self.bad = False
-
-    def __call__(self, text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            self.bad = True
-        return value
+class _OutOfRange(Exception):
+    """A number that overflows to inf (1e999): valid JSON, but no value a payload can carry."""
 
 
-def _loads(text: str, floats: _Floats | None = None) -> Any:
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(text)
+    return value
+
+
+# One decoder for every frame: json.loads() with hooks would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=floats or float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
 
 def parse(text: str) -> Message:
     """Parse one text frame (OCPP-J §4.1). Raises FrameError with the CALLERROR it deserves."""
-    floats = _Floats()
     try:
-        frame = _loads(text, floats)
+        frame = _loads(text)
+    except _OutOfRange:
+        head = recover_head(text)
+        raise FrameError(CallErrorCode.TypeConstraintViolation, "number out of range",
+                         message_id=head[1] if head else None,
+                         message_type=head[0] if head else None) from None
     except ValueError as exc:
         head = recover_head(text)
         if head is None:
@@ -265,9 +269,6 @@ def parse(text: str) -> Message:
     if message_id is None:
         raise FrameError(CallErrorCode.FormationViolation, "message id must be a string",
                          message_type=type_id)
-    if floats.bad:
-        raise FrameError(CallErrorCode.TypeConstraintViolation, "number out of range",
-                         message_id=message_id, message_type=type_id)
     if type_id == MessageType.CALL:
         return _call(frame, message_id)
     if type_id == MessageType.CALLRESULT:

@@ -237,6 +237,30 @@ async def test_call_times_out(pair: Pair) -> None:
     assert await pair.link.call("Heartbeat", {}) == {"currentTime": "2024-01-01T00:00:00Z"}
 
 
+async def test_each_call_gets_its_own_timeout_from_the_shared_timer(pair: Pair) -> None:
+    """One timer serves consecutive calls: a long timeout armed first must not delay a shorter
+    one after it, and a timer that fires for an answered call must not fail the next."""
+    loop = asyncio.get_running_loop()
+    pair.cs.answers["Heartbeat"] = {"currentTime": "2024-01-01T00:00:00Z"}
+    assert await pair.link.call("Heartbeat", {}, timeout_s=30.0)  # arms the timer at +30 s
+    del pair.cs.answers["Heartbeat"]
+    t0 = loop.time()
+    with pytest.raises(CallTimeout):
+        await pair.link.call("Heartbeat", {}, timeout_s=0.2)  # re-armed earlier: not +30 s
+    assert 0.2 <= loop.time() - t0 < 2.0
+    await pair.conn.next_call()  # the unanswered frame
+    # answered just before the timer of the first deadline fires; the next call outlives it
+    pair.cs.answers["Heartbeat"] = {"currentTime": "2024-01-01T00:00:00Z"}
+    assert await pair.link.call("Heartbeat", {}, timeout_s=0.3)
+    await asyncio.sleep(0.2)
+    delayed = asyncio.ensure_future(pair.link.call("Heartbeat", {}, timeout_s=0.6))
+    del pair.cs.answers["Heartbeat"]
+    t1 = loop.time()
+    with pytest.raises(CallTimeout):
+        await delayed  # the timer fired at the first deadline, early for this one: re-armed
+    assert 0.5 <= loop.time() - t1 < 2.0
+
+
 async def test_answer_with_unknown_id_is_ignored(pair: Pair,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ocppd.link"):
