@@ -6,8 +6,10 @@ What it does, and the rule behind each part:
   §3.1.2) and the transport security of the 1.6 Security Whitepaper profile (0: ws; 1: ws + Basic;
   2: wss + Basic; 3: wss + client certificate). Reconnects with capped exponential backoff and
   jitter, reset once a connection has been stable.
-- WebSocket pings (OCPP-J §5.3 WebSocketPingInterval) find a dead link within about 1.5 intervals
-  (aiohttp's heartbeat: a ping after ``interval`` of silence, a pong due within half of it).
+- WebSocket pings (OCPP-J §5.3 WebSocketPingInterval) find a dead link within about 1.5 intervals:
+  a ping after ``interval`` with nothing received, any frame (the pong) due within half of it,
+  else the socket is shut down and the link reconnects. One timer per interval, nothing per frame
+  (aiohttp's own heartbeat reschedules on every frame received).
 - At most one outstanding CALL of ours (OCPP-J §4.1.1), correlated by message id; incoming CALLs
   run each in their own task so a handler may itself await ``call()``.
 - Every payload in or out is checked against the 1.6 schemas when a Validator is given.
@@ -23,6 +25,7 @@ import logging
 import math
 import random
 import re
+import socket
 import ssl
 import time
 from base64 import b64encode
@@ -224,6 +227,8 @@ class Link:
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: _Pending | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
+        self._rx_at = 0.0  # monotonic time the last frame of any kind was received
+        self._ping_timer: asyncio.TimerHandle | None = None
         self._call_lock = asyncio.Lock()
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -248,8 +253,17 @@ class Link:
         await self._connected.wait()
 
     def update(self, settings: LinkSettings) -> None:
-        """New settings, used from the next connect on (call ``reconnect_now`` to apply now)."""
+        """New settings. A new ping interval applies at once; the rest from the next connect
+        on (call ``reconnect_now`` to apply them now)."""
+        old_interval = self._settings.ping_interval_s
         self._settings = settings
+        ws = self._ws
+        if ws is not None and settings.ping_interval_s != old_interval:
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
+                self._ping_timer = None
+            quiet_s = time.monotonic() - self._rx_at
+            self._schedule_ping(ws, settings.ping_interval_s - quiet_s)
 
     def reconnect_now(self, reason: str) -> None:
         """Drop the connection (if any) and connect again without waiting out the backoff."""
@@ -446,14 +460,12 @@ class Link:
         except _Setup as exc:
             self._fail(str(exc))
             return None
-        if s.ping_interval_s > 0:
-            kwargs["heartbeat"] = s.ping_interval_s
         session = aiohttp.ClientSession()
         try:
             ws = await asyncio.wait_for(
                 session.ws_connect(URL(url, encoded=True), protocols=(SUBPROTOCOL,),
                                    headers=headers, max_msg_size=s.max_frame_bytes,
-                                   autoping=True, **kwargs),
+                                   autoping=False, **kwargs),
                 timeout=s.connect_timeout_s)
         except asyncio.CancelledError:
             await session.close()
@@ -494,9 +506,14 @@ class Link:
         if self._on_connected is not None:
             self._spawn(self._on_connected(), "on_connected")
         reason = "connection closed"
+        self._rx_at = time.monotonic()
+        self._schedule_ping(ws, s.ping_interval_s)
         try:
             reason = await self._receive_loop(ws)
         finally:
+            if self._ping_timer is not None:
+                self._ping_timer.cancel()
+                self._ping_timer = None
             self._connected.clear()
             self._ws = None
             self.stats.connected_since = None
@@ -520,8 +537,14 @@ class Link:
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse) -> str:
         while True:
             msg = await ws.receive()
+            self._rx_at = time.monotonic()
             if msg.type == aiohttp.WSMsgType.TEXT:
                 self._on_text(ws, msg.data)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                with contextlib.suppress(Exception):  # a broken link shows up in receive()
+                    await ws.pong(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                pass  # its arrival (above) is what the keepalive looks for
             elif msg.type == aiohttp.WSMsgType.BINARY:
                 self._on_binary(ws, msg.data)
             elif msg.type == aiohttp.WSMsgType.CLOSE:
@@ -535,6 +558,49 @@ class Link:
             elif msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 code = ws.close_code
                 return "connection closed" + (f" (code {code})" if code else "")
+
+    # --- keepalive (OCPP-J §5.3 WebSocketPingInterval) -------------------------------------------
+
+    def _schedule_ping(self, ws: aiohttp.ClientWebSocketResponse, delay_s: float) -> None:
+        if self._settings.ping_interval_s > 0 and self._ws is ws:
+            loop = asyncio.get_running_loop()
+            self._ping_timer = loop.call_later(max(0.0, delay_s), self._ping_due, ws)
+
+    def _ping_due(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """``interval`` after the last frame received: ping, unless something came meanwhile."""
+        self._ping_timer = None
+        interval = self._settings.ping_interval_s
+        if self._ws is not ws or interval <= 0:
+            return
+        quiet_s = time.monotonic() - self._rx_at
+        if quiet_s < interval:
+            self._schedule_ping(ws, interval - quiet_s)
+            return
+        sent_at = time.monotonic()
+        self._spawn(self._ping(ws), "ping")
+        self._ping_timer = asyncio.get_running_loop().call_later(
+            interval / 2, self._pong_due, ws, sent_at)
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        with contextlib.suppress(Exception):  # a failed ping is judged by the missing pong
+            await ws.ping()
+
+    def _pong_due(self, ws: aiohttp.ClientWebSocketResponse, sent_at: float) -> None:
+        self._ping_timer = None
+        if self._ws is not ws:
+            return
+        interval = self._settings.ping_interval_s
+        if self._rx_at >= sent_at:  # the pong, or any other frame: the link is alive
+            self._schedule_ping(ws, interval - (time.monotonic() - self._rx_at))
+            return
+        self._drop_reason = (f"no answer to a WebSocket ping within {interval / 2:g} s"
+                             " (half-open connection?)")
+        # A dead peer would never answer a close frame: end the connection at the socket, so
+        # receive() returns at once and the link reconnects.
+        sock = ws.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # --- frames -----------------------------------------------------------------------------------
 

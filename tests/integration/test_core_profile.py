@@ -406,6 +406,17 @@ async def test_tc_021_change_configuration_then_get(cs: CentralSystem, tmp_path:
         assert conf.unknown_key == ["Nope"]
 
 
+async def test_websocket_ping_interval_applies_without_a_reboot(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="WebSocketPingInterval", value="7"))
+        assert conf.status == "Accepted"  # not RebootRequired: the link takes it at once
+        assert d.cp.link.settings.ping_interval_s == 7.0
+        assert d.cp.link.connected
+
+
 async def test_tc_040_unknown_key_not_supported_invalid_value_rejected(
     cs: CentralSystem, tmp_path: Path
 ) -> None:

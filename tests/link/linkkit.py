@@ -38,6 +38,7 @@ class Conn:
     waiting: dict[str, asyncio.Future[list[Any]]] = field(default_factory=dict)
     stray: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)  # answers nobody awaited
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    pings: int = 0  # WebSocket pings received from the charge point
 
     async def send(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -68,8 +69,11 @@ class CentralSystem:
 
     def __init__(self, *, protocols: tuple[str, ...] = ("ocpp1.6",), password: str | None = None,
                  known_ids: set[str] | None = None, ssl_context: ssl.SSLContext | None = None,
-                 answers: dict[str, dict[str, Any]] | None = None) -> None:
+                 answers: dict[str, dict[str, Any]] | None = None,
+                 answer_pings: bool = True, heartbeat_s: float | None = None) -> None:
         self.protocols = protocols
+        self.answer_pings = answer_pings  # False: a peer whose TCP is up but never pongs
+        self.heartbeat_s = heartbeat_s  # the server pings, and drops a client that does not pong
         self.password = password
         self.known_ids = known_ids
         self.ssl_context = ssl_context
@@ -93,6 +97,13 @@ class CentralSystem:
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]  # the port the OS chose for port 0
+
+    async def __aenter__(self) -> CentralSystem:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         for conn in self.conns:
@@ -122,7 +133,8 @@ class CentralSystem:
                 raise web.HTTPUnauthorized()
         if self.known_ids is not None and cp_id not in self.known_ids:
             raise web.HTTPNotFound()
-        ws = web.WebSocketResponse(protocols=self.protocols, max_msg_size=64 * 1024 * 1024)
+        ws = web.WebSocketResponse(protocols=self.protocols, max_msg_size=64 * 1024 * 1024,
+                                   autoping=False, heartbeat=self.heartbeat_s)
         await ws.prepare(request)
         conn = Conn(ws=ws, request=request, cp_id=cp_id, raw_path=request.raw_path)
         async with self._new:
@@ -135,6 +147,10 @@ class CentralSystem:
                     await self._on_text(conn, msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     conn.frames.append(msg.data)
+                elif msg.type == WSMsgType.PING:
+                    conn.pings += 1
+                    if self.answer_pings:
+                        await ws.pong(msg.data)
         finally:
             conn.closed.set()
         return ws

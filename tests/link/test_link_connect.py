@@ -349,6 +349,76 @@ async def test_half_open_link_is_detected_and_replaced(cs: CentralSystem,
     assert replaced_s <= 3 * ping_s, replaced_s
 
 
+async def test_pings_keep_an_idle_link_to_a_live_peer(cs: CentralSystem,
+                                                      handlers: Handlers) -> None:
+    ping_s = 0.1
+    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers)
+    async with running(link):
+        conn = await cs.connection(1)
+        await asyncio.wait_for(link.wait_connected(), 5)
+        await asyncio.sleep(8 * ping_s)  # idle: nothing but pings and pongs
+        assert link.connected and len(cs.conns) == 1
+        assert 3 <= conn.pings <= 9  # about one per interval of silence
+
+
+async def test_a_new_ping_interval_applies_without_reconnecting(cs: CentralSystem,
+                                                               handlers: Handlers) -> None:
+    link = Link(settings_for(cs.url, ping_interval_s=0), handler=handlers)
+    async with running(link):
+        conn = await cs.connection(1)
+        await asyncio.wait_for(link.wait_connected(), 5)
+        await asyncio.sleep(0.3)
+        assert conn.pings == 0  # WebSocketPingInterval 0: no pings
+        link.update(settings_for(cs.url, ping_interval_s=0.1))
+        await asyncio.sleep(0.5)
+        assert conn.pings >= 2 and len(cs.conns) == 1
+        link.update(settings_for(cs.url, ping_interval_s=0))
+        await asyncio.sleep(0.15)  # a ping already on its way may still arrive
+        seen = conn.pings
+        await asyncio.sleep(0.4)
+        assert conn.pings == seen and link.connected
+
+
+async def test_traffic_makes_pings_unnecessary(cs: CentralSystem, handlers: Handlers) -> None:
+    ping_s = 0.3
+    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers)
+    handlers.returns("ClearCache", {"status": "Accepted"})
+    async with running(link):
+        conn = await cs.connection(1)
+        await asyncio.wait_for(link.wait_connected(), 5)
+        for _ in range(12):  # a frame every 0.1 s: never an interval of silence
+            await conn.call("ClearCache", {})
+            await asyncio.sleep(0.1)
+        assert conn.pings == 0
+
+
+async def test_peer_that_never_pongs_is_dropped_and_reconnected(handlers: Handlers) -> None:
+    ping_s = 0.2
+    async with CentralSystem(answer_pings=False) as silent:
+        reasons: list[str] = []
+        link = Link(settings_for(silent.url, ping_interval_s=ping_s, reconnect_min_s=0.05,
+                                 reconnect_max_s=0.1),
+                    handler=handlers, on_disconnected=reasons.append)
+        async with running(link):
+            await silent.connection(1)
+            await asyncio.wait_for(link.wait_connected(), 5)
+            t0 = time.monotonic()
+            await silent.connection(2, timeout_s=5)  # dropped, and connected again
+            assert time.monotonic() - t0 <= 2 * ping_s + 0.3
+    assert reasons and "no answer to a WebSocket ping" in reasons[0]
+
+
+async def test_pings_from_the_central_system_are_answered(handlers: Handlers) -> None:
+    # the server's heartbeat drops a client whose pong does not come within half a period
+    async with CentralSystem(heartbeat_s=0.1) as pinging:
+        link = Link(settings_for(pinging.url, ping_interval_s=0), handler=handlers)
+        async with running(link):
+            conn = await pinging.connection(1)
+            await asyncio.wait_for(link.wait_connected(), 5)
+            await asyncio.sleep(0.8)
+            assert link.connected and len(pinging.conns) == 1 and not conn.closed.is_set()
+
+
 async def test_connection_reset_is_followed_by_reconnect(cs: CentralSystem,
                                                          handlers: Handlers) -> None:
     async with FaultProxy(cs.port) as proxy:

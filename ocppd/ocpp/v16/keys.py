@@ -200,7 +200,7 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
             hi=86400,
         ),
         K(name="UnlockConnectorOnEVSideDisconnect", kind="bool", access="RW", default="true"),
-        # Negative values are Rejected; 0 disables pings. Applies from the next connection.
+        # Negative values are Rejected; 0 disables pings. Applies at once (Link.update).
         K(
             name="WebSocketPingInterval",
             kind="int",
@@ -208,7 +208,6 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
             default="60",
             lo=0,
             hi=86400,
-            reboot=True,
         ),
         # --- Local Auth List Management (§9.2) ---
         K(name="LocalAuthListEnabled", kind="bool", access="RW", default="true"),
