@@ -36,6 +36,8 @@ def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChargePointConfig:
+    """[charge_point]: who this charger is (BootNotification)."""
+
     id: str = _f(max_len=48, doc="charge point identity, the last path segment of the URL")
     vendor: str = _f("ocppd", max_len=20)
     model: str = _f("ocppd", max_len=20)
@@ -45,6 +47,8 @@ class ChargePointConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CentralSystemConfig:
+    """[central_system]: where the Central System is and how to reach it securely."""
+
     url: str = _f(doc="ws:// or wss:// base URL; the charge point id is appended")
     security_profile: int = _f(0, lo=0, hi=3)
     password: str | None = _f(None, secret=True, doc="initial AuthorizationKey (profiles 1, 2)")
@@ -62,6 +66,8 @@ class CentralSystemConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ContactorConfig:
+    """[connectors.contactor]: the relays that switch power to the EV, with optional feedback."""
+
     pins: list[int] = _f(doc="GPIO (BCM) of each relay driving this connector's contactor")
     active_high: bool = _f(True)
     feedback_pin: int | None = _f(None)
@@ -71,6 +77,8 @@ class ContactorConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockConfig:
+    """[connectors.lock]: the socket's cable lock (solenoid or motor)."""
+
     lock_pin: int = _f()
     unlock_pin: int | None = _f(None, doc="motor locks: the reverse direction; absent = solenoid")
     active_high: bool = _f(True)
@@ -81,6 +89,8 @@ class LockConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotConfig:
+    """[connectors.pilot]: control-pilot PWM output and the ADC that senses it."""
+
     pwm: str = _f("sysfs", choices=("sysfs", "gpio"))
     pwm_pin: int = _f(18, doc="GPIO for pwm = 'gpio'")
     pwm_chip: int = _f(0, lo=0, hi=15)
@@ -100,12 +110,16 @@ class PilotConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InputConfig:
+    """A digital input (RCD trip, emergency stop): its pin and active level."""
+
     pin: int = _f()
     active_high: bool = _f(True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorConfig:
+    """[[connectors]]: one charging outlet, numbered from 1 in file order."""
+
     max_current_a: float = _f(32.0, lo=6, hi=80)
     phases: int = _f(3, choices=(1, 3))
     cable: str = _f("socket", choices=("socket", "fixed"))
@@ -118,6 +132,8 @@ class ConnectorConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BusConfig:
+    """[buses.NAME]: a Modbus RTU port or TCP gateway shared by meters."""
+
     type: str = _f(choices=("rtu", "tcp"))
     port: str | None = _f(None, doc="rtu: serial device")
     baudrate: int = _f(9600, choices=(1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200))
@@ -130,6 +146,8 @@ class BusConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterConfig:
+    """[meters.NAME]: an energy meter on a bus, read through a register map."""
+
     model: str = _f(doc="register map: a file in ocppd/hw/meters or a path to one")
     bus: str = _f(doc="name of a [buses.NAME] table")
     unit_id: int = _f(1, lo=1, hi=247)
@@ -137,6 +155,8 @@ class MeterConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RfidConfig:
+    """[[rfid]]: a card reader on a serial port."""
+
     type: str = _f(choices=("rdm6300", "pn532"))
     port: str = _f()
     baudrate: int | None = _f(None)
@@ -146,6 +166,8 @@ class RfidConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LedConfig:
+    """[hardware.leds]: the status LEDs (ready, charging, fault)."""
+
     ready_pin: int | None = _f(None)
     charging_pin: int | None = _f(None)
     fault_pin: int | None = _f(None)
@@ -154,6 +176,8 @@ class LedConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HardwareConfig:
+    """[hardware]: real board or simulator, and board-wide inputs."""
+
     driver: str = _f("sim", choices=("sim", "gpio"))
     nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
     emergency_stop: InputConfig | None = _f(None)
@@ -162,6 +186,8 @@ class HardwareConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimConfig:
+    """[sim]: the built-in simulator: the EV, its battery, the meter, the speed of time."""
+
     ev_max_current_a: float = _f(32.0, lo=6, hi=80)
     ev_phases: int = _f(3, choices=(1, 3))
     battery_capacity_wh: float = _f(40_000.0, lo=100, hi=250_000)
@@ -173,6 +199,8 @@ class SimConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
+    """[storage]: the SQLite state file and the outbox limits."""
+
     path: Path = _f(Path("/var/lib/ocppd/ocppd.db"))
     move_aside_corrupt: bool = _f(False)
     outbox_max_messages: int = _f(50_000, lo=100, hi=10_000_000)
@@ -181,18 +209,24 @@ class StorageConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
+    """[control]: the Unix socket ocppctl talks to."""
+
     socket: Path = _f(Path("/run/ocppd/control.sock"))
     mode: int = _f(0o660, lo=0, hi=0o777)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
+    """[logging]: log level and OCPP frame logging."""
+
     level: str = _f("info", choices=("debug", "info", "warning", "error"))
     log_frames: bool = _f(False, doc="log every OCPP frame at debug level")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SystemConfig:
+    """[system]: resets, reboots, power-loss policy and firmware installation."""
+
     power_loss: str = _f("stop", choices=("stop", "resume"))
     soft_reset_exit_code: int = _f(75, lo=1, hi=254, doc="systemd restarts on this exit code")
     reboot_command: list[str] = _f(["/usr/bin/systemctl", "reboot"])
@@ -204,6 +238,8 @@ class SystemConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
+    """The whole /etc/ocppd.toml, validated."""
+
     charge_point: ChargePointConfig
     central_system: CentralSystemConfig
     connectors: list[ConnectorConfig] = _f([], doc="one [[connectors]] table each, numbered 1..N")

@@ -118,6 +118,8 @@ class CentralPort(Protocol):
 
 @dataclass(slots=True)
 class _Waiting:
+    """An authorization waiting for an EV to be plugged in (ConnectionTimeOut)."""
+
     id_tag: str
     parent_id_tag: str | None
     reservation_id: int | None
@@ -126,6 +128,8 @@ class _Waiting:
 
 @dataclass(slots=True)
 class Connector:
+    """One connector's live state: pilot, contactor, session, availability."""
+
     id: int
     cfg: ConnectorConfig
     pilot: PilotState = PilotState.A

@@ -22,6 +22,8 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credential:
+    """What is known about an id tag: its status, expiry and parent."""
+
     status: AuthStatus
     expiry: datetime | None = None
     parent_id_tag: str | None = None
@@ -32,6 +34,8 @@ class Credential:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AuthPolicy:
+    """The authorization settings that decide offline and cached starts."""
+
     local_pre_authorize: bool
     local_authorize_offline: bool
     allow_offline_tx_for_unknown_id: bool

@@ -29,6 +29,8 @@ _PAUSING = frozenset({Fault.METER_FAILURE})
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SafetyInputs:
+    """Every fact the contactor decision depends on, for one connector."""
+
     pilot: PilotState
     faults: frozenset[Fault]
     tx_authorized: bool  # a transaction is running with an accepted (or offline-allowed) idTag

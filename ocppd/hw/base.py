@@ -62,6 +62,8 @@ class Fault(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PilotChanged:
+    """The control pilot moved to another state (A-F) on a connector."""
+
     connector_id: int
     state: PilotState
 

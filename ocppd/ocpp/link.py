@@ -64,6 +64,8 @@ Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkSettings:
+    """How to reach the Central System and how to behave on the connection."""
+
     url: str  # ws:// or wss:// base URL; "/" + percent-encoded charge point id is appended
     charge_point_id: str
     security_profile: int = 0  # Security Whitepaper §2: 0..3
@@ -96,6 +98,8 @@ class LinkSettings:
 
 @dataclass(slots=True)
 class LinkStats:
+    """Counters and state of the link, for ``ocppctl status``."""
+
     frames_in: int = 0
     frames_out: int = 0
     outgoing_invalid: int = 0  # our own payloads that failed validation (bugs), never sent
@@ -193,6 +197,8 @@ def _for_log(text: str) -> str:
 
 @dataclass(slots=True)
 class _Pending:
+    """Our one outstanding CALL, waiting for its answer."""
+
     message_id: str
     action: str
     future: asyncio.Future[rpc.CallResult | rpc.CallError] = field(repr=False)

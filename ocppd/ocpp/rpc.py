@@ -132,6 +132,8 @@ def _dumps(frame: list[Any]) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Call:
+    """A CALL frame: [2, id, action, payload]."""
+
     message_id: str
     action: str
     payload: dict[str, Any]
@@ -148,6 +150,8 @@ def encode_call(message_id: str, action: str, payload_json: str) -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallResult:
+    """A CALLRESULT frame: [3, id, payload]."""
+
     message_id: str
     payload: dict[str, Any]
 
@@ -157,6 +161,8 @@ class CallResult:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallError:
+    """A CALLERROR frame: [4, id, code, description, details]."""
+
     message_id: str
     code: CallErrorCode
     description: str = ""

@@ -76,6 +76,8 @@ class StoredProfile:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reservation:
+    """A reservation (OCPP 1.6 ReserveNow) kept until used, cancelled or expired."""
+
     reservation_id: int
     connector_id: int
     id_tag: str

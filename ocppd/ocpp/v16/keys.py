@@ -56,6 +56,8 @@ MEASURAND_LIST_MAX = 10
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyDef:
+    """One configuration key: type, access, default, range."""
+
     name: str
     kind: str  # bool, int, csl (comma-separated list), str
     access: str  # R, RW, W
