@@ -39,18 +39,40 @@ import sys
 import time
 from typing import Any, TextIO
 
-try:  # python3-systemd is optional: Recommends, not Depends
-    import systemd.daemon as _sd_daemon
-except ImportError:  # pragma: no cover - depends on the installation
-    _sd_daemon = None
+# python3-systemd is optional (Recommends, not Depends) and imported when first needed: the
+# journal module only when logging to the journal, the daemon module at the first notification.
+_UNLOADED: Any = object()
+_sd_daemon: Any = _UNLOADED
+_sd_journal: Any = _UNLOADED
 
-try:
-    import systemd.journal as _sd_journal
-except ImportError:  # pragma: no cover - depends on the installation
-    _sd_journal = None
 
-#: python3-systemd is importable (else the pure-Python notifier and stderr logging are used)
-HAVE_PYTHON_SYSTEMD = _sd_daemon is not None and _sd_journal is not None
+def _daemon_module() -> Any:
+    global _sd_daemon
+    if _sd_daemon is _UNLOADED:
+        try:
+            import systemd.daemon as module
+        except ImportError:  # pragma: no cover - depends on the installation
+            module = None
+        _sd_daemon = module
+    return _sd_daemon
+
+
+def _journal_module() -> Any:
+    global _sd_journal
+    if _sd_journal is _UNLOADED:
+        try:
+            import systemd.journal as module
+        except ImportError:  # pragma: no cover - depends on the installation
+            module = None
+        _sd_journal = module
+    return _sd_journal
+
+
+def have_python_systemd() -> bool:
+    """python3-systemd is importable (else the pure-Python notifier and stderr logging are
+    used)."""
+    return _daemon_module() is not None and _journal_module() is not None
+
 
 log = logging.getLogger("ocppd.systemd")
 
@@ -85,7 +107,7 @@ class Notifier:
 
     def __init__(self, *, use_library: bool = True) -> None:
         self._socket = os.environ.get("NOTIFY_SOCKET") or None
-        self._use_library = use_library and _sd_daemon is not None
+        self._want_library = use_library
         self._last_status: str | None = None
         self._failing = False
 
@@ -95,7 +117,7 @@ class Notifier:
 
     @property
     def uses_library(self) -> bool:
-        return self._use_library
+        return self._want_library and _daemon_module() is not None
 
     def ready(self) -> None:
         self._send("READY=1")
@@ -127,9 +149,8 @@ class Notifier:
         if self._socket is None:
             return
         try:
-            if self._use_library:
-                assert _sd_daemon is not None
-                if not _sd_daemon.notify(message):
+            if self.uses_library:
+                if not _daemon_module().notify(message):
                     raise OSError(f"sd_notify to {self._socket} failed")
             else:
                 _send_datagram(self._socket, message)
@@ -287,8 +308,8 @@ def setup_logging(level: str, *, log_frames: bool, stream: TextIO | None = None)
     """
     out = stream if stream is not None else sys.stderr
     handler: logging.Handler
-    if journal_stream_matches(out) and _sd_journal is not None:
-        handler = _sd_journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    if journal_stream_matches(out) and _journal_module() is not None:
+        handler = _journal_module().JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
     elif journal_stream_matches(out):
         # journald stamps time and unit itself; keep the level via a syslog prefix
         handler = logging.StreamHandler(out)

@@ -22,7 +22,7 @@ try:
 except ImportError:  # pragma: no cover
     sd_journal = None
 
-HAVE_LIBRARY = sd.HAVE_PYTHON_SYSTEMD
+HAVE_LIBRARY = sd.have_python_systemd()
 senders = pytest.mark.parametrize(
     "use_library",
     [

@@ -10,8 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -106,7 +106,7 @@ class Reply:
 # --- messages -----------------------------------------------------------------------------------
 
 
-_ID_PREFIX = uuid.uuid4().hex[:12]  # this process
+_ID_PREFIX = os.urandom(6).hex()  # this process: 48 random bits
 _id_counter = itertools.count(1)
 
 

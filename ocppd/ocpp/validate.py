@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import fastjsonschema
@@ -45,11 +45,15 @@ def _where(exc: fastjsonschema.JsonSchemaValueException) -> str:
     return "payload" + name[len("data"):] if name.startswith("data") else name
 
 
+#: The vendored schemas, installed with the package (a plain directory, never a zip archive).
+SCHEMAS = Path(__file__).resolve().parent / "schemas" / "v16"
+
+
 class Validator:
     """Validates requests and responses of the OCPP 1.6 actions the schemas describe."""
 
-    def __init__(self, package: str = "ocppd.ocpp", folder: str = "schemas/v16") -> None:
-        self._root = resources.files(package).joinpath(*folder.split("/"))
+    def __init__(self, folder: Path = SCHEMAS) -> None:
+        self._root = folder
         self._actions: frozenset[str] | None = None
         self._compiled: dict[str, _Check] = {}
 

@@ -411,7 +411,8 @@ async def test_websocket_ping_interval_applies_without_a_reboot(
 ) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="WebSocketPingInterval", value="7"))
+        change = call.ChangeConfiguration(key="WebSocketPingInterval", value="7")
+        conf = await cs.call(CP_ID, change)
         assert conf.status == "Accepted"  # not RebootRequired: the link takes it at once
         assert d.cp.link.settings.ping_interval_s == 7.0
         assert d.cp.link.connected
