@@ -1,7 +1,8 @@
 """Schema validation of OCPP 1.6 payloads against the vendored JSON schemas (schemas/README.md).
 
 A validation failure becomes the CALLERROR code OCPP-J 1.6 §4.2.3 names for it. Schemas are
-compiled with fastjsonschema on first use of an action, so start-up stays cheap on a Pi.
+compiled with fastjsonschema on first use of an action, and fastjsonschema itself is imported
+then, so start-up stays cheap on a Pi.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import fastjsonschema
+from typing import TYPE_CHECKING, Any
 
 from ocppd.ocpp.rpc import CallErrorCode, OcppCallError
+
+if TYPE_CHECKING:
+    import fastjsonschema
 
 log = logging.getLogger("ocppd.link")
 
@@ -73,6 +75,8 @@ class Validator:
         if check is None:
             # utf-8-sig: some releases of the source files carry a byte order mark
             text = self._root.joinpath(f"{name}.json").read_text(encoding="utf-8-sig")
+            import fastjsonschema  # here, not at start-up: the import takes milliseconds
+
             check = fastjsonschema.compile(json.loads(text))
             self._compiled[name] = check
         return check
@@ -80,9 +84,12 @@ class Validator:
     def _check(self, action: str, schema: str, payload: Any, what: str) -> None:
         if not self.knows(action):
             raise OcppCallError(CallErrorCode.NotImplemented, f"unknown action {action!r}"[:200])
+        check = self._checker(schema)
+        from fastjsonschema import JsonSchemaValueException  # imported by _checker already
+
         try:
-            self._checker(schema)(payload)
-        except fastjsonschema.JsonSchemaValueException as exc:
+            check(payload)
+        except JsonSchemaValueException as exc:
             description = f"{action} {what}: {_where(exc)} {exc.message.split(' ', 1)[-1]}"
             raise OcppCallError(_code_for(exc), description[:200],
                                 {"rule": getattr(exc, "rule", None) or ""}) from None

@@ -304,6 +304,10 @@ class ChargePoint:
         self._accepted.clear()
 
     def boot_payload(self) -> dict[str, Any]:
+        """Every field comes from [charge_point], whose loader enforces the schema's limits
+        (non-empty strings within maxLength): the payload is valid by construction, and is
+        sent without a second check (tests/core/test_boot_payload.py holds the two together).
+        """
         cp = self.cfg.charge_point
         payload: dict[str, Any] = {
             "chargePointVendor": cp.vendor,
@@ -317,7 +321,8 @@ class ChargePoint:
     async def _boot_loop(self) -> None:
         while True:
             try:
-                conf = await self.link.call("BootNotification", self.boot_payload())
+                conf = await self.link.call(
+                    "BootNotification", self.boot_payload(), validated=True)
             except LinkDown:
                 return  # on_connected starts again after reconnecting
             except (CallTimeout, OcppCallError) as exc:
