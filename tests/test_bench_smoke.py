@@ -83,3 +83,19 @@ def test_quick_bench_reports_every_figure_and_leaves_no_process(short_tmp: Path)
     assert "swipe -> contactor closed" in done.stdout and "result" in done.stdout
 
     assert _processes_mentioning(str(tmp_path), "floor_client.py") == []
+
+
+def test_only_measures_the_steps_asked_for(short_tmp: Path) -> None:
+    out = short_tmp / "bench.json"
+    env = dict(os.environ, TMPDIR=str(short_tmp))
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--quick",
+                           "--quiet", "--only", "startup", "--json", str(out)],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stderr + done.stdout
+    figures = json.loads(out.read_text())["figures"]
+    assert set(figures) == {"boot_to_bootnotification_ms", "boot_to_ready_ms", "idle_rss_mib"}
+    assert "replay" not in done.stdout
+
+    wrong = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--only", "nope"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert wrong.returncode == 2 and "unknown step(s) nope" in wrong.stderr
