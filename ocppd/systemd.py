@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -46,25 +47,24 @@ _sd_daemon: Any = _UNLOADED
 _sd_journal: Any = _UNLOADED
 
 
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(f"systemd.{name}")
+    except ImportError:  # pragma: no cover - depends on the installation
+        return None
+
+
 def _daemon_module() -> Any:
     global _sd_daemon
     if _sd_daemon is _UNLOADED:
-        try:
-            import systemd.daemon as module
-        except ImportError:  # pragma: no cover - depends on the installation
-            module = None
-        _sd_daemon = module
+        _sd_daemon = _import("daemon")
     return _sd_daemon
 
 
 def _journal_module() -> Any:
     global _sd_journal
     if _sd_journal is _UNLOADED:
-        try:
-            import systemd.journal as module
-        except ImportError:  # pragma: no cover - depends on the installation
-            module = None
-        _sd_journal = module
+        _sd_journal = _import("journal")
     return _sd_journal
 
 
