@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -55,6 +55,8 @@ from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.firmware")
+
+_T = TypeVar("_T")
 
 JOB_KEY = FIRMWARE_JOB_KEY  # the persisted UpdateFirmware job (JSON), see Phase
 DEFAULT_ATTEMPTS = 3  # §5.19: when retries is absent "the Charge Point decides"
@@ -123,6 +125,21 @@ class RetryPolicy:
         return cls(attempts=DEFAULT_ATTEMPTS if retries is None else max(1, int(retries)),
                    interval_s=float(DEFAULT_RETRY_INTERVAL_S if interval is None
                                     else max(0, interval)))
+
+    async def run(self, what: str, transfer: Callable[[], Awaitable[_T]]) -> _T | None:
+        """``transfer()`` until it succeeds, at most ``attempts`` times ``interval_s`` apart; an
+        unsupported protocol is not retried. None when every attempt failed (each is logged)."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await transfer()
+            except (TransferError, OSError) as exc:
+                log.warning("%s failed (attempt %d of %d): %s", what, attempt, self.attempts, exc)
+                if isinstance(exc, UnsupportedProtocol):
+                    break
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.interval_s)
+        log.error("%s failed", what)
+        return None
 
 
 # --- transfers ------------------------------------------------------------------------------------
@@ -391,22 +408,16 @@ class FirmwareService:
     async def _download(self, location: str, policy: RetryPolicy) -> Path | None:
         directory = self.cfg.system.firmware_dir
         name = _safe_name(PurePosixPath(unquote(urlsplit(location).path)).name or "firmware.bin")
-        for attempt in range(1, policy.attempts + 1):
-            try:
-                directory.mkdir(parents=True, exist_ok=True)
-                size = await download(location, directory / name)
-            except (TransferError, OSError) as exc:
-                log.warning("firmware download %s failed (attempt %d of %d): %s",
-                            location, attempt, policy.attempts, exc)
-                if isinstance(exc, UnsupportedProtocol):
-                    break
-                if attempt < policy.attempts:
-                    await asyncio.sleep(policy.interval_s)
-                continue
-            log.info("firmware %s downloaded: %d bytes", name, size)
-            return directory / name
-        log.error("firmware download %s failed", location)
-        return None
+
+        async def fetch() -> int:
+            directory.mkdir(parents=True, exist_ok=True)
+            return await download(location, directory / name)
+
+        size = await policy.run(f"firmware download {location}", fetch)
+        if size is None:
+            return None
+        log.info("firmware %s downloaded: %d bytes", name, size)
+        return directory / name
 
     def _busy(self) -> bool:
         return any(c.tx is not None or c.stopping for c in self.station.connectors.values())
@@ -521,22 +532,16 @@ class FirmwareService:
             archive = workdir / name
             await self._collect(archive, workdir, start, stop)
             await self._diagnostics(DiagnosticsStatus.UPLOADING)
-            for attempt in range(1, policy.attempts + 1):
-                try:
-                    await upload(location, archive, name)
-                except TransferError as exc:
-                    log.warning("diagnostics upload to %s failed (attempt %d of %d): %s",
-                                location, attempt, policy.attempts, exc)
-                    if isinstance(exc, UnsupportedProtocol):
-                        break
-                    if attempt < policy.attempts:
-                        await asyncio.sleep(policy.interval_s)
-                    continue
+
+            async def send() -> bool:
+                await upload(location, archive, name)
+                return True
+
+            if await policy.run(f"diagnostics upload to {location}", send):
                 log.info("diagnostics %s uploaded (%d bytes)", name, archive.stat().st_size)
                 await self._diagnostics(DiagnosticsStatus.UPLOADED)
-                return
-            log.error("diagnostics upload to %s failed", location)
-            await self._diagnostics(DiagnosticsStatus.UPLOAD_FAILED)
+            else:
+                await self._diagnostics(DiagnosticsStatus.UPLOAD_FAILED)
         finally:
             self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
             shutil.rmtree(workdir, ignore_errors=True)
