@@ -265,11 +265,8 @@ class Link:
         self._settings = settings
         ws = self._ws
         if ws is not None and settings.ping_interval_s != old_interval:
-            if self._ping_timer is not None:
-                self._ping_timer.cancel()
-                self._ping_timer = None
-            quiet_s = time.monotonic() - self._rx_at
-            self._schedule_ping(ws, settings.ping_interval_s - quiet_s)
+            self._stop_keepalive()
+            self._schedule_ping(ws)
 
     def reconnect_now(self, reason: str) -> None:
         """Drop the connection (if any) and connect again without waiting out the backoff."""
@@ -513,13 +510,11 @@ class Link:
             self._spawn(self._on_connected(), "on_connected")
         reason = "connection closed"
         self._rx_at = time.monotonic()
-        self._schedule_ping(ws, s.ping_interval_s)
+        self._schedule_ping(ws)
         try:
             reason = await self._receive_loop(ws)
         finally:
-            if self._ping_timer is not None:
-                self._ping_timer.cancel()
-                self._ping_timer = None
+            self._stop_keepalive()
             self._connected.clear()
             self._ws = None
             self.stats.connected_since = None
@@ -567,10 +562,18 @@ class Link:
 
     # --- keepalive (OCPP-J §5.3 WebSocketPingInterval) -------------------------------------------
 
-    def _schedule_ping(self, ws: aiohttp.ClientWebSocketResponse, delay_s: float) -> None:
-        if self._settings.ping_interval_s > 0 and self._ws is ws:
-            loop = asyncio.get_running_loop()
-            self._ping_timer = loop.call_later(max(0.0, delay_s), self._ping_due, ws)
+    def _schedule_ping(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Arm the keepalive for one interval after the last frame received."""
+        interval = self._settings.ping_interval_s
+        if interval > 0 and self._ws is ws:
+            delay_s = interval - (time.monotonic() - self._rx_at)
+            self._ping_timer = asyncio.get_running_loop().call_later(
+                max(0.0, delay_s), self._ping_due, ws)
+
+    def _stop_keepalive(self) -> None:
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+            self._ping_timer = None
 
     def _ping_due(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """``interval`` after the last frame received: ping, unless something came meanwhile."""
@@ -578,9 +581,8 @@ class Link:
         interval = self._settings.ping_interval_s
         if self._ws is not ws or interval <= 0:
             return
-        quiet_s = time.monotonic() - self._rx_at
-        if quiet_s < interval:
-            self._schedule_ping(ws, interval - quiet_s)
+        if time.monotonic() - self._rx_at < interval:
+            self._schedule_ping(ws)  # something came meanwhile: one interval after it
             return
         sent_at = time.monotonic()
         self._spawn(self._ping(ws), "ping")
@@ -597,7 +599,7 @@ class Link:
             return
         interval = self._settings.ping_interval_s
         if self._rx_at >= sent_at:  # the pong, or any other frame: the link is alive
-            self._schedule_ping(ws, interval - (time.monotonic() - self._rx_at))
+            self._schedule_ping(ws)
             return
         self._drop_reason = (f"no answer to a WebSocket ping within {interval / 2:g} s"
                              " (half-open connection?)")
