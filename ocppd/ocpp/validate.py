@@ -54,6 +54,9 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas" / "v16"
 class Validator:
     """Validates requests and responses of the OCPP 1.6 actions the schemas describe."""
 
+    # fastjsonschema's failure, known once the first schema is compiled (see _checker)
+    _invalid: type[fastjsonschema.JsonSchemaValueException]
+
     def __init__(self, folder: Path = SCHEMAS) -> None:
         self._root = folder
         self._actions: frozenset[str] | None = None
@@ -77,6 +80,7 @@ class Validator:
             text = self._root.joinpath(f"{name}.json").read_text(encoding="utf-8-sig")
             import fastjsonschema  # here, not at start-up: the import takes milliseconds
 
+            self._invalid = fastjsonschema.JsonSchemaValueException
             check = fastjsonschema.compile(json.loads(text))
             self._compiled[name] = check
         return check
@@ -85,11 +89,9 @@ class Validator:
         if not self.knows(action):
             raise OcppCallError(CallErrorCode.NotImplemented, f"unknown action {action!r}"[:200])
         check = self._checker(schema)
-        from fastjsonschema import JsonSchemaValueException  # imported by _checker already
-
         try:
             check(payload)
-        except JsonSchemaValueException as exc:
+        except self._invalid as exc:
             description = f"{action} {what}: {_where(exc)} {exc.message.split(' ', 1)[-1]}"
             raise OcppCallError(_code_for(exc), description[:200],
                                 {"rule": getattr(exc, "rule", None) or ""}) from None
