@@ -308,9 +308,11 @@ def setup_logging(level: str, *, log_frames: bool, stream: TextIO | None = None)
     """
     out = stream if stream is not None else sys.stderr
     handler: logging.Handler
-    if journal_stream_matches(out) and _journal_module() is not None:
-        handler = _journal_module().JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
-    elif journal_stream_matches(out):
+    to_journal = journal_stream_matches(out)
+    journal = _journal_module() if to_journal else None
+    if journal is not None:
+        handler = journal.JournalHandler(SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
+    elif to_journal:
         # journald stamps time and unit itself; keep the level via a syslog prefix
         handler = logging.StreamHandler(out)
         handler.setFormatter(_SyslogPrefixFormatter("%(name)s: %(message)s"))
