@@ -57,13 +57,12 @@ def _below(limit: float) -> Callable[[float, float | None], bool]:
     return lambda o, _f: o < limit
 
 
-def _col(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
+def col(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[float]:
     return [r[key] * scale for r in rows]
 
 
 def figures(raw: dict[str, Any]) -> list[Figure]:
     """The figures of the steps that were measured (``--only`` may have skipped some)."""
-    col = _col
     out: list[Figure] = []
     if su := raw.get("startup"):
         out += [
