@@ -99,21 +99,38 @@ class AuthMixin:
                            " WHERE tag_key = ?", (tag_key(id_tag),))
         return None if row is None else _entry(row)
 
-    def local_list_replace(self, version: int, entries: list[AuthEntry]) -> None:
-        """SendLocalList Full: the list becomes exactly ``entries``, atomically."""
+    def local_list_replace(self, version: int, entries: list[AuthEntry], *,
+                           max_entries: int) -> bool:
+        """SendLocalList Full: the list becomes exactly ``entries``, atomically.
+
+        False, with nothing changed, when the list would hold more than ``max_entries``.
+        """
+        if len({tag_key(e.id_tag) for e in entries}) > max_entries:
+            return False
         with self._db.write("replace the local list"):
             self._db.exec("DELETE FROM local_list")
             self._upsert(entries)
             self._set_list_version(version)
+        return True
 
     def local_list_update(self, version: int, upserts: list[AuthEntry],
-                          deletes: list[str]) -> None:
-        """SendLocalList Differential: add/replace ``upserts``, remove ``deletes``, atomically."""
-        with self._db.write("update the local list"):
-            self._db.execmany("DELETE FROM local_list WHERE tag_key = ?",
-                              [(tag_key(t),) for t in deletes])
-            self._upsert(upserts)
-            self._set_list_version(version)
+                          deletes: list[str], *, max_entries: int) -> bool:
+        """SendLocalList Differential: add/replace ``upserts``, remove ``deletes``, atomically.
+
+        False, with nothing changed (entries and version), when the list would then hold more
+        than ``max_entries`` (OCPP 1.6 §5.15: a Failed update must leave the list as it was).
+        """
+        try:
+            with self._db.write("update the local list"):
+                self._db.execmany("DELETE FROM local_list WHERE tag_key = ?",
+                                  [(tag_key(t),) for t in deletes])
+                self._upsert(upserts)
+                if self.local_list_count() > max_entries:
+                    raise _ListTooLong
+                self._set_list_version(version)
+        except _ListTooLong:
+            return False
+        return True
 
     def local_list_count(self) -> int:
         row = self._db.one("count the local list", "SELECT count(*) FROM local_list")
@@ -132,6 +149,10 @@ class AuthMixin:
     def _set_list_version(self, version: int) -> None:
         self._db.exec("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
                       " DO UPDATE SET value = excluded.value", (_LIST_VERSION_KEY, str(version)))
+
+
+class _ListTooLong(Exception):
+    """Raised inside a write block to roll a local-list update back."""
 
 
 def _entry(row: Any) -> AuthEntry:

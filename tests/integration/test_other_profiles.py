@@ -272,6 +272,30 @@ async def test_tc_042_043_local_list_versions_full_and_differential(
         assert conf.status == "NotSupported"
 
 
+async def test_send_local_list_failed_changes_nothing(cs: CentralSystem, tmp_path: Path) -> None:
+    """§5.15/§7.48: an update answered Failed leaves the list and its version untouched."""
+    cfg = sim_config(tmp_path, cs.url, ocpp={"LocalAuthListMaxLength": 2})
+    async with running(cfg) as d:
+        await booted(cs)
+        full = [{"id_tag": "A", "id_tag_info": {"status": "Accepted"}}]
+        conf = await cs.call(
+            CP_ID, call.SendLocalList(list_version=1, update_type="Full",
+                                      local_authorization_list=full)
+        )
+        assert conf.status == "Accepted"
+        too_many = [
+            {"id_tag": t, "id_tag_info": {"status": "Accepted"}} for t in ("B", "C")
+        ]  # 3 entries in all, over LocalAuthListMaxLength = 2
+        conf = await cs.call(
+            CP_ID, call.SendLocalList(list_version=2, update_type="Differential",
+                                      local_authorization_list=too_many)
+        )
+        assert conf.status == "Failed"
+        assert (await cs.call(CP_ID, call.GetLocalListVersion())).list_version == 1
+        assert d.store.local_list_count() == 1
+        assert d.store.local_list_get("B") is None
+
+
 async def test_tc_008_id_in_local_list_starts_without_authorize(
     cs: CentralSystem, tmp_path: Path
 ) -> None:

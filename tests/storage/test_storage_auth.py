@@ -74,8 +74,10 @@ def test_cache_shrinks_to_a_lowered_limit(store: Store) -> None:
 
 def test_local_list_full_replace(store: Store, db_path: Path) -> None:
     assert store.local_list_version() == 0 and store.local_list_count() == 0
-    store.local_list_replace(3, [_e("A1"), _e("b2", "Blocked", expiry_s=10, parent="PX")])
-    store.local_list_replace(4, [_e("C3"), _e("a1", "Expired")])
+    store.local_list_replace(
+        3, [_e("A1"), _e("b2", "Blocked", expiry_s=10, parent="PX")], max_entries=10
+    )
+    store.local_list_replace(4, [_e("C3"), _e("a1", "Expired")], max_entries=10)
     store.close()
     with Store.open(db_path) as again:
         assert again.local_list_version() == 4
@@ -83,13 +85,15 @@ def test_local_list_full_replace(store: Store, db_path: Path) -> None:
         assert again.local_list_get("B2") is None
         assert again.local_list_get("A1") == _e("a1", "Expired")
         assert again.local_list_get("c3") == _e("C3")
-        again.local_list_replace(5, [])
+        again.local_list_replace(5, [], max_entries=10)
         assert again.local_list_count() == 0 and again.local_list_version() == 5
 
 
 def test_local_list_differential_update(store: Store) -> None:
-    store.local_list_replace(1, [_e("A"), _e("B"), _e("C")])
-    store.local_list_update(2, upserts=[_e("b", "Blocked"), _e("D")], deletes=["c", "zz"])
+    store.local_list_replace(1, [_e("A"), _e("B"), _e("C")], max_entries=10)
+    store.local_list_update(
+        2, upserts=[_e("b", "Blocked"), _e("D")], deletes=["c", "zz"], max_entries=10
+    )
     assert store.local_list_version() == 2
     assert store.local_list_count() == 3
     assert store.local_list_get("B") == _e("b", "Blocked")
@@ -98,16 +102,26 @@ def test_local_list_differential_update(store: Store) -> None:
 
 
 def test_local_list_update_is_all_or_nothing(store: Store) -> None:
-    store.local_list_replace(1, [_e("A")])
+    store.local_list_replace(1, [_e("A")], max_entries=10)
     bad = AuthEntry(id_tag="B", status=None, expiry=None, parent_id_tag=None)  # type: ignore[arg-type]
     with pytest.raises(StorageError, match="NOT NULL"):
-        store.local_list_update(2, upserts=[_e("C"), bad], deletes=["A"])
+        store.local_list_update(2, upserts=[_e("C"), bad], deletes=["A"], max_entries=10)
     assert store.local_list_version() == 1
     assert store.local_list_get("A") is not None and store.local_list_get("C") is None
 
 
+def test_local_list_over_max_length_changes_nothing(store: Store) -> None:
+    store.local_list_replace(1, [_e("A"), _e("B")], max_entries=2)
+    assert not store.local_list_update(2, upserts=[_e("C")], deletes=[], max_entries=2)
+    assert store.local_list_version() == 1 and store.local_list_get("C") is None
+    assert not store.local_list_replace(3, [_e("X"), _e("Y"), _e("Z")], max_entries=2)
+    assert store.local_list_version() == 1 and store.local_list_get("A") is not None
+    assert store.local_list_update(4, upserts=[_e("C")], deletes=["a"], max_entries=2)
+    assert store.local_list_version() == 4 and store.local_list_count() == 2
+
+
 def test_list_and_cache_are_separate(store: Store) -> None:
-    store.local_list_replace(1, [_e("L")])
+    store.local_list_replace(1, [_e("L")], max_entries=10)
     assert store.cache_get("L") is None
     store.cache_put(_e("K"), max_entries=5)
     assert store.local_list_get("K") is None

@@ -721,15 +721,16 @@ class ChargePoint:
                     parent_id_tag=cred.parent_id_tag,
                 )
             )
+        max_entries = self.keys.get_int("LocalAuthListMaxLength")
         try:
             if full:
-                if len(upserts) > self.keys.get_int("LocalAuthListMaxLength"):
-                    return {"status": "Failed"}
-                self.store.local_list_replace(version, upserts)
+                stored = self.store.local_list_replace(version, upserts, max_entries=max_entries)
             else:
-                self.store.local_list_update(version, upserts, deletes)
-                if self.store.local_list_count() > self.keys.get_int("LocalAuthListMaxLength"):
-                    return {"status": "Failed"}
+                stored = self.store.local_list_update(
+                    version, upserts, deletes, max_entries=max_entries
+                )
+            if not stored:
+                return {"status": "Failed"}
         except Exception:  # noqa: BLE001 - a storage failure is reported as Failed
             log.exception("SendLocalList could not be stored")
             return {"status": "Failed"}
