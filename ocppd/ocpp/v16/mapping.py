@@ -118,6 +118,12 @@ def _fmt(value: float, digits: int) -> str:
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# The 1.6 schemas spelled the unit "Celcius". The 2025-04 erratum made both spellings valid and
+# advises charge points to keep sending the original one, which every Central System accepts,
+# including those validating against the first published schemas.
+CELSIUS_1_6 = "Celcius"
+
+
 def sampled_values(
     reading: MeterReading, measurands: list[str], *, context: str, offered_a: float | None
 ) -> list[dict[str, Any]]:
@@ -188,7 +194,7 @@ def sampled_values(
             case "Power.Factor" if reading.power_factor is not None:
                 add(base, reading.power_factor, None, digits=3)
             case "Temperature" if reading.temperature_c is not None:
-                add(base, reading.temperature_c, "Celsius", location="Body")
+                add(base, reading.temperature_c, CELSIUS_1_6, location="Body")
             case "SoC" if reading.soc_pct is not None:
                 add(base, reading.soc_pct, "Percent", digits=0, location="EV")
             case _:
