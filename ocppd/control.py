@@ -80,7 +80,7 @@ class Refused(OcppdError):
 class ControlApi(Protocol):
     """What the control socket needs from the station."""
 
-    def status(self) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
 
     async def swipe(self, id_tag: str, connector_id: int | None) -> str: ...
 
@@ -125,7 +125,7 @@ async def dispatch(api: ControlApi, cmd: str, args: dict[str, Any]) -> Any:
     """Run one request against ``api``. Raises UsageError, Refused, or whatever ``api`` raises."""
     match cmd:
         case "status":
-            return api.status()
+            return await api.status()
         case "swipe":
             id_tag = _arg_str(args, "id_tag")
             return await api.swipe(id_tag, _arg_int(args, "connector_id", optional=True))

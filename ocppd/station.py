@@ -151,6 +151,8 @@ class Connector:
     status: Status | None = None
     last_reading: MeterReading | None = None
     last_good_energy_wh: float | None = None
+    last_read_s: float | None = None  # monotonic time of last_reading
+    switched_s: float | None = None  # monotonic time the contactor last moved
 
     def all_faults(self, charger_faults: dict[Fault, str]) -> frozenset[Fault]:
         return frozenset(self.faults) | frozenset(charger_faults)
@@ -316,13 +318,13 @@ class Station:
         )
         if c.contactor_closed and not close:  # open first, then change the offer
             self.hw.board.set_contactor(c.id, False)
-            c.contactor_closed = False
+            c.contactor_closed, c.switched_s = False, self.mono()
         if offer != c.offer_a:
             self.hw.board.set_offer(c.id, offer)
             c.offer_a = offer
         if close and not c.contactor_closed:
             self.hw.board.set_contactor(c.id, True)
-            c.contactor_closed = True
+            c.contactor_closed, c.switched_s = True, self.mono()
         self._report(c)
 
     def _report(self, c: Connector) -> None:
@@ -620,7 +622,22 @@ class Station:
             return None
         c.last_reading = reading
         c.last_good_energy_wh = reading.energy_import_wh
+        c.last_read_s = self.mono()
         return reading
+
+    async def refresh_readings(self, max_age_s: float = 1.0) -> None:
+        """Read the meters whose reading is older than ``max_age_s`` or than the last contactor
+        move (for status views).
+
+        Nothing is sent or stored: the samples the Central System gets follow their own
+        intervals. The age limit keeps a script polling the status off the meter bus.
+        """
+        now_s = self.mono()
+        for c in self.connectors.values():
+            stale = c.last_read_s is None or now_s - c.last_read_s >= max_age_s
+            if stale or (c.switched_s is not None and c.switched_s >= (c.last_read_s or 0.0)):
+                await self._read_meter(c)
+                self._check_energy_cap(c)
 
     def _energy_wh(self, c: Connector) -> int:
         if c.last_good_energy_wh is not None:
