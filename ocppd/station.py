@@ -257,6 +257,12 @@ class Station:
             await reader.start(self._on_card)
         await self._read_all_meters()
         await self._recover()
+        for c in self.connectors.values():
+            if c.tx is not None:  # resumed: limits (smart charging) are set before any offer
+                for hook in self.on_tx_started:
+                    hook(c.id, c.tx)
+            elif c.scheduled_operative is not None:  # its transaction ended with the power
+                self._set_operative(c, c.scheduled_operative)
         self._started = True
         for c in self.connectors.values():
             self._apply(c)

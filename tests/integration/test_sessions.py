@@ -96,6 +96,87 @@ async def test_parent_id_tag_of_a_resumed_session_still_stops_it(
         assert stop["reason"] == "Local" and stop["idTag"] == "KID2"
 
 
+async def test_a_resumed_session_never_sees_more_than_its_stored_limit(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """The charging profile is a limit like any other: it applies before the contactor closes."""
+    from ocppd.app import Daemon
+    from ocppd.hw.sim import build_sim_hardware
+
+    cfg = resume_cfg(tmp_path, cs.url)
+    max_profile = {
+        "chargingProfileId": 5,
+        "stackLevel": 0,
+        "chargingProfilePurpose": "ChargePointMaxProfile",
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}],
+        },
+    }
+    async with running(cfg) as d:
+        await booted(cs)
+        conf = await cs.call(
+            CP_ID, call.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile)
+        )
+        assert conf.status == "Accepted"
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await wait_status(cs, "Charging")
+        assert sim(d).view(1).offer_a == 10
+    hw = build_sim_hardware(cfg)
+    assert hw.sim is not None
+    hw.sim.plug(1)
+    offers: list[float] = []
+    set_offer = hw.board.set_offer
+
+    def recording(connector_id: int, current_a: float | None) -> None:
+        if current_a is not None:
+            offers.append(current_a)
+        set_offer(connector_id, current_a)
+
+    hw.board.set_offer = recording  # type: ignore[method-assign]
+    d = Daemon(cfg, install_signals=False, hardware=hw)
+    task = asyncio.ensure_future(d.run())
+    try:
+        await wait_until(
+            lambda: d.station is not None and d.station.connectors[1].contactor_closed,
+            what="resumed charging",
+        )
+        assert offers and max(offers) <= 10
+    finally:
+        d.stop_event.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_availability_scheduled_during_a_session_applies_after_a_power_loss(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = sim_config(tmp_path, cs.url)  # power_loss = "stop"
+    async with running(cfg) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await wait_status(cs, "Charging")
+        conf = await cs.call(
+            CP_ID, call.ChangeAvailability(connector_id=1, type="Inoperative")
+        )
+        assert conf.status == "Scheduled"
+        d.station.close = _no_stop(d.station.close)  # a power cut: nothing is stopped
+    async with running(cfg) as d:
+        stop = (await cs.wait_for("StopTransaction"))[0]
+        assert stop["reason"] == "PowerLoss"
+        await wait_status(cs, "Unavailable")
+        assert status(d) == "unavailable"
+
+
+def _no_stop(close: Any) -> Any:
+    async def closing(*, stop_transactions: Any) -> None:
+        await close(stop_transactions=None)
+
+    return closing
+
+
 # --- TC_069: a card on the reader stops the running session -------------------------------------
 
 
