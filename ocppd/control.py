@@ -41,6 +41,8 @@ The status dict::
                      "transaction_id": int | None, "local_tx_id": int | None,
                      "id_tag": str | None, "energy_wh": float | None (this session),
                      "power_w": float | None, "limit_a": float | None,
+                     # energy and power: the meters are read for the answer (at most once a
+                     # second), not taken from the last sample sent to the Central System
                      "pilot": str | None (IEC 61851 state "A".."F")}]}
 
 A transaction dict (``transactions``, newest first)::

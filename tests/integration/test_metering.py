@@ -73,8 +73,8 @@ async def test_status_shows_the_live_reading_while_charging(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await wait_status(cs, "Charging")
-        await wait_until(lambda: sim(d).view(1).energy_wh > d.station.connectors[1].tx.meter_start_wh,
-                         what="energy flowing")
+        start_wh = d.station.connectors[1].tx.meter_start_wh
+        await wait_until(lambda: sim(d).view(1).energy_wh > start_wh, what="energy flowing")
         st = await asyncio.to_thread(ctl.call, cfg.control.socket, "status", {}, timeout_s=10.0)
         view = sim(d).view(1)
         conn = st["connectors"][0]
