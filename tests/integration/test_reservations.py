@@ -92,3 +92,26 @@ async def test_expiry_timers_do_not_outlive_shutdown(cs: CentralSystem, tmp_path
     assert station._reservation_timers == {}
     with Store.open(cfg.storage.path) as store:  # still reserved: re-armed at the next start
         assert [r.reservation_id for r in store.reservations()] == [3]
+
+
+async def test_a_clock_set_back_does_not_end_a_reservation_early(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """The expiry is a wall-clock instant (§5.13 expiryDate): the timer checks it on firing."""
+    async with running(sim_config(tmp_path, cs.url, connectors=2)) as d:
+        await booted(cs, 2)
+        assert await reserve(cs, 1, 1, 0.5) == "Accepted"
+        d.wall.offset = -timedelta(hours=1)  # the charger's clock is set back an hour
+        # a reservation due one second from the charger's (new) now, to wait on
+        conf = await cs.call(
+            CP_ID,
+            call.ReserveNow(
+                connector_id=2,
+                expiry_date=expiry_in(1.0 - 3600),
+                id_tag="RES",
+                reservation_id=2,
+            ),
+        )
+        assert conf.status == "Accepted"
+        await wait_status(cs, "Available", cid=2, count=2)
+        assert status(d, 1) == "reserved"  # its expiry is still an hour away on this clock
