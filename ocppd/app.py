@@ -431,8 +431,9 @@ class ControlApiImpl:
         assert self.d.cp is not None
         return self.d.cp
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         cp, st, cfg = self._cp, self._station, self.d.cfg
+        await st.refresh_readings()  # live power and energy, not the last periodic sample
         stats = cp.link.stats
         connectors = []
         for c in st.connectors.values():

@@ -194,7 +194,11 @@ class SimConfig:
     initial_soc_pct: float = _f(50.0, lo=0, hi=100)
     target_soc_pct: float = _f(100.0, lo=1, hi=100)
     time_factor: float = _f(1.0, lo=0.01, hi=10_000, doc="energy flows this many times faster")
-    meter_start_wh: float = _f(0.0, lo=0)
+    # A used meter, not a new one: a Central System that sees a register at 0 may take the
+    # values for session energy (Home Assistant does). 1 GWh is far beyond any EVSE meter.
+    meter_start_wh: float = _f(
+        2_500_000.0, lo=0, hi=1e9, doc="the simulated meter's register at the first start, Wh"
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

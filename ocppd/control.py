@@ -41,6 +41,8 @@ The status dict::
                      "transaction_id": int | None, "local_tx_id": int | None,
                      "id_tag": str | None, "energy_wh": float | None (this session),
                      "power_w": float | None, "limit_a": float | None,
+                     # energy and power: the meters are read for the answer (at most once a
+                     # second), not taken from the last sample sent to the Central System
                      "pilot": str | None (IEC 61851 state "A".."F")}]}
 
 A transaction dict (``transactions``, newest first)::
@@ -80,7 +82,7 @@ class Refused(OcppdError):
 class ControlApi(Protocol):
     """What the control socket needs from the station."""
 
-    def status(self) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
 
     async def swipe(self, id_tag: str, connector_id: int | None) -> str: ...
 
@@ -125,7 +127,7 @@ async def dispatch(api: ControlApi, cmd: str, args: dict[str, Any]) -> Any:
     """Run one request against ``api``. Raises UsageError, Refused, or whatever ``api`` raises."""
     match cmd:
         case "status":
-            return api.status()
+            return await api.status()
         case "swipe":
             id_tag = _arg_str(args, "id_tag")
             return await api.swipe(id_tag, _arg_int(args, "connector_id", optional=True))

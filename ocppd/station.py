@@ -47,7 +47,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
-from ocppd.storage import AuthEntry, Store, TxRecord
+from ocppd.storage import AuthEntry, Reservation, Store, TxRecord
 from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.station")
@@ -151,6 +151,8 @@ class Connector:
     status: Status | None = None
     last_reading: MeterReading | None = None
     last_good_energy_wh: float | None = None
+    last_read_s: float | None = None  # monotonic time of last_reading
+    switched_s: float | None = None  # monotonic time the contactor last moved
 
     def all_faults(self, charger_faults: dict[Fault, str]) -> frozenset[Fault]:
         return frozenset(self.faults) | frozenset(charger_faults)
@@ -185,6 +187,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def next_boundary(now: datetime, interval_s: int) -> datetime:
+    """The first clock-aligned instant after ``now``: multiples of ``interval_s`` from midnight
+    UTC (§9.1.5 ClockAlignedDataInterval)."""
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    elapsed_s = (now - midnight).total_seconds()
+    return midnight + timedelta(seconds=(int(elapsed_s // interval_s) + 1) * interval_s)
+
+
 class Station:
     def __init__(
         self,
@@ -209,7 +219,11 @@ class Station:
         self.charger_status: Status | None = None
         self._lock = asyncio.Lock()
         self._tasks = TaskSet(log, "station")
-        self._retime = asyncio.Event()
+        # one wake-up per sampler: a shared one is consumed by whichever sampler wakes first
+        self._wake_periodic = asyncio.Event()
+        self._wake_aligned = asyncio.Event()
+        # §5.13: one expiry timer per reservation, owned here, re-armed from storage at start-up
+        self._reservation_timers: dict[int, asyncio.TimerHandle] = {}
         self._started = False
         self._pilot_seen: set[int] = set()
         self._pilots_known = asyncio.Event()
@@ -233,11 +247,7 @@ class Station:
         stored0 = self.store.get_availability(0)
         if stored0 is not None:
             self.charger_operative = stored0[0]
-        for r in self.store.reservations():
-            reserved = self.connectors.get(r.connector_id)
-            if reserved is not None and r.expiry > self.wall():
-                reserved.reservation_id = r.reservation_id
-                reserved.reservation_tag = (r.id_tag, r.parent_id_tag)
+        self._restore_reservations()
         await self.hw.board.start(self._emit)
         # Recovery depends on whether an EV is still plugged in: wait (briefly) for the board's
         # first pilot reading of every connector.
@@ -247,6 +257,12 @@ class Station:
             await reader.start(self._on_card)
         await self._read_all_meters()
         await self._recover()
+        for c in self.connectors.values():
+            if c.tx is not None:  # resumed: limits (smart charging) are set before any offer
+                for hook in self.on_tx_started:
+                    hook(c.id, c.tx)
+            elif c.scheduled_operative is not None:  # its transaction ended with the power
+                self._set_operative(c, c.scheduled_operative)
         self._started = True
         for c in self.connectors.values():
             self._apply(c)
@@ -263,6 +279,9 @@ class Station:
             for c in self.connectors.values():
                 if c.tx is not None:
                     await self.stop_transaction(c.id, stop_transactions, force=True)
+        for handle in self._reservation_timers.values():
+            handle.cancel()  # the reservations stay stored: the next start-up re-arms them
+        self._reservation_timers.clear()
         await self._tasks.cancel_all()
         for reader in self.hw.readers:
             with contextlib.suppress(Exception):
@@ -277,7 +296,8 @@ class Station:
 
     def retime(self) -> None:
         """Sampling intervals changed (ChangeConfiguration): recompute the timers."""
-        self._retime.set()
+        self._wake_periodic.set()
+        self._wake_aligned.set()
 
     # --- outputs ----------------------------------------------------------------------------------
 
@@ -304,13 +324,13 @@ class Station:
         )
         if c.contactor_closed and not close:  # open first, then change the offer
             self.hw.board.set_contactor(c.id, False)
-            c.contactor_closed = False
+            c.contactor_closed, c.switched_s = False, self.mono()
         if offer != c.offer_a:
             self.hw.board.set_offer(c.id, offer)
             c.offer_a = offer
         if close and not c.contactor_closed:
             self.hw.board.set_contactor(c.id, True)
-            c.contactor_closed = True
+            c.contactor_closed, c.switched_s = True, self.mono()
         self._report(c)
 
     def _report(self, c: Connector) -> None:
@@ -361,6 +381,10 @@ class Station:
                     c.faults[Fault.PILOT_FAULT] = f"pilot state {state.value}"
                 else:
                     c.faults.pop(Fault.PILOT_FAULT, None)
+                if (state is PilotState.A) != (old is PilotState.A):
+                    # A cable left or entered the socket: whatever a failed lock move left
+                    # behind is gone. Without lock feedback nothing else would ever tell.
+                    self._lock_fault(c, None)
                 self._apply(c)
                 if self._started:
                     self._spawn(self._after_pilot(c, old, state))
@@ -403,7 +427,7 @@ class Station:
             if c.tx is not None and self.policy.stop_on_ev_disconnect:
                 await self.stop_transaction(c.id, StopReason.EV_DISCONNECTED)
                 if self.policy.unlock_on_ev_disconnect and self.hw.board.has_lock(c.id):
-                    await self.hw.board.lock(c.id, False)
+                    await self._move_lock(c, locked=False)
             self._apply(c)
 
     def _on_card(self, id_tag: str) -> None:
@@ -464,15 +488,6 @@ class Station:
             if same_tag(c.tx.id_tag, id_tag):
                 await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
                 return f"stopped transaction on connector {c.id}"
-        if connector_id is not None and running:
-            # another tag on a busy connector: it may stop only with the same parentIdTag
-            c = running[0]
-            ok, cred = await self._authorize(id_tag)
-            parent = cred.parent_id_tag if cred else None
-            if ok and c.tx_parent_id_tag is not None and same_tag(parent, c.tx_parent_id_tag):
-                await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
-                return f"stopped transaction on connector {c.id} (same parent id)"
-            raise Refused(f"connector {c.id} is busy with another card")
         for c in self.connectors.values():  # cancel a waiting authorization with the same card
             if (
                 c.waiting is not None
@@ -483,9 +498,23 @@ class Station:
                 self._apply(c)
                 return f"cancelled the waiting session on connector {c.id}"
         ok, cred = await self._authorize(id_tag)
+        parent = cred.parent_id_tag if cred else None
+        # TC_069: another card with the same parentIdTag stops the session, whether the card
+        # came with a connector (ocppctl --connector) or from a reader that names none. A stop
+        # wins over starting a second session elsewhere.
+        for c in running:
+            if (
+                ok
+                and c.tx is not None
+                and c.tx_parent_id_tag is not None
+                and same_tag(parent, c.tx_parent_id_tag)
+            ):
+                await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
+                return f"stopped transaction on connector {c.id} (same parent id)"
+        if connector_id is not None and running:
+            raise Refused(f"connector {connector_id} is busy with another card")
         if not ok:
             raise Refused(f"idTag {id_tag} not authorized")
-        parent = cred.parent_id_tag if cred else None
         if connector_id is not None:
             c = self._connector(connector_id)
             if not self._usable(c) or not self._reserved_for(c, id_tag, parent):
@@ -599,7 +628,22 @@ class Station:
             return None
         c.last_reading = reading
         c.last_good_energy_wh = reading.energy_import_wh
+        c.last_read_s = self.mono()
         return reading
+
+    async def refresh_readings(self, max_age_s: float = 1.0) -> None:
+        """Read the meters whose reading is older than ``max_age_s`` or than the last contactor
+        move (for status views).
+
+        Nothing is sent or stored: the samples the Central System gets follow their own
+        intervals. The age limit keeps a script polling the status off the meter bus.
+        """
+        now_s = self.mono()
+        for c in self.connectors.values():
+            stale = c.last_read_s is None or now_s - c.last_read_s >= max_age_s
+            if stale or (c.switched_s is not None and c.switched_s >= (c.last_read_s or 0.0)):
+                await self._read_meter(c)
+                self._check_energy_cap(c)
 
     def _energy_wh(self, c: Connector) -> int:
         if c.last_good_energy_wh is not None:
@@ -625,6 +669,7 @@ class Station:
                         meter_start_wh=meter_start,
                         started_at=now,
                         reservation_id=reservation_id,
+                        parent_id_tag=parent,
                     )
                     if reservation_id is not None:
                         self.store.reservation_delete(reservation_id)
@@ -638,7 +683,9 @@ class Station:
                 raise Refused(f"cannot record the transaction: {exc}") from None
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
-            c.reservation_id = c.reservation_tag = None
+            if c.reservation_id is not None:  # used up (or another card took a reserved one)
+                self._disarm_reservation(c.reservation_id)
+                c.reservation_id = c.reservation_tag = None
             log.info(
                 "connector %d: transaction %d started for %s at %d Wh",
                 c.id,
@@ -724,7 +771,7 @@ class Station:
             if c.scheduled_operative is not None:
                 self._set_operative(c, c.scheduled_operative)
             if not force and c.cfg.cable == "socket" and self.hw.board.has_lock(c.id):
-                await self.hw.board.lock(c.id, False)
+                await self._move_lock(c, locked=False)
             self._apply(c)
             return True
 
@@ -735,35 +782,51 @@ class Station:
 
     def on_start_confirmed(self, local_id: int, tx_id: int, cred: Credential) -> None:
         """StartTransaction.conf arrived (possibly long after an offline start)."""
-        self.store.set_transaction_id(local_id, tx_id)
-        self.store.set_id_tag_status(local_id, cred.status.value)
+        with self.store.atomic():
+            self.store.set_transaction_id(local_id, tx_id)
+            self.store.set_id_tag_status(local_id, cred.status.value)
+            if cred.parent_id_tag is not None:  # the Central System's word on the parent wins
+                self.store.set_parent_id_tag(local_id, cred.parent_id_tag)
         for c in self.connectors.values():
             if c.tx is not None and c.tx.local_id == local_id:
                 c.tx = self.store.transaction(local_id)
-                if c.tx is not None:
-                    for hook in self.on_tx_confirmed:
-                        hook(c.id, c.tx)
+                if c.tx is None:
+                    continue
+                c.tx_parent_id_tag = c.tx.parent_id_tag
+                for hook in self.on_tx_confirmed:
+                    hook(c.id, c.tx)
                 if cred.status is not AuthStatus.ACCEPTED:
                     log.warning(
                         "connector %d: idTag %s rejected by the Central System (%s)",
                         c.id,
-                        c.tx.id_tag if c.tx else "?",
+                        c.tx.id_tag,
                         cred.status.value,
                     )
-                    if self.policy.stop_on_invalid_id:
-                        self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
-                    elif self.policy.max_energy_on_invalid_id_wh is None:
-                        c.invalid_id = True  # §3.5.4: suspend energy, keep the transaction
-                    else:
-                        self._check_energy_cap(c)
+                self._judge_id_tag(c)
                 self._apply(c)
+
+    def _judge_id_tag(self, c: Connector) -> None:
+        """What a rejected idTag (§3.5.4) means for the session, from the stored idTagInfo.
+
+        The one rule for a StartTransaction.conf just received and for a transaction resumed
+        after a restart, so a suspended session can never come back with energy.
+        """
+        if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED.value):
+            return
+        if self.policy.stop_on_invalid_id:
+            self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
+        elif self.policy.max_energy_on_invalid_id_wh is None:
+            c.invalid_id = True  # suspend energy, keep the transaction
+        else:
+            self._check_energy_cap(c)
 
     def _check_energy_cap(self, c: Connector) -> None:
         """MaxEnergyOnInvalidId (§9.1.15): energy allowed after the idTag turned invalid."""
         cap = self.policy.max_energy_on_invalid_id_wh
         if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED.value) or cap is None:
             return
-        used = c.session_energy_wh or 0.0
+        # without a fresh reading (dead meter at start-up) the last stored register counts
+        used = max(0, self._energy_wh(c) - c.tx.meter_start_wh)
         if used >= cap and not c.invalid_id:
             log.info("connector %d: MaxEnergyOnInvalidId reached (%d Wh)", c.id, cap)
             c.invalid_id = True
@@ -776,7 +839,11 @@ class Station:
             if c is None:
                 continue
             if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
-                c.tx = tx
+                # Everything that decides the contactor comes back from storage: the session,
+                # its parentIdTag, the idTag verdict (and energy cap); availability and
+                # reservations were restored in start().
+                c.tx, c.tx_parent_id_tag, c.invalid_id = tx, tx.parent_id_tag, False
+                self._judge_id_tag(c)
                 log.info("connector %d: resuming transaction %d after restart", c.id, tx.local_id)
                 continue
             meter_stop = max(tx.last_meter_wh or tx.meter_start_wh, tx.meter_start_wh)
@@ -841,11 +908,23 @@ class Station:
             return "not_supported"
         if c.tx is not None:
             await self.stop_transaction(c.id, StopReason.UNLOCK_COMMAND, force=True)
-        ok = await self.hw.board.lock(c.id, False)
-        if not ok:
-            c.faults[Fault.LOCK_FAILURE] = "unlock failed"
-            self._apply(c)
+        ok = await self._move_lock(c, locked=False)
         return "unlocked" if ok else "failed"
+
+    async def _move_lock(self, c: Connector, *, locked: bool) -> bool:
+        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure."""
+        ok = await self.hw.board.lock(c.id, locked)
+        self._lock_fault(c, None if ok else ("lock failed" if locked else "unlock failed"))
+        return ok
+
+    def _lock_fault(self, c: Connector, detail: str | None) -> None:
+        if detail is None:
+            if c.faults.pop(Fault.LOCK_FAILURE, None) is not None:
+                log.info("connector %d: lock fault cleared", c.id)
+                self._apply(c)
+        elif c.faults.get(Fault.LOCK_FAILURE) != detail:
+            c.faults[Fault.LOCK_FAILURE] = detail
+            self._apply(c)
 
     def change_availability(self, connector_id: int, operative: bool) -> str:
         """ChangeAvailability (§5.2): 'accepted', 'scheduled' or 'rejected'. Persisted."""
@@ -882,20 +961,62 @@ class Station:
             c.smart_limit_a = limit_a
             self._apply(c)
 
-    def reserve(
-        self, reservation_id: int, connector_id: int, id_tag: str, parent: str | None
-    ) -> None:
-        c = self.connectors[connector_id]
-        c.reservation_id, c.reservation_tag = reservation_id, (id_tag, parent)
-        self._apply(c)
+    # --- reservations (§5.13): stored, held on a connector, one expiry timer each ---------------
+
+    def reserve(self, r: Reservation) -> None:
+        """Hold ``r.connector_id`` for ``r.id_tag`` until ``r.expiry``; the same id replaces."""
+        self.cancel_reservation(r.reservation_id)
+        self.store.reservation_put(r)
+        self._hold(r)
 
     def cancel_reservation(self, reservation_id: int) -> bool:
+        """Forget a reservation (cancelled, replaced or expired). False when none was held."""
+        self._disarm_reservation(reservation_id)
         for c in self.connectors.values():
             if c.reservation_id == reservation_id:
                 c.reservation_id = c.reservation_tag = None
+                self.store.reservation_delete(reservation_id)
                 self._apply(c)
                 return True
         return False
+
+    def _restore_reservations(self) -> None:
+        now = self.wall()
+        for r in self.store.reservations():
+            if r.connector_id in self.connectors and r.expiry > now:
+                self._hold(r)
+            else:  # expired while the charger was off (or the connector is gone)
+                log.info("reservation %d expired while stopped", r.reservation_id)
+                self.store.reservation_delete(r.reservation_id)
+
+    def _hold(self, r: Reservation) -> None:
+        c = self.connectors[r.connector_id]
+        c.reservation_id, c.reservation_tag = r.reservation_id, (r.id_tag, r.parent_id_tag)
+        self._arm_reservation(r.reservation_id, r.expiry)
+        self._apply(c)
+
+    def _arm_reservation(self, reservation_id: int, expiry: datetime) -> None:
+        self._disarm_reservation(reservation_id)
+        delay_s = max(0.0, (expiry - self.wall()).total_seconds())
+        self._reservation_timers[reservation_id] = asyncio.get_running_loop().call_later(
+            delay_s, self._reservation_due, reservation_id, expiry
+        )
+
+    def _disarm_reservation(self, reservation_id: int) -> None:
+        handle = self._reservation_timers.pop(reservation_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _reservation_due(self, reservation_id: int, expiry: datetime) -> None:
+        self._reservation_timers.pop(reservation_id, None)
+        if self.wall() < expiry:  # the wall clock was set back meanwhile: not yet
+            self._arm_reservation(reservation_id, expiry)
+            return
+        try:
+            if self.cancel_reservation(reservation_id):
+                log.info("reservation %d expired", reservation_id)
+        except StorageError as exc:
+            self._storage_failed(exc)
 
     async def stop_all(self, reason: StopReason) -> None:
         for c in self.connectors.values():
@@ -942,36 +1063,47 @@ class Station:
             except StorageError as exc:
                 self._storage_failed(exc)
 
-    async def _wait_retime(self, delay_s: float) -> None:
-        self._retime.clear()
+    @staticmethod
+    async def _sleep(wake: asyncio.Event, delay_s: float) -> None:
+        """Sleep ``delay_s`` or until ``wake`` is set (then clear it for the next round)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._retime.wait(), timeout=delay_s)
+            await asyncio.wait_for(wake.wait(), timeout=delay_s)
+        wake.clear()
 
     async def _sampler(self) -> None:
         # MeterValueSampleInterval (§9.1.19): samples during transactions. With 0 the meters are
         # still read once a minute, to keep the register persisted and see a dead meter.
         while True:
             interval = self.policy.meter_sample_interval_s
-            await self._wait_retime(interval if interval > 0 else 60)
-            if self._retime.is_set():
-                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake_periodic.wait(), timeout=interval if interval > 0 else 60
+                )
+                self._wake_periodic.clear()
+                continue  # the interval changed: start a new period from now
             await self.sample_now(None, "periodic" if interval > 0 else "poll")
 
     async def _aligned_sampler(self) -> None:
         # ClockAlignedDataInterval (§3.16.2, §9.1.5): evenly spaced from midnight UTC, timestamps
-        # exactly on the boundary (OCTT TC_071).
+        # exactly on the boundary (OCTT TC_071). A sample is taken only once its boundary has
+        # passed on the wall clock: a wake-up (interval changed) or a clock set back never
+        # sends a value stamped in the future.
+        boundary: datetime | None = None
+        planned_for = 0
         while True:
             interval = self.policy.clock_aligned_interval_s
             if interval <= 0:
-                await self._wait_retime(3600)
+                boundary = None
+                await self._sleep(self._wake_aligned, 3600)
                 continue
             now = self.wall()
-            midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-            elapsed = (now - midnight).total_seconds()
-            boundary = midnight + timedelta(seconds=(int(elapsed // interval) + 1) * interval)
-            await self._wait_retime(max(0.0, (boundary - self.wall()).total_seconds()))
-            if self._retime.is_set():
-                continue
+            if boundary is None or interval != planned_for:
+                boundary, planned_for = next_boundary(now, interval), interval
+            wait_s = (boundary - now).total_seconds()
+            if wait_s > 0:
+                await self._sleep(self._wake_aligned, wait_s)
+                continue  # look at the clock again before sampling
+            at, boundary = boundary, None
             for c in self.connectors.values():
                 reading = await self._read_meter(c)
                 if reading is not None and self.port is not None:
@@ -979,7 +1111,7 @@ class Station:
                         connector_id=c.id,
                         tx=c.tx,
                         reading=reading,
-                        at=boundary,
+                        at=at,
                         context="clock",
                         offered_a=c.offer_a,
                     )

@@ -31,6 +31,7 @@ class TxRecord:
     reservation_id: int | None
     id_tag_status: str | None
     finished: bool
+    parent_id_tag: str | None = None  # the idTag's parent when the session began (§3.4)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

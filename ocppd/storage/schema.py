@@ -108,6 +108,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX auth_cache_lru ON auth_cache(used_at);
     CREATE INDEX events_by_time ON events(at);
     """,
+    # 3: the session's parentIdTag. A card with the same parent may stop the session (§3.4),
+    # and that must still hold after a restart that resumes the transaction.
+    """
+    ALTER TABLE transactions ADD COLUMN parent_id_tag TEXT;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -29,7 +29,7 @@ KEEP_FINISHED_TX = 1000
 
 _COLS = ("local_id, connector_id, id_tag, tx_id, meter_start_wh, started_at, last_meter_wh,"
          " last_meter_at, meter_stop_wh, stopped_at, stop_reason, stop_id_tag, reservation_id,"
-         " id_tag_status, finished")
+         " id_tag_status, finished, parent_id_tag")
 
 
 class TransactionsMixin:
@@ -37,13 +37,15 @@ class TransactionsMixin:
     _tx_samples_max: int
 
     def begin_transaction(self, *, connector_id: int, id_tag: str, meter_start_wh: int,
-                          started_at: datetime, reservation_id: int | None = None) -> int:
+                          started_at: datetime, reservation_id: int | None = None,
+                          parent_id_tag: str | None = None) -> int:
         """Record a started transaction; returns its local_id (ours, never reused)."""
         with self._db.write("record a started transaction"):
             cur = self._db.exec(
                 "INSERT INTO transactions(connector_id, id_tag, meter_start_wh, started_at,"
-                " reservation_id) VALUES (?, ?, ?, ?, ?)",
-                (connector_id, id_tag, meter_start_wh, dt_to_text(started_at), reservation_id))
+                " reservation_id, parent_id_tag) VALUES (?, ?, ?, ?, ?, ?)",
+                (connector_id, id_tag, meter_start_wh, dt_to_text(started_at), reservation_id,
+                 parent_id_tag))
         assert cur.lastrowid is not None
         return cur.lastrowid
 
@@ -52,6 +54,9 @@ class TransactionsMixin:
 
     def set_id_tag_status(self, local_id: int, status: str) -> None:
         self._update(local_id, "id_tag_status = ?", (status,), "record an idTag status")
+
+    def set_parent_id_tag(self, local_id: int, parent_id_tag: str | None) -> None:
+        self._update(local_id, "parent_id_tag = ?", (parent_id_tag,), "record a parentIdTag")
 
     def update_meter(self, local_id: int, energy_wh: int, at: datetime) -> None:
         """Persist the latest reading of a running transaction (ignored once finished)."""
@@ -156,5 +161,5 @@ def _tx(row: Any) -> TxRecord:
         meter_stop_wh=row["meter_stop_wh"], stopped_at=opt_dt_from_text(row["stopped_at"]),
         stop_reason=row["stop_reason"], stop_id_tag=row["stop_id_tag"],
         reservation_id=row["reservation_id"], id_tag_status=row["id_tag_status"],
-        finished=bool(row["finished"]),
+        finished=bool(row["finished"]), parent_id_tag=row["parent_id_tag"],
     )

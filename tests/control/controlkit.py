@@ -28,7 +28,7 @@ class FakeStation:
         self.swipe_gate: asyncio.Event | None = None
         self.swipe_started = asyncio.Event()
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         return {
             "charge_point_id": "CP-0001",
             "version": "0.1.0",

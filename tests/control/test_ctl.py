@@ -54,18 +54,21 @@ async def test_status_json_is_the_daemons_answer(
     server: ControlServer, station: FakeStation, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = await ocppctl(capsys, "status", "--json", sock=server.path)
-    assert code == 0 and json.loads(out) == station.status()
+    assert code == 0 and json.loads(out) == await station.status()
 
 
 async def test_status_shows_offline_transactions_and_last_error(
     server: ControlServer, station: FakeStation, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    st = station.status()
+    st = await station.status()
     st["connection"].update(state="disconnected", last_error="connection refused", since=None)
     st["outgoing_invalid"] = 2
     st["connectors"][0]["transaction_id"] = None
-    monkeypatch.setattr(station, "status", lambda: st)
+    async def fixed() -> dict[str, object]:
+        return st
+
+    monkeypatch.setattr(station, "status", fixed)
     code, out, _ = await ocppctl(capsys, "status", sock=server.path)
     assert code == 0
     lines = out.splitlines()

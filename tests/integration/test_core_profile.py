@@ -547,6 +547,31 @@ async def test_minimum_status_duration_skips_short_lived_statuses(
         await cs.wait_for("StatusNotification", count=n + 1, timeout=0.5)
 
 
+async def test_minimum_status_duration_holds_back_a_status_on_an_idle_link(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """§9.1.21: a status is reported only once it has lasted MinimumStatusDuration.
+
+    The link is idle, so nothing else delays the report: without the feature, Preparing would
+    go out before the Heartbeat triggered afterwards.
+    """
+    cfg = sim_config(tmp_path, cs.url, ocpp={"MinimumStatusDuration": 3600})
+    async with running(cfg) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await wait_until(lambda: d.station.connectors[1].status.value == "preparing")
+        await cs.call(CP_ID, call.TriggerMessage(requested_message="Heartbeat"))
+        await cs.wait_for("Heartbeat")
+        assert "Preparing" not in statuses(cs)
+        conf = await cs.call(
+            CP_ID, call.ChangeConfiguration(key="MinimumStatusDuration", value="0")
+        )
+        assert conf.status == "Accepted"
+        await d.station.swipe("TAG1", None)  # with 0, a change is reported at once again
+        await wait_status(cs, "Charging")
+        assert statuses(cs) == ["Available", "Charging"]
+
+
 async def test_stop_sequence_is_stop_then_finishing_with_nothing_between(
     cs: CentralSystem, tmp_path: Path
 ) -> None:

@@ -69,6 +69,8 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
         "control": {"socket": str(tmp_path / "control.sock")},
     }
     data.update(sections)
+    # the physics tests count energy from zero unless they say otherwise
+    data["sim"] = {"meter_start_wh": 0.0, **sections.get("sim", {})}
     return from_dict(data)
 
 

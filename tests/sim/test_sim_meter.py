@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,31 @@ async def test_register_starts_at_meter_start(make_rig: Callable[..., Any]) -> N
     reading = await SimMeter(board, 2).read()
     assert reading.energy_import_wh == 123456.5
     assert reading.power_w == 0.0
+
+
+async def test_register_starts_at_a_used_meters_reading_by_default(tmp_path: Path) -> None:
+    """A real meter rarely reads 0: a Central System (Home Assistant) that sees 0 takes the
+    values for session energy instead of a register."""
+    from ocppd.config import SimConfig
+
+    cfg = make_config(tmp_path)
+    cfg = dataclasses.replace(cfg, sim=SimConfig())  # the shipped default, not the test's 0
+    hw = build_sim_hardware(cfg, clock=time.monotonic)
+    reading = await hw.meters[1].read()
+    assert reading.energy_import_wh == SimConfig().meter_start_wh >= 100_000  # >= 100 kWh
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"), [(-1.0, "must be at least 0"), (1e13, "must be at most")]
+)
+def test_meter_start_must_be_a_plausible_register(
+    tmp_path: Path, value: float, problem: str
+) -> None:
+    from ocppd.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        make_config(tmp_path, sim={"meter_start_wh": value})
+    assert any("sim.meter_start_wh" in p and problem in p for p in info.value.problems)
 
 
 async def test_no_energy_with_the_contactor_open_whatever_the_offer(rig: Rig) -> None:

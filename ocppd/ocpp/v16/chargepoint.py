@@ -763,7 +763,8 @@ class ChargePoint:
             or c.pilot.plugged
         ):
             return {"status": "Occupied"}
-        self.store.reservation_put(
+        # the station stores it and owns its one expiry timer
+        self.station.reserve(
             Reservation(
                 reservation_id=rid,
                 connector_id=cid,
@@ -772,19 +773,10 @@ class ChargePoint:
                 expiry=expiry,
             )
         )
-        self.station.reserve(rid, cid, p["idTag"], p.get("parentIdTag"))
-        delay = max(0.0, (expiry - self.wall()).total_seconds())
-        asyncio.get_running_loop().call_later(delay, self._expire_reservation, rid)
         return {"status": "Accepted"}
-
-    def _expire_reservation(self, rid: int) -> None:
-        if self.station.cancel_reservation(rid):
-            self.store.reservation_delete(rid)
-            log.info("reservation %d expired", rid)
 
     async def _cancel_reservation(self, p: dict[str, Any]) -> dict[str, Any]:
         rid = int(p["reservationId"])
         if self.station.cancel_reservation(rid):
-            self.store.reservation_delete(rid)
             return {"status": "Accepted"}
         return {"status": "Rejected"}
