@@ -1,0 +1,234 @@
+"""Charger-wide limits and remote-start profiles, end to end (OCPP 1.6 §3.13.1, §5.11, §7.8).
+
+The real daemon on the simulator against a real Central System on loopback. The simulator
+records the highest sum of pilot offers it ever saw (``peak_total_offer_a``) and the offer at
+the instant each contactor closed (``offer_at_close_a``): limits must hold at every instant,
+not only once things have settled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from csms import CentralSystem, call
+from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+
+pytestmark = pytest.mark.asyncio
+
+
+def profile(pid: int, purpose: str, limit: float, **extra: Any) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "chargingProfileId": pid,
+        "stackLevel": 0,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": "Relative",
+        "chargingSchedule": {
+            "chargingRateUnit": "A",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
+        },
+    }
+    p.update(extra)
+    return p
+
+
+def offers(d: Any) -> dict[int, float]:
+    return {cid: sim(d).view(cid).offer_a or 0.0 for cid in d.station.connectors}
+
+
+async def charge(cs: CentralSystem, d: Any, cid: int, tag: str, count: int = 1) -> None:
+    sim(d).plug(cid)
+    await d.station.swipe(tag, cid)
+    await wait_status(cs, "Charging", cid=cid, count=count)
+
+
+# --- item 1: the charger's limit is shared ---------------------------------------------------
+
+
+async def test_charge_point_max_profile_is_shared_between_two_charging_connectors(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url, connectors=2)) as d:
+        await booted(cs, connectors=2)
+        conf = await cs.call(
+            CP_ID,
+            call.SetChargingProfile(
+                connector_id=0, cs_charging_profiles=profile(1, "ChargePointMaxProfile", 16)
+            ),
+        )
+        assert conf.status == "Accepted"
+        await charge(cs, d, 1, "TAG1")
+        await wait_until(lambda: offers(d)[1] == 16, what="connector 1 alone gets all 16 A")
+        await charge(cs, d, 2, "TAG2")
+        await wait_until(lambda: offers(d) == {1: 8, 2: 8}, what="16 A shared 8 + 8")
+        assert sim(d).view(1).contactor_closed and sim(d).view(2).contactor_closed
+        assert sim(d).peak_total_offer_a <= 16  # at no instant more than the charger's limit
+        # the session on 1 ends: 2 gets the whole limit again
+        await d.station.swipe("TAG1", 1)
+        await wait_until(lambda: offers(d)[2] == 16, what="connector 2 gets all 16 A")
+        assert sim(d).peak_total_offer_a <= 16
+
+
+async def test_site_breaker_limit_caps_the_sum_without_any_profile(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = sim_config(tmp_path, cs.url, connectors=2, hardware={"max_current_a": 20.0})
+    async with running(cfg) as d:
+        await booted(cs, connectors=2)
+        await charge(cs, d, 1, "TAG1")
+        await charge(cs, d, 2, "TAG2")
+        await wait_until(lambda: offers(d) == {1: 10, 2: 10}, what="20 A shared 10 + 10")
+        assert sim(d).peak_total_offer_a <= 20
+        comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
+        assert comp.status == "Accepted"
+        assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 20
+
+
+async def test_composite_schedule_of_connector_0_is_what_the_whole_charger_may_draw(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url, connectors=2)) as d:
+        await booted(cs, connectors=2)
+        comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
+        # no profile, no site limit: both connectors at their 32 A rating
+        assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 64
+        await cs.call(
+            CP_ID,
+            call.SetChargingProfile(
+                connector_id=0, cs_charging_profiles=profile(1, "ChargePointMaxProfile", 16)
+            ),
+        )
+        comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
+        assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 16
+        assert d.smart is not None
+
+
+# --- item 3: a RemoteStartTransaction's profile from the first ampere ---------------------------
+
+
+async def test_remote_start_profile_limits_the_first_offer_even_without_start_conf(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        cs.behaviour.fail_actions["StartTransaction"] = 1000  # the transactionId never comes
+        sim(d).plug(1)
+        conf = await cs.call(
+            CP_ID,
+            call.RemoteStartTransaction(
+                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
+            ),
+        )
+        assert conf.status == "Accepted"
+        await wait_status(cs, "Charging")
+        view = sim(d).view(1)
+        assert view.contactor_closed
+        assert view.offer_at_close_a is not None and view.offer_at_close_a <= 10
+        assert view.offer_a == 10
+        assert sim(d).peak_total_offer_a <= 10
+
+
+async def test_remote_start_profile_is_bound_to_the_transaction_once_its_id_is_known(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        conf = await cs.call(
+            CP_ID,
+            call.RemoteStartTransaction(
+                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
+            ),
+        )
+        assert conf.status == "Accepted"
+        await wait_status(cs, "Charging")
+        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        tx_id = d.station.connectors[1].tx.tx_id
+        assert sim(d).view(1).offer_at_close_a == 10
+        await wait_until(
+            lambda: [p.tx_id for p in d.store.profiles()] == [tx_id], what="profile bound"
+        )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"chargingProfilePurpose": "TxDefaultProfile"},
+        {"chargingProfilePurpose": "ChargePointMaxProfile"},
+        {"transactionId": 5},
+        {
+            "chargingSchedule": {
+                "chargingRateUnit": "A",
+                "chargingSchedulePeriod": [{"startPeriod": 10, "limit": 10}],
+            }
+        },
+        {"stackLevel": 99},
+    ],
+    ids=["tx-default", "cp-max", "with-transaction-id", "first-period-not-at-0", "stack-level"],
+)
+async def test_remote_start_with_an_invalid_profile_is_rejected_and_starts_nothing(
+    cs: CentralSystem, tmp_path: Path, bad: dict[str, Any]
+) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        conf = await cs.call(
+            CP_ID,
+            call.RemoteStartTransaction(
+                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10, **bad)
+            ),
+        )
+        assert conf.status == "Rejected"
+        # nothing started: a later, valid start is the first and only transaction
+        conf = await cs.call(CP_ID, call.RemoteStartTransaction(id_tag="R2", connector_id=1))
+        assert conf.status == "Accepted"
+        await wait_status(cs, "Charging")
+        assert [p["idTag"] for p in cs.received("StartTransaction")] == ["R2"]
+
+
+async def test_remote_start_profile_survives_a_restart_with_resume(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    async with running(cfg) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        conf = await cs.call(
+            CP_ID,
+            call.RemoteStartTransaction(
+                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
+            ),
+        )
+        assert conf.status == "Accepted"
+        await wait_status(cs, "Charging")
+        assert sim(d).view(1).offer_a == 10
+    cs.messages.clear()
+    async with running(cfg, plugged=(1,)) as d:  # the EV is still there after the restart
+        await wait_status(cs, "Charging")
+        view = sim(d).view(1)
+        assert view.offer_at_close_a is not None and view.offer_at_close_a <= 10
+        assert view.offer_a == 10
+        assert sim(d).peak_total_offer_a <= 10
+
+
+async def test_tx_default_limit_holds_from_the_first_ampere_after_a_restart(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A sibling: stored profiles were applied only after the resumed session got energy."""
+    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    async with running(cfg) as d:
+        await booted(cs)
+        await cs.call(
+            CP_ID,
+            call.SetChargingProfile(
+                connector_id=1, cs_charging_profiles=profile(4, "TxDefaultProfile", 12)
+            ),
+        )
+        await charge(cs, d, 1, "TAG1")
+        await wait_until(lambda: sim(d).view(1).offer_a == 12, what="12 A")
+    cs.messages.clear()
+    async with running(cfg, plugged=(1,)) as d:
+        await wait_status(cs, "Charging")
+        assert sim(d).view(1).offer_at_close_a == 12
+        assert sim(d).peak_total_offer_a <= 12
