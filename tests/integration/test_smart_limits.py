@@ -232,3 +232,62 @@ async def test_tx_default_limit_holds_from_the_first_ampere_after_a_restart(
         await wait_status(cs, "Charging")
         assert sim(d).view(1).offer_at_close_a == 12
         assert sim(d).peak_total_offer_a <= 12
+
+
+# --- re-sharing when an EV draws less, driven by the injected clock -------------------------------
+
+
+async def test_an_ev_that_draws_less_than_offered_frees_its_share_then_gets_it_back(
+    tmp_path: Path,
+) -> None:
+    """The station on the simulator with a real store; the meter clock and the station's
+    monotonic clock are one fake clock, so "for a minute" is stepped, not waited for."""
+    from ocppd.core.sharing import DRAW_SETTLE_S
+    from ocppd.hw.base import PilotState
+    from ocppd.hw.sim import build_sim_hardware
+    from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
+    from ocppd.station import Station
+    from ocppd.storage import Store
+
+    cfg = sim_config(
+        tmp_path,
+        "ws://127.0.0.1:9/ocpp",
+        connectors=2,
+        hardware={"max_current_a": 16.0},
+        ocpp={"AllowOfflineTxForUnknownId": True},
+    )
+    now = [1000.0]
+    hw = build_sim_hardware(cfg, clock=lambda: now[0])
+    store = Store.open(cfg.storage.path)
+    keys = Keys(store, standard_keys(connectors=2), cfg.ocpp)
+    station = Station(cfg=cfg, store=store, hw=hw, policy=V16Policy(keys), mono=lambda: now[0])
+    board = hw.sim
+    assert board is not None
+    await station.start()
+    try:
+        for cid in (1, 2):
+            board.plug(cid)
+            await wait_until(lambda cid=cid: station.connectors[cid].pilot.plugged, what="plug")
+            await station.swipe(f"TAG{cid}", cid)
+        both_charging = lambda: all(board.view(c).current_a > 0 for c in (1, 2))  # noqa: E731
+        await wait_until(both_charging, what="both charging")
+        assert (board.view(1).offer_a, board.view(2).offer_a) == (8, 8)
+        board.set_ev_state(2, PilotState.B)  # EV 2 stops drawing (it stays plugged, in B)
+        await wait_until(lambda: station.connectors[2].pilot is PilotState.B, what="EV 2 in B")
+        await station.sample_now(None, "poll")
+        now[0] += DRAW_SETTLE_S / 2
+        await station.sample_now(None, "poll")
+        assert board.view(1).offer_a == 8  # not for long enough yet
+        now[0] += DRAW_SETTLE_S / 2
+        await station.sample_now(None, "poll")
+        # EV 2 keeps the 6 A minimum (it can resume at once), EV 1 gets the rest
+        assert (board.view(1).offer_a, board.view(2).offer_a) == (10, 6)
+        assert board.peak_total_offer_a <= 16
+        board.set_ev_state(2, PilotState.C)  # EV 2 asks again: equal shares at once
+        await wait_until(
+            lambda: (board.view(1).offer_a, board.view(2).offer_a) == (8, 8), what="8 + 8"
+        )
+        assert board.peak_total_offer_a <= 16
+    finally:
+        await station.close(stop_transactions=None)
+        store.close()
