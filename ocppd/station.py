@@ -350,7 +350,8 @@ class Station:
                     )
                 )
         shares = sharing.share(total, demands) if total is not None else {}
-        lowered, raised = [], []
+        lowered: list[Connector] = []
+        raised: list[Connector] = []
         for c in self.connectors.values():
             new = None if total is None else shares.get(c.id, 0.0)
             old = c.share_a

@@ -231,11 +231,8 @@ class ChargePoint:
 
     def _queue(self, action: str, payload: dict[str, Any], local_tx_id: int, kind: str) -> None:
         """Validate once, then write to the outbox (the sender does not validate again)."""
-        probe = (
-            payload
-            if "transactionId" in payload or kind != "stop"
-            else {**payload, "transactionId": 0}
-        )  # the id is filled in when known
+        probe = payload if "transactionId" in payload or kind != "stop" else {
+            **payload, "transactionId": 0}  # the id is filled in when known
         try:
             self.validator.check_request(action, probe)
         except OcppCallError as exc:
@@ -324,7 +321,8 @@ class ChargePoint:
     async def _boot_loop(self) -> None:
         while True:
             try:
-                conf = await self.link.call("BootNotification", self.boot_payload(), validated=True)
+                conf = await self.link.call(
+                    "BootNotification", self.boot_payload(), validated=True)
             except LinkDown:
                 return  # on_connected starts again after reconnecting
             except (CallTimeout, OcppCallError) as exc:
