@@ -224,7 +224,10 @@ class ProfileSet:
         reason = check_remote_start_profile(profile, limits)
         if reason is not None:
             return Rejected(reason=reason)
-        return self._put(replace(profile, tx_id=None), now, limits)
+        # Accepted was answered and energy is about to flow: a full table must not drop the
+        # limit. The profile lasts one transaction; it may take one slot beyond the maximum.
+        room = replace(limits, max_profiles=limits.max_profiles + 1)
+        return self._put(replace(profile, tx_id=None), now, room)
 
     def bind_transaction(self, connector_id: int, tx_id: int) -> list[Profile]:
         """The transaction id became known: unbound Tx profiles of the connector take it."""

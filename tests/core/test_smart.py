@@ -629,3 +629,16 @@ def test_remote_start_profile_applies_before_the_transaction_id_and_is_bound_lat
     assert (
         check_remote_start_profile(deep, SmartLimits(max_stack_level=8)) is RejectReason.STACK_LEVEL
     )
+
+
+def test_a_full_profile_table_does_not_drop_an_accepted_remote_start_limit() -> None:
+    limits = SmartLimits(max_profiles=1)
+    ps = ProfileSet()
+    assert isinstance(
+        ps.install(prof(1, (0, 20), connector=0), now=T0, active_tx_ids=NO_TX, limits=limits),
+        Installed,
+    )
+    tx_profile = prof(3, (0, 10), purpose=Purpose.TX, kind=Kind.RELATIVE, start=None)
+    assert isinstance(ps.add_session_profile(tx_profile, now=T0, limits=limits), Installed)
+    lim = ps.limit_at(1, sec(1), tx_start=T0, voltage_v=V)
+    assert lim is not None and lim.current_a == 10
