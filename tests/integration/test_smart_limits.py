@@ -85,6 +85,25 @@ async def test_site_breaker_limit_caps_the_sum_without_any_profile(
         assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 20
 
 
+async def test_a_connector_that_cannot_get_6_a_pauses_until_another_session_ends(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = sim_config(tmp_path, cs.url, connectors=3, hardware={"max_current_a": 16.0})
+    async with running(cfg) as d:
+        await booted(cs, connectors=3)
+        await charge(cs, d, 1, "TAG1")
+        await charge(cs, d, 2, "TAG2")
+        sim(d).plug(3)
+        await d.station.swipe("TAG3", 3)
+        await wait_status(cs, "SuspendedEVSE", cid=3)  # 3 x 6 A does not fit in 16 A
+        assert offers(d) == {1: 8, 2: 8, 3: 0}
+        assert not sim(d).view(3).contactor_closed
+        await d.station.swipe("TAG1", 1)
+        await wait_status(cs, "Charging", cid=3)
+        assert offers(d) == {1: 0, 2: 8, 3: 8}
+        assert sim(d).peak_total_offer_a <= 16
+
+
 async def test_composite_schedule_of_connector_0_is_what_the_whole_charger_may_draw(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
