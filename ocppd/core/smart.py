@@ -369,10 +369,9 @@ class ProfileSet:
         Periods are relative to ``start`` (truncated to whole seconds), the first starts at
         0, and equal consecutive periods are merged. The hardware limit ``connector_max_a``
         (default: the pilot maximum, 80 A) caps every period and fills time no profile
-        covers. For connector 0 this is the ChargePointMax profile (with connector-0
-        TxDefault profiles), never a sum over connectors. ``duration_s == 0`` reports the
-        limit in force at ``start``. Without a transaction, relative schedules start at
-        ``start``, as if a transaction began then.
+        covers. For the charger as a whole (connector 0) use ``charger_composite``.
+        ``duration_s == 0`` reports the limit in force at ``start``. Without a transaction,
+        relative schedules start at ``start``, as if a transaction began then.
         """
         if duration_s < 0:
             raise ValueError("duration_s must not be negative")
