@@ -338,7 +338,8 @@ class Station:
                 c.draw.reset()  # a new session is judged afresh
             c.draw.note_asking(c.pilot.wants_power)  # an EV that starts asking gets its share
             own = self._own_offer_a(c)
-            if total is not None and own is not None and own > 0:
+            # an unplugged EV (transaction kept, §4.9 SuspendedEV) cannot draw: no share
+            if total is not None and own is not None and own > 0 and c.pilot.plugged:
                 ceiling = own if c.draw.ceiling_a is None else min(own, c.draw.ceiling_a)
                 since = c.tx.started_at.timestamp() if c.tx is not None else 0.0
                 demands.append(

@@ -5,8 +5,9 @@ max_current_a``) limit the charger as a whole: the sum of what all pilots offer 
 exceed the smaller of the two. The policy, in amperes per phase:
 
 * **Who shares.** Every connector whose pilot could offer current: a running, authorized
-  session that is not stopping, not withheld (invalid idTag, its own limit below 6 A, dead
-  meter) and not faulted. Connectors without such a session get nothing and count nothing.
+  session with an EV plugged in, not stopping, not withheld (invalid idTag, its own limit
+  below 6 A, dead meter) and not faulted. Connectors without such a session get nothing and
+  count nothing.
 * **Each connector's own ceiling** is the smallest of its rating, the cable's rating, its own
   smart-charging limit (Tx or TxDefault profile) and, when its EV draws less than offered, its
   reduced share (``DrawWatch`` below).

@@ -134,3 +134,20 @@ def test_sum_of_offers_never_exceeds_the_charger_limit(seq: list[tuple[str, int,
         for x in board.offer.values():
             assert x is None or x == 0 or safety.MIN_OFFER_A <= x
     assert board.worst_excess_a <= 1e-9
+
+
+def test_a_session_whose_ev_is_unplugged_holds_no_share() -> None:
+    """StopTransactionOnEVSideDisconnect = false keeps the transaction; its share is free."""
+    board = SummingBoard()
+    station = _station(board)
+    for cid in (1, 2):
+        station._emit(PilotChanged(connector_id=cid, state=PilotState.C))
+        c = station.connectors[cid]
+        c.tx = replace(_tx(), connector_id=cid, local_id=cid)
+        station._apply(c)
+    assert (board.offer[1], board.offer[2]) == (10, 10)
+    station._emit(PilotChanged(connector_id=2, state=PilotState.A))
+    assert (board.offer[1], board.offer[2]) == (20, 0)
+    station._emit(PilotChanged(connector_id=2, state=PilotState.B))  # back: shares again
+    assert (board.offer[1], board.offer[2]) == (10, 10)
+    assert board.worst_excess_a <= 1e-9
