@@ -206,12 +206,17 @@ async def test_remote_start_with_an_invalid_profile_is_rejected_and_starts_nothi
         assert [p["idTag"] for p in cs.received("StartTransaction")] == ["R2"]
 
 
+@pytest.mark.parametrize("start_conf", [True, False], ids=["bound", "unbound"])
 async def test_remote_start_profile_survives_a_restart_with_resume(
-    cs: CentralSystem, tmp_path: Path
+    cs: CentralSystem, tmp_path: Path, start_conf: bool
 ) -> None:
+    """Bound: the transactionId came before the restart. Unbound: StartTransaction.conf never
+    came before it."""
     cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
     async with running(cfg) as d:
         await booted(cs)
+        if not start_conf:
+            cs.behaviour.fail_actions["StartTransaction"] = 1000
         sim(d).plug(1)
         conf = await cs.call(
             CP_ID,
@@ -229,6 +234,17 @@ async def test_remote_start_profile_survives_a_restart_with_resume(
         assert view.offer_at_close_a is not None and view.offer_at_close_a <= 10
         assert view.offer_a == 10
         assert sim(d).peak_total_offer_a <= 10
+        if not start_conf:
+            # still unbound, still limited (its queued StartTransaction waits for its retry
+            # time; binding when the id arrives is the test above)
+            assert [p.tx_id for p in d.store.profiles()] == [None]
+            return
+        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        tx_id = d.station.connectors[1].tx.tx_id
+        await wait_until(
+            lambda: [p.tx_id for p in d.store.profiles()] == [tx_id], what="profile bound"
+        )
+        assert sim(d).view(1).offer_a == 10
 
 
 async def test_tx_default_limit_holds_from_the_first_ampere_after_a_restart(
