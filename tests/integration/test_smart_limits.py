@@ -326,3 +326,29 @@ async def test_an_ev_that_draws_less_than_offered_frees_its_share_then_gets_it_b
     finally:
         await station.close(stop_transactions=None)
         store.close()
+
+
+async def test_tx_profile_of_a_transaction_closed_by_power_loss_does_not_outlive_it(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A sibling: transactions stopped at start-up (power_loss = "stop") left their TxProfiles
+    stored for ever, taking MaxChargingProfilesInstalled slots."""
+    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    async with running(cfg) as d:
+        await booted(cs)
+        await charge(cs, d, 1, "TAG1")
+        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        tx_id = d.station.connectors[1].tx.tx_id
+        conf = await cs.call(
+            CP_ID,
+            call.SetChargingProfile(
+                connector_id=1,
+                cs_charging_profiles=profile(9, "TxProfile", 10, transactionId=tx_id),
+            ),
+        )
+        assert conf.status == "Accepted"
+        assert [p.profile_id for p in d.store.profiles()] == [9]
+    async with running(cfg) as d:  # the EV left meanwhile: the transaction is closed
+        await cs.wait_for("StopTransaction")
+        assert d.store.profiles() == []
+        assert d.smart is not None and len(d.smart.profiles) == 0
