@@ -180,6 +180,9 @@ class HardwareConfig:
 
     driver: str = _f("sim", choices=("sim", "gpio"))
     nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
+    max_current_a: float | None = _f(
+        None, lo=6, hi=1000, doc="site/breaker limit for the whole charger, A per phase"
+    )
     emergency_stop: InputConfig | None = _f(None)
     leds: LedConfig | None = _f(None)
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ocppd.config import Config, ConnectorConfig
-from ocppd.core import safety
+from ocppd.core import safety, sharing
 from ocppd.core.auth import AuthPolicy, Credential, Decision, decide, same_tag
 from ocppd.core.model import (
     STOPPING_FAULTS,
@@ -116,6 +116,11 @@ class CentralPort(Protocol):
     def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None: ...
 
 
+# Runs as a session's transaction is recorded, before the contactor may close (a limit that
+# came with the start command is installed here, so it holds from the first ampere).
+SessionHook = Callable[[int, TxRecord], None]
+
+
 @dataclass(slots=True)
 class _Waiting:
     """An authorization waiting for an EV to be plugged in (ConnectionTimeOut)."""
@@ -124,6 +129,7 @@ class _Waiting:
     parent_id_tag: str | None
     reservation_id: int | None
     handle: asyncio.TimerHandle | None = None
+    on_start: SessionHook | None = None
 
 
 @dataclass(slots=True)
@@ -146,6 +152,8 @@ class Connector:
     reservation_tag: tuple[str, str | None] | None = None
     cable_max_a: float | None = None
     smart_limit_a: float | None = None
+    share_a: float | None = None  # its share of the charger-wide limit (None: no such limit)
+    draw: sharing.DrawWatch = field(default_factory=sharing.DrawWatch)
     offer_a: float | None = None
     contactor_closed: bool = False
     status: Status | None = None
@@ -171,10 +179,17 @@ class Connector:
         )
 
     @property
-    def evse_suspended(self) -> bool:
-        """The EVSE withholds energy: limit below 6 A, invalid idTag, or no working meter."""
+    def withheld(self) -> bool:
+        """Energy withheld for this connector's own reasons: its limit below 6 A, an invalid
+        idTag, or no working meter."""
         low_limit = self.smart_limit_a is not None and self.smart_limit_a < safety.MIN_OFFER_A
         return self.invalid_id or low_limit or Fault.METER_FAILURE in self.faults
+
+    @property
+    def evse_suspended(self) -> bool:
+        """The EVSE withholds energy: withheld, or no room left in the charger-wide limit."""
+        no_share = self.share_a is not None and self.share_a < safety.MIN_OFFER_A
+        return self.withheld or no_share
 
     @property
     def session_energy_wh(self) -> float | None:
@@ -232,6 +247,9 @@ class Station:
         self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_confirmed: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_ended: list[Callable[[int, TxRecord], None]] = []
+        # after recovery, before any output is applied: restore limits from storage
+        self.on_recovered: list[Callable[[], None]] = []
+        self.charger_limit_a: float | None = None  # ChargePointMax (smart charging), A/phase
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -257,6 +275,8 @@ class Station:
             await reader.start(self._on_card)
         await self._read_all_meters()
         await self._recover()
+        for recovered in self.on_recovered:
+            recovered()  # stored limits hold before a resumed session gets its first ampere
         for c in self.connectors.values():
             if c.tx is not None:  # resumed: limits (smart charging) are set before any offer
                 for hook in self.on_tx_started:
@@ -302,13 +322,94 @@ class Station:
     # --- outputs ----------------------------------------------------------------------------------
 
     def _apply(self, c: Connector) -> None:
-        """Recompute pilot offer, contactor and status from the facts. Synchronous on purpose."""
-        faults = c.all_faults(self.charger_faults)
-        authorized = c.tx is not None and not c.stopping
-        offer = safety.offer_a(
+        """Recompute outputs of ``c``, and of every connector whose share of the charger-wide
+        limit changed with it: lowered offers first, then raised ones, so that the sum of the
+        offers never exceeds the limit, not even for an instant (ocppd/core/sharing.py)."""
+        lowered, raised = self._reshare()
+        for other in lowered:
+            if other is not c:
+                self._apply_one(other)
+        self._apply_one(c)
+        for other in raised:
+            if other is not c:
+                self._apply_one(other)
+
+    # --- the charger-wide limit (ChargePointMaxProfile, [hardware] max_current_a) ----------------
+
+    def set_charger_limit(self, limit_a: float | None) -> None:
+        """The ChargePointMax limit of the whole charger, A per phase (None: none)."""
+        if limit_a != self.charger_limit_a:
+            self.charger_limit_a = limit_a
+            for c in self.connectors.values():
+                self._apply(c)
+
+    def _charger_total_a(self) -> float | None:
+        limits = [
+            x for x in (self.cfg.hardware.max_current_a, self.charger_limit_a) if x is not None
+        ]
+        return min(limits) if limits else None
+
+    def _reshare(self) -> tuple[list[Connector], list[Connector]]:
+        """New shares for every connector; returns those whose share went down, and up."""
+        total = self._charger_total_a()
+        demands = []
+        for c in self.connectors.values():
+            if c.tx is None:
+                c.draw.reset()  # a new session is judged afresh
+            c.draw.note_asking(c.pilot.wants_power)  # an EV that starts asking gets its share
+            own = self._own_offer_a(c)
+            # an unplugged EV (transaction kept, §4.9 SuspendedEV) cannot draw: no share
+            if total is not None and own is not None and own > 0 and c.pilot.plugged:
+                ceiling = own if c.draw.ceiling_a is None else min(own, c.draw.ceiling_a)
+                since = c.tx.started_at.timestamp() if c.tx is not None else 0.0
+                demands.append(
+                    sharing.Demand(
+                        connector_id=c.id,
+                        ceiling_a=ceiling,
+                        asking=c.pilot.wants_power,
+                        since=since,
+                    )
+                )
+        shares = sharing.share(total, demands) if total is not None else {}
+        lowered: list[Connector] = []
+        raised: list[Connector] = []
+        for c in self.connectors.values():
+            new = None if total is None else shares.get(c.id, 0.0)
+            old = c.share_a
+            if new == old:
+                continue
+            c.share_a = new
+            went_down = old is None or (new is not None and new < old)
+            (lowered if went_down else raised).append(c)
+        return lowered, raised
+
+    def _own_offer_a(self, c: Connector) -> float | None:
+        """What the pilot would offer without the charger-wide limit."""
+        return safety.offer_a(
             connector_max_a=c.cfg.max_current_a,
             cable_max_a=c.cable_max_a,
             smart_limit_a=c.smart_limit_a,
+            tx_authorized=c.tx is not None and not c.stopping,
+            evse_suspended=c.withheld,
+            faults=c.all_faults(self.charger_faults),
+        )
+
+    def _note_draw(self, c: Connector, reading: MeterReading) -> None:
+        """An EV that draws clearly less than offered frees its share (core/sharing.py)."""
+        if c.share_a is None or not reading.current_a:
+            return
+        if c.draw.observe(max(reading.current_a), c.offer_a, self.mono()):
+            self._apply(c)
+
+    def _apply_one(self, c: Connector) -> None:
+        """Recompute pilot offer, contactor and status from the facts. Synchronous on purpose."""
+        faults = c.all_faults(self.charger_faults)
+        authorized = c.tx is not None and not c.stopping
+        limits = [x for x in (c.smart_limit_a, c.share_a) if x is not None]
+        offer = safety.offer_a(
+            connector_max_a=c.cfg.max_current_a,
+            cable_max_a=c.cable_max_a,
+            smart_limit_a=min(limits) if limits else None,
             tx_authorized=authorized,
             evse_suspended=c.evse_suspended,
             faults=faults,
@@ -421,7 +522,7 @@ class Station:
             if c.waiting is not None and c.tx is None:
                 w = c.waiting
                 self._clear_waiting(c)
-                await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id)
+                await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id, w.on_start)
         elif new is PilotState.A and old is not PilotState.A:
             c.finishing = False
             if c.tx is not None and self.policy.stop_on_ev_disconnect:
@@ -527,13 +628,20 @@ class Station:
         return await self._begin_session(c, id_tag, parent, c.reservation_id)
 
     async def _begin_session(
-        self, c: Connector, id_tag: str, parent: str | None, reservation_id: int | None
+        self,
+        c: Connector,
+        id_tag: str,
+        parent: str | None,
+        reservation_id: int | None,
+        on_start: SessionHook | None = None,
     ) -> str:
         if c.pilot.plugged:
-            await self._start(c, id_tag, parent, reservation_id)
+            await self._start(c, id_tag, parent, reservation_id, on_start)
             return f"started a transaction on connector {c.id}"
         loop = asyncio.get_running_loop()
-        c.waiting = _Waiting(id_tag=id_tag, parent_id_tag=parent, reservation_id=reservation_id)
+        c.waiting = _Waiting(
+            id_tag=id_tag, parent_id_tag=parent, reservation_id=reservation_id, on_start=on_start
+        )
         timeout = max(1, self.policy.connection_timeout_s)
         c.waiting.handle = loop.call_later(timeout, self._connection_timeout, c)
         self._apply(c)
@@ -629,6 +737,7 @@ class Station:
         c.last_reading = reading
         c.last_good_energy_wh = reading.energy_import_wh
         c.last_read_s = self.mono()
+        self._note_draw(c, reading)
         return reading
 
     async def refresh_readings(self, max_age_s: float = 1.0) -> None:
@@ -653,7 +762,12 @@ class Station:
         return 0
 
     async def _start(
-        self, c: Connector, id_tag: str, parent: str | None, reservation_id: int | None
+        self,
+        c: Connector,
+        id_tag: str,
+        parent: str | None,
+        reservation_id: int | None,
+        on_start: SessionHook | None = None,
     ) -> None:
         async with self._lock:
             if c.tx is not None:
@@ -703,6 +817,8 @@ class Station:
                     context="begin",
                     offered_a=c.offer_a,
                 )
+            if on_start is not None:
+                on_start(c.id, tx)  # first: its limit must hold before anything applies outputs
             for hook in self.on_tx_started:
                 hook(c.id, tx)
             self._apply(c)
@@ -870,8 +986,13 @@ class Station:
 
     # --- commands from the Central System ---------------------------------------------------------
 
-    def remote_start(self, id_tag: str, connector_id: int | None) -> Connector | None:
-        """Pick the connector for RemoteStartTransaction; None means Rejected."""
+    def remote_start(
+        self, id_tag: str, connector_id: int | None, *, on_start: SessionHook | None = None
+    ) -> Connector | None:
+        """Pick the connector for RemoteStartTransaction; None means Rejected.
+
+        ``on_start`` runs when the transaction is recorded, before the contactor may close.
+        """
         if connector_id is not None:
             c = self.connectors.get(connector_id)
             if c is None or not self._usable(c) or not self._reserved_for(c, id_tag, None):
@@ -880,10 +1001,10 @@ class Station:
             c = self._pick_free(id_tag, None)
             if c is None:
                 return None
-        self._spawn(self._remote_start(c, id_tag), name="ocppd-remote-start")
+        self._spawn(self._remote_start(c, id_tag, on_start), name="ocppd-remote-start")
         return c
 
-    async def _remote_start(self, c: Connector, id_tag: str) -> None:
+    async def _remote_start(self, c: Connector, id_tag: str, on_start: SessionHook | None) -> None:
         parent = None
         if self.policy.authorize_remote_tx:  # §5.11: behave like a local start
             ok, cred = await self._authorize(id_tag)
@@ -892,7 +1013,7 @@ class Station:
                 return
             parent = cred.parent_id_tag if cred else None
         if self._usable(c):
-            await self._begin_session(c, id_tag, parent, c.reservation_id)
+            await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
 
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():

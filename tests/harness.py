@@ -32,6 +32,7 @@ def sim_config_text(
     sim: dict[str, Any] | None = None,
     system: dict[str, Any] | None = None,
     central: dict[str, Any] | None = None,
+    hardware: dict[str, Any] | None = None,
     cable: str = "socket",
     db: Path | None = None,
 ) -> str:
@@ -63,7 +64,7 @@ model = "test"
 [central_system]
 {table(cs)}
 [hardware]
-driver = "sim"
+{table({"driver": "sim", **(hardware or {})})}
 {conn}
 [sim]
 {table(sim)}

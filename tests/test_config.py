@@ -81,6 +81,22 @@ def test_out_of_range_value(tmp_path: Path) -> None:
     assert "connectors[1].max_current_a: must be at most 80" in line
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("5", "hardware.max_current_a: must be at least 6, got 5.0"),
+        ('"breaker"', "hardware.max_current_a: must be a number, got 'breaker'"),
+    ],
+)
+def test_site_current_limit_is_checked_by_name(tmp_path: Path, value: str, message: str) -> None:
+    text = minimal(tmp_path) + f"\n[hardware]\nmax_current_a = {value}\n"
+    (line,) = problems(tmp_path, text)
+    assert message in line, line
+    ok = config.load(write(tmp_path, minimal(tmp_path) + "\n[hardware]\nmax_current_a = 25\n"))
+    assert ok.hardware.max_current_a == 25.0
+    assert config.load(write(tmp_path, minimal(tmp_path))).hardware.max_current_a is None
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     text = minimal(tmp_path).replace('url = "ws://127.0.0.1:9000/ocpp"', "")
     assert any("central_system.url: required key is missing" in p for p in problems(tmp_path, text))

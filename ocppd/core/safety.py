@@ -4,8 +4,9 @@
   running transaction that the EVSE is not withholding, with no fault and no stop in progress.
 - It opens on anything else: pilot A/B/E/F, a fault, an RCD trip, a stop, shutdown, start-up.
 - The pilot never offers more than the smallest of the cable rating, the connector rating and
-  the smart-charging limit; below the 6 A minimum of IEC 61851-1 it offers nothing (the EV
-  pauses) instead of an illegal current.
+  the smart-charging limit, which includes the connector's share of the charger-wide limit
+  (ChargePointMaxProfile, [hardware] max_current_a; ocppd/core/sharing.py); below the 6 A
+  minimum of IEC 61851-1 it offers nothing (the EV pauses) instead of an illegal current.
 
 tests/core/test_safety.py checks these as properties over random event sequences.
 """

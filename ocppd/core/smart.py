@@ -14,8 +14,13 @@ How a limit is found for a connector at an instant (``ProfileSet.limit_at``):
 * A Tx profile, while it covers ``t``, overrules the TxDefault profiles (§3.13.1); it applies
   only to the transaction it was installed for.
 * The charge-point-wide ChargePointMax profile caps the result: limit = min(ChargePointMax,
-  Tx-or-TxDefault) (§3.13.1). Splitting the ChargePointMax budget between connectors that
-  charge at the same time is the station's job, not this module's.
+  Tx-or-TxDefault) (§3.13.1). It limits the charger as a whole (§7.8): ``charger_limit_at``
+  gives it alone, and ocppd/core/sharing.py splits it between the connectors that charge at
+  the same time, so that their sum never exceeds it.
+* A Tx profile that came with RemoteStartTransaction (§5.11) is installed when the session
+  starts, before the transaction id is known (``add_session_profile``, ``tx_id`` None): it
+  applies to whatever transaction runs on its connector, and ``bind_transaction`` gives it the
+  id once StartTransaction.conf arrives.
 * With no profile at all there is no limit (``None``): charge as the hardware allows.
 
 Limits below 6 A are reported as they are. IEC 61851-1 cannot signal less than 6 A on the
@@ -25,7 +30,7 @@ pilot, so the station pauses the EV (state B / 0 A) for such limits; that is not
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -149,6 +154,18 @@ class _Ctx:
     connector_id: int
     tx_id: int | None
     anchor: datetime | None  # start of relative schedules; None: not fixed yet
+    in_tx: bool = False  # a transaction runs on the connector (its id may not be known yet)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorSpec:
+    """What the charger-wide composite needs to know about one connector."""
+
+    connector_id: int
+    max_current_a: float  # rating (and cable), the most it can ever draw
+    phases: int = DEFAULT_PHASES
+    tx_start: datetime | None = None
+    tx_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -188,11 +205,42 @@ class ProfileSet:
         reason = check_profile(profile, active_tx_ids=active_tx_ids, limits=limits)
         if reason is not None:
             return Rejected(reason=reason)
-        if profile.kind is Kind.ABSOLUTE and profile.schedule.start is None:
-            profile = replace(profile, schedule=replace(profile.schedule, start=now))
         if profile.purpose is Purpose.TX and profile.tx_id is None:
             # bind it to the ongoing transaction so it can never outlive it
             profile = replace(profile, tx_id=active_tx_ids[profile.connector_id])
+        return self._put(profile, now, limits)
+
+    def add_session_profile(
+        self, profile: Profile, *, now: datetime, limits: SmartLimits = SmartLimits()
+    ) -> Installed | Rejected:
+        """A RemoteStartTransaction's Tx profile (§5.11), as its session starts.
+
+        The transaction id may not be known yet (offline, or StartTransaction.conf still on
+        its way), yet the limit must hold from the first ampere: the profile is installed
+        unbound (``tx_id`` None) and applies to the transaction on its connector until
+        ``bind_transaction``. It was checked with ``check_remote_start_profile`` before the
+        start was accepted; it is checked again here against ``limits``.
+        """
+        reason = check_remote_start_profile(profile, limits)
+        if reason is not None:
+            return Rejected(reason=reason)
+        # Accepted was answered and energy is about to flow: a full table must not drop the
+        # limit. The profile lasts one transaction; it may take one slot beyond the maximum.
+        room = replace(limits, max_profiles=limits.max_profiles + 1)
+        return self._put(replace(profile, tx_id=None), now, room)
+
+    def bind_transaction(self, connector_id: int, tx_id: int) -> list[Profile]:
+        """The transaction id became known: unbound Tx profiles of the connector take it."""
+        bound = []
+        for p in list(self._profiles.values()):
+            if p.purpose is Purpose.TX and p.connector_id == connector_id and p.tx_id is None:
+                self._profiles[p.profile_id] = replace(p, tx_id=tx_id)
+                bound.append(self._profiles[p.profile_id])
+        return bound
+
+    def _put(self, profile: Profile, now: datetime, limits: SmartLimits) -> Installed | Rejected:
+        if profile.kind is Kind.ABSOLUTE and profile.schedule.start is None:
+            profile = replace(profile, schedule=replace(profile.schedule, start=now))
         # §5.16.2: the same id, or the same stack level and purpose (on the same connector),
         # replaces the existing profile.
         replaced = tuple(
@@ -265,8 +313,26 @@ class ProfileSet:
         as if one started at ``at`` (their first period), which is what a new session gets.
         ``phases`` is the number of phases the connector can use; it caps numberPhases.
         """
-        ctx = _Ctx(connector_id, tx_id, tx_start if tx_start is not None else at)
+        ctx = _Ctx(
+            connector_id, tx_id, tx_start if tx_start is not None else at, _in(tx_start, tx_id)
+        )
         return self._limit(ctx, at, voltage_v, phases)
+
+    def charger_limit_at(
+        self, at: datetime, *, voltage_v: float, phases: int = DEFAULT_PHASES
+    ) -> Limit | None:
+        """The ChargePointMax limit of the whole charger at ``at`` (§7.8); None: none.
+
+        ``phases`` is the most phases any connector uses: a limit in watts becomes amperes per
+        phase as if all of them were loaded, which never allows more than the watts.
+        """
+        won = _winner(self._candidates(_Ctx(0, None, at))[Purpose.CHARGE_POINT_MAX], at, at)
+        if won is None:
+            return None
+        prof, per = won
+        n = min(max(1, phases), per.number_phases or DEFAULT_PHASES)
+        amps = _to_amps(per.limit, prof.schedule.rate_unit, voltage_v * n)
+        return Limit(current_a=amps, power_w=amps * voltage_v * n, number_phases=n)
 
     def next_change_after(
         self,
@@ -283,7 +349,7 @@ class ProfileSet:
         exactly at a boundary instead of polling. Without a transaction, relative schedules
         stay at their first period and contribute no boundaries.
         """
-        return self._next(_Ctx(connector_id, tx_id, tx_start), at)
+        return self._next(_Ctx(connector_id, tx_id, tx_start, _in(tx_start, tx_id)), at)
 
     def composite(
         self,
@@ -303,16 +369,17 @@ class ProfileSet:
         Periods are relative to ``start`` (truncated to whole seconds), the first starts at
         0, and equal consecutive periods are merged. The hardware limit ``connector_max_a``
         (default: the pilot maximum, 80 A) caps every period and fills time no profile
-        covers. For connector 0 this is the ChargePointMax profile (with connector-0
-        TxDefault profiles), never a sum over connectors. ``duration_s == 0`` reports the
-        limit in force at ``start``. Without a transaction, relative schedules start at
-        ``start``, as if a transaction began then.
+        covers. For the charger as a whole (connector 0) use ``charger_composite``.
+        ``duration_s == 0`` reports the limit in force at ``start``. Without a transaction,
+        relative schedules start at ``start``, as if a transaction began then.
         """
         if duration_s < 0:
             raise ValueError("duration_s must not be negative")
         start = start.replace(microsecond=0)
         end = start + timedelta(seconds=duration_s)
-        ctx = _Ctx(connector_id, tx_id, tx_start if tx_start is not None else start)
+        ctx = _Ctx(
+            connector_id, tx_id, tx_start if tx_start is not None else start, _in(tx_start, tx_id)
+        )
         cap_a = PILOT_MAX_A if connector_max_a is None else connector_max_a
         periods: list[SchedulePeriod] = []
         min_rate: float | None = None
@@ -356,11 +423,12 @@ class ProfileSet:
                     if p.connector_id in (0, ctx.connector_id):
                         out[p.purpose].append(p)
                 case Purpose.TX:
+                    # an unbound one (tx_id None, §5.11) applies to any running transaction
                     if (
                         ctx.connector_id > 0
                         and p.connector_id == ctx.connector_id
-                        and ctx.tx_id is not None
-                        and p.tx_id in (None, ctx.tx_id)
+                        and ctx.in_tx
+                        and (p.tx_id is None or p.tx_id == ctx.tx_id)
                     ):
                         out[p.purpose].append(p)
         for profiles in out.values():
@@ -403,6 +471,70 @@ class ProfileSet:
                 if t is not None and (best is None or t < best):
                     best = t
         return best
+
+    def charger_composite(
+        self,
+        start: datetime,
+        duration_s: int,
+        unit: RateUnit,
+        *,
+        connectors: Sequence[ConnectorSpec],
+        voltage_v: float,
+        site_max_a: float | None = None,
+    ) -> Schedule:
+        """GetCompositeSchedule for connector 0 (§6.43): what the charger as a whole may draw.
+
+        At each instant the smallest of the ChargePointMax limit, the site's breaker
+        ``site_max_a`` and the sum of what each connector may draw on its own (its rating
+        capped by its own profiles). Amperes per phase, summed over connectors as the sharing
+        does (ocppd/core/sharing.py); watts use the most phases any connector has.
+        """
+        if duration_s < 0:
+            raise ValueError("duration_s must not be negative")
+        start = start.replace(microsecond=0)
+        end = start + timedelta(seconds=duration_s)
+        n = max([c.phases for c in connectors] or [DEFAULT_PHASES])
+        ctxs = [
+            (
+                c,
+                _Ctx(
+                    c.connector_id,
+                    c.tx_id,
+                    c.tx_start if c.tx_start is not None else start,
+                    _in(c.tx_start, c.tx_id),
+                ),
+            )
+            for c in connectors
+        ]
+        periods: list[SchedulePeriod] = []
+        t = start
+        while True:
+            amps = 0.0
+            for c, ctx in ctxs:
+                own = self._limit(ctx, t, voltage_v, c.phases)
+                amps += c.max_current_a if own is None else min(own.current_a, c.max_current_a)
+            whole = self.charger_limit_at(t, voltage_v=voltage_v, phases=n)
+            for cap in (None if whole is None else whole.current_a, site_max_a):
+                if cap is not None:
+                    amps = min(amps, cap)
+            value = amps if unit is RateUnit.AMPERES else amps * voltage_v * n
+            offset_s = math.floor((t - start).total_seconds())
+            if periods and periods[-1].start_s == offset_s:
+                periods.pop()
+            if not periods or periods[-1].limit != value:
+                periods.append(SchedulePeriod(start_s=offset_s, limit=value, number_phases=n))
+            nexts = [x for _, ctx in ctxs if (x := self._next(ctx, t)) is not None]
+            whole_next = self._next(_Ctx(0, None, None), t)
+            if whole_next is not None:
+                nexts.append(whole_next)
+            if not nexts or min(nexts) >= end:
+                break
+            t = min(nexts)
+        return Schedule(rate_unit=unit, periods=tuple(periods), duration_s=duration_s, start=start)
+
+
+def _in(tx_start: datetime | None, tx_id: int | None) -> bool:
+    return tx_start is not None or tx_id is not None
 
 
 # -- schedule evaluation ---------------------------------------------------------------------
@@ -536,10 +668,13 @@ def check_schedule(profile: Profile, limits: SmartLimits = SmartLimits()) -> Rej
     return None
 
 
-def check_remote_start_profile(profile: Profile) -> RejectReason | None:
-    """§5.11: a profile inside RemoteStartTransaction must be a Tx profile without tx id."""
+def check_remote_start_profile(
+    profile: Profile, limits: SmartLimits = SmartLimits()
+) -> RejectReason | None:
+    """§5.11: a profile inside RemoteStartTransaction must be a Tx profile without tx id
+    ("ChargingProfilePurpose MUST be set to TxProfile"), with a valid schedule."""
     if profile.purpose is not Purpose.TX:
         return RejectReason.WRONG_PURPOSE
     if profile.tx_id is not None:
         return RejectReason.WRONG_TRANSACTION
-    return check_schedule(profile)
+    return check_schedule(profile, limits)

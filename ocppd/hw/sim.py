@@ -77,6 +77,7 @@ class SimView:
     energy_wh: float
     soc_pct: float | None
     battery_full: bool
+    offer_at_close_a: float | None  # what the pilot offered when the contactor last closed
 
 
 @dataclass(slots=True, kw_only=True)
@@ -88,6 +89,7 @@ class _Port:
     last_s: float  # clock reading up to which energy_wh is integrated
     contactor_closed: bool = False
     offer_a: float | None = None
+    offer_at_close_a: float | None = None
     pilot_error: bool = False
     locked: bool = False
     state: PilotState = PilotState.A
@@ -122,6 +124,9 @@ class SimBoard:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.TimerHandle | None = None
         self.lock_fails: set[int] = set()  # test hook: these connectors' locks do not move
+        # The highest sum of what all pilots offered at one instant since start: what a shared
+        # supply (a ChargePointMaxProfile, the site's breaker) would have had to carry.
+        self.peak_total_offer_a = 0.0
 
     # --- EvseBoard ------------------------------------------------------------------------
 
@@ -145,6 +150,8 @@ class SimBoard:
         port = self._advance(connector_id)
         if port.contactor_closed != closed:
             log.info("sim connector %d: contactor %s", connector_id, "closed" if closed else "open")
+            if closed:
+                port.offer_at_close_a = port.offer_a
         port.contactor_closed = closed
         self._reschedule()
 
@@ -152,6 +159,8 @@ class SimBoard:
         port = self._advance(connector_id)
         port.offer_a = current_a
         port.pilot_error = False
+        total_a = sum(p.offer_a or 0.0 for p in self._ports.values())
+        self.peak_total_offer_a = max(self.peak_total_offer_a, total_a)
         self._react(connector_id, port)
         self._reschedule()
 
@@ -259,6 +268,7 @@ class SimBoard:
             energy_wh=port.energy_wh,
             soc_pct=self._soc_pct(port),
             battery_full=port.full,
+            offer_at_close_a=port.offer_at_close_a,
         )
 
     def reading(self, connector_id: int) -> MeterReading:

@@ -563,3 +563,82 @@ def test_composite_drops_sub_second_part_of_the_start() -> None:
 def test_composite_refuses_negative_duration() -> None:
     with pytest.raises(ValueError):
         composite(ProfileSet(), duration_s=-1)
+
+
+# --- the charger as a whole (§7.8) and remote-start profiles (§5.11) -----------------------------
+
+
+def test_charger_limit_is_the_charge_point_max_profile_alone() -> None:
+    ps = ProfileSet.of(
+        [
+            prof(1, (0, 16), connector=0, purpose=Purpose.CHARGE_POINT_MAX),
+            prof(2, (0, 10), connector=0, purpose=Purpose.TX_DEFAULT),
+        ]
+    )
+    lim = ps.charger_limit_at(sec(1), voltage_v=V)
+    assert lim is not None and lim.current_a == 16
+    assert ProfileSet().charger_limit_at(sec(1), voltage_v=V) is None
+    # watts for the charger: amperes per phase as if every phase were loaded
+    ps = ProfileSet.of(
+        [prof(3, (0, 11040), connector=0, purpose=Purpose.CHARGE_POINT_MAX, unit=RateUnit.WATTS)]
+    )
+    lim = ps.charger_limit_at(sec(1), voltage_v=V, phases=3)
+    assert lim is not None and lim.current_a == pytest.approx(16)
+
+
+def test_charger_composite_is_the_smallest_of_max_profile_site_and_sum_of_connectors() -> None:
+    from ocppd.core.smart import ConnectorSpec
+
+    conns = [
+        ConnectorSpec(connector_id=1, max_current_a=32),
+        ConnectorSpec(connector_id=2, max_current_a=32),
+    ]
+    ps = ProfileSet.of([prof(1, (0, 12), connector=2)])  # TxDefault 12 A on connector 2
+    whole = ps.charger_composite(T0, 600, RateUnit.AMPERES, connectors=conns, voltage_v=V)
+    assert [(p.start_s, p.limit) for p in whole.periods] == [(0, 44)]
+    capped = ps.charger_composite(
+        T0, 600, RateUnit.AMPERES, connectors=conns, voltage_v=V, site_max_a=40
+    )
+    assert [(p.start_s, p.limit) for p in capped.periods] == [(0, 40)]
+    ps.install(
+        prof(2, (0, 20), (300, 16), connector=0, purpose=Purpose.CHARGE_POINT_MAX),
+        now=T0,
+        active_tx_ids=NO_TX,
+    )
+    sched = ps.charger_composite(
+        T0, 600, RateUnit.AMPERES, connectors=conns, voltage_v=V, site_max_a=40
+    )
+    assert [(p.start_s, p.limit) for p in sched.periods] == [(0, 20), (300, 16)]
+
+
+def test_remote_start_profile_applies_before_the_transaction_id_and_is_bound_later() -> None:
+    ps = ProfileSet()
+    tx_profile = prof(3, (0, 10), purpose=Purpose.TX, kind=Kind.RELATIVE, start=None)
+    assert isinstance(ps.add_session_profile(tx_profile, now=T0), Installed)
+    # the session has started (tx_start known), its id not yet
+    lim = ps.limit_at(1, sec(1), tx_start=T0, voltage_v=V)
+    assert lim is not None and lim.current_a == 10
+    assert ps.limit_at(1, sec(1), voltage_v=V) is None  # no transaction: no Tx profile
+    assert [p.tx_id for p in ps.bind_transaction(1, 77)] == [77]
+    lim = ps.limit_at(1, sec(1), tx_start=T0, tx_id=77, voltage_v=V)
+    assert lim is not None and lim.current_a == 10
+    assert ps.limit_at(1, sec(1), tx_start=T0, tx_id=78, voltage_v=V) is None  # another tx
+    wrong = prof(4, (0, 10), purpose=Purpose.TX_DEFAULT, kind=Kind.RELATIVE, start=None)
+    assert isinstance(ps.add_session_profile(wrong, now=T0), Rejected)
+    deep = prof(5, (0, 10), purpose=Purpose.TX, kind=Kind.RELATIVE, start=None, stack=9)
+    assert (
+        check_remote_start_profile(deep, SmartLimits(max_stack_level=8)) is RejectReason.STACK_LEVEL
+    )
+
+
+def test_a_full_profile_table_does_not_drop_an_accepted_remote_start_limit() -> None:
+    limits = SmartLimits(max_profiles=1)
+    ps = ProfileSet()
+    assert isinstance(
+        ps.install(prof(1, (0, 20), connector=0), now=T0, active_tx_ids=NO_TX, limits=limits),
+        Installed,
+    )
+    tx_profile = prof(3, (0, 10), purpose=Purpose.TX, kind=Kind.RELATIVE, start=None)
+    assert isinstance(ps.add_session_profile(tx_profile, now=T0, limits=limits), Installed)
+    lim = ps.limit_at(1, sec(1), tx_start=T0, voltage_v=V)
+    assert lim is not None and lim.current_a == 10

@@ -608,14 +608,20 @@ class ChargePoint:
         connector_id = p.get("connectorId")
         if connector_id == 0:
             return {"status": "Rejected"}  # TC_027: connectorId 0 shall not be used
-        profile = p.get("chargingProfile")
-        if profile is not None and profile.get("chargingProfilePurpose") != "TxProfile":
-            return {"status": "Rejected"}  # §5.11: only a TxProfile may come with it
-        c = self.station.remote_start(p["idTag"], connector_id)
+        on_start = None
+        if p.get("chargingProfile") is not None:
+            # §5.11: a TxProfile, validated before Accepted; it limits the session from its
+            # first ampere (installed as the transaction is recorded, even offline)
+            if self.smart is None:
+                return {"status": "Rejected"}
+            smart = self.smart()
+            profile = smart.remote_start_profile(p["chargingProfile"])
+            if profile is None:
+                return {"status": "Rejected"}
+            on_start = smart.session_hook(profile)
+        c = self.station.remote_start(p["idTag"], connector_id, on_start=on_start)
         if c is None:
             return {"status": "Rejected"}
-        if profile is not None and self.smart is not None:
-            self.smart().pending_remote[c.id] = profile  # installed once the tx id is known
         return {"status": "Accepted"}
 
     async def _remote_stop(self, p: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,15 @@
 GetCompositeSchedule, wired to the station.
 
 The stacking and composite rules are in ocppd/core/smart.py; this module keeps the installed
-profiles persistent, answers the three messages, and applies the effective limit to each
-connector's pilot at once and again exactly at every boundary where it may change (a timer
-per next change, no polling).
+profiles persistent, answers the three messages, and applies the effective limits at once and
+again exactly at every boundary where they may change (a timer per next change, no polling):
+the ChargePointMax limit to the charger as a whole (the station shares it between connectors,
+ocppd/core/sharing.py), the Tx/TxDefault limit to each connector.
+
+A RemoteStartTransaction's TxProfile (§5.11) is validated before the start is accepted,
+installed (and stored) as the session's transaction is recorded, before the contactor may
+close, bound to the transactionId when StartTransaction.conf brings it, and restored with the
+session after a restart.
 """
 
 from __future__ import annotations
@@ -12,11 +18,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from ocppd.config import Config
-from ocppd.core.smart import Installed, ProfileSet, Purpose, RateUnit, SmartLimits
+from ocppd.core.smart import (
+    ConnectorSpec,
+    Installed,
+    Profile,
+    ProfileSet,
+    Purpose,
+    RateUnit,
+    SmartLimits,
+    check_remote_start_profile,
+)
 from ocppd.ocpp.v16 import profiles as pj
 from ocppd.ocpp.v16.keys import Keys
 from ocppd.station import Station
@@ -44,10 +60,10 @@ class SmartCharging:
                 log.error("stored charging profile %d unreadable, dropped: %s", sp.profile_id, exc)
                 store.profile_delete(sp.profile_id)
         self.profiles = ProfileSet.of(loaded)
-        self.pending_remote: dict[int, dict[str, Any]] = {}
         self._timer: asyncio.TimerHandle | None = None
         station.on_tx_ended.append(self._tx_ended)
         station.on_tx_confirmed.append(self._tx_confirmed)
+        station.on_recovered.append(self._recovered)
 
     def register(self, handlers: dict[str, Any]) -> None:
         handlers["SetChargingProfile"] = self.set_charging_profile
@@ -84,21 +100,27 @@ class SmartCharging:
         outcome = self.profiles.install(
             profile, now=self.wall(), active_tx_ids=self._active_tx_ids(), limits=self.limits()
         )
+        return self._installed(outcome)
+
+    def _persist(self, p: Profile) -> None:
+        self.store.profile_put(
+            StoredProfile(
+                profile_id=p.profile_id,
+                connector_id=p.connector_id,
+                purpose=p.purpose.value,
+                stack_level=p.stack_level,
+                tx_id=p.tx_id,
+                payload=pj.profile_to_json(p),
+            )
+        )
+
+    def _installed(self, outcome: Installed | Any) -> Installed | Any:
         if isinstance(outcome, Installed):
             p = outcome.profile
             with self.store.atomic():  # a replaced profile must not come back after a restart
                 for old in outcome.replaced_ids:
                     self.store.profile_delete(old)
-                self.store.profile_put(
-                    StoredProfile(
-                        profile_id=p.profile_id,
-                        connector_id=p.connector_id,
-                        purpose=p.purpose.value,
-                        stack_level=p.stack_level,
-                        tx_id=p.tx_id,
-                        payload=pj.profile_to_json(p),
-                    )
-                )
+                self._persist(p)
             log.info(
                 "charging profile %d installed on connector %d (%s, stack %d)",
                 p.profile_id,
@@ -138,40 +160,107 @@ class SmartCharging:
         req = pj.parse_get_composite_schedule(payload, connector_count=len(self.station.connectors))
         if req is None:
             return pj.get_composite_schedule_conf(int(payload.get("connectorId", 0)), None)
-        tx = self._tx(req.connector_id)
-        conn_cfg = self.cfg.connectors[req.connector_id - 1] if req.connector_id else None
+        site_a = self.cfg.hardware.max_current_a
+        if req.connector_id == 0:  # §7.8: what the charger as a whole may draw
+            schedule = self.profiles.charger_composite(
+                self.wall(),
+                req.duration_s,
+                req.unit,
+                connectors=[self._spec(c.id) for c in self.station.connectors.values()],
+                voltage_v=self.cfg.hardware.nominal_voltage_v,
+                site_max_a=site_a,
+            )
+            return pj.get_composite_schedule_conf(0, schedule)
+        spec = self._spec(req.connector_id)
         schedule = self.profiles.composite(
             req.connector_id,
             self.wall(),
             req.duration_s,
             req.unit,
-            tx_start=tx.started_at if tx else None,
-            tx_id=tx.tx_id if tx else None,
+            tx_start=spec.tx_start,
+            tx_id=spec.tx_id,
             voltage_v=self.cfg.hardware.nominal_voltage_v,
-            phases=conn_cfg.phases if conn_cfg else 3,
-            connector_max_a=conn_cfg.max_current_a if conn_cfg else None,
+            phases=spec.phases,
+            connector_max_a=spec.max_current_a
+            if site_a is None
+            else min(spec.max_current_a, site_a),
         )
         return pj.get_composite_schedule_conf(req.connector_id, schedule)
 
+    def _spec(self, connector_id: int) -> ConnectorSpec:
+        c = self.station.connectors[connector_id]
+        tx = c.tx
+        cable = c.cable_max_a
+        return ConnectorSpec(
+            connector_id=c.id,
+            max_current_a=c.cfg.max_current_a if cable is None else min(cable, c.cfg.max_current_a),
+            phases=c.cfg.phases,
+            tx_start=tx.started_at if tx else None,
+            tx_id=tx.tx_id if tx else None,
+        )
+
     # --- transactions -----------------------------------------------------------------------------
 
-    def _tx_confirmed(self, connector_id: int, tx: TxRecord) -> None:
-        """A RemoteStartTransaction's profile becomes the TxProfile once the id is known."""
-        payload = self.pending_remote.pop(connector_id, None)
-        if payload is None:
-            return
+    def remote_start_profile(self, payload: Any) -> Profile | None:
+        """§5.11: the chargingProfile of a RemoteStartTransaction, or None if it must be
+        Rejected (not a TxProfile, a transactionId set, a schedule this charger refuses)."""
         try:
-            profile = pj.profile_from_json(payload, connector_id)
+            profile = pj.profile_from_json(payload, 0)
         except pj.ProfileFormatError as exc:
-            log.warning("profile of RemoteStartTransaction unusable: %s", exc)
-            return
-        self.install(profile)
+            log.info("RemoteStartTransaction rejected: chargingProfile: %s", exc)
+            return None
+        reason = check_remote_start_profile(profile, self.limits())
+        if reason is not None:
+            log.info("RemoteStartTransaction rejected: chargingProfile: %s", reason.value)
+            return None
+        return profile
+
+    def session_hook(self, profile: Profile) -> Callable[[int, TxRecord], None]:
+        """What the station runs as the remote-started transaction is recorded: the profile
+        is installed and stored, and its limit applied, before the contactor may close."""
+
+        def on_start(connector_id: int, tx: TxRecord) -> None:
+            p = replace(profile, connector_id=connector_id)
+            outcome = self.profiles.add_session_profile(p, now=self.wall(), limits=self.limits())
+            self._installed(outcome)
+            if tx.tx_id is not None:
+                self._bind(connector_id, tx.tx_id)
+
+        return on_start
+
+    def _bind(self, connector_id: int, tx_id: int) -> None:
+        for p in self.profiles.bind_transaction(connector_id, tx_id):
+            self._persist(p)
+
+    def _tx_confirmed(self, connector_id: int, tx: TxRecord) -> None:
+        """The transactionId is known: a RemoteStartTransaction's profile is bound to it."""
+        if tx.tx_id is not None:
+            self._bind(connector_id, tx.tx_id)
 
     def _tx_ended(self, connector_id: int, tx: TxRecord) -> None:
         removed = self.profiles.end_transaction(connector_id)  # TxProfiles end with their tx
         for pid in removed:
             self.store.profile_delete(pid)
-        self.pending_remote.pop(connector_id, None)
+        self.apply()
+
+    def _recovered(self) -> None:
+        """After a restart: Tx profiles stay only with the transaction they belong to (a
+        resumed one); those of transactions closed meanwhile go. Then the limits hold before
+        any output is applied."""
+        for c in self.station.connectors.values():
+            tx = c.tx
+            stale = [
+                p.profile_id
+                for p in self.profiles.profiles
+                if p.purpose is Purpose.TX
+                and p.connector_id == c.id
+                and (tx is None or (p.tx_id is not None and p.tx_id != tx.tx_id))
+            ]
+            for pid in stale:
+                self.profiles.clear(profile_id=pid)
+                self.store.profile_delete(pid)
+            if tx is not None and tx.tx_id is not None:
+                self._bind(c.id, tx.tx_id)
         self.apply()
 
     # --- applying the limit -----------------------------------------------------------------------
@@ -180,6 +269,13 @@ class SmartCharging:
         """Set every connector's limit now and arm a timer for the next change."""
         now = self.wall()
         next_change: datetime | None = None
+        # the charger as a whole first: its limit is shared before connectors' own ones change
+        whole = self.profiles.charger_limit_at(
+            now,
+            voltage_v=self.cfg.hardware.nominal_voltage_v,
+            phases=max(c.cfg.phases for c in self.station.connectors.values()),
+        )
+        self.station.set_charger_limit(whole.current_a if whole is not None else None)
         for c in self.station.connectors.values():
             tx = c.tx
             limit = self.profiles.limit_at(
