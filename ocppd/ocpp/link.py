@@ -658,6 +658,10 @@ class Link:
     def _on_bad_frame(self, ws: aiohttp.ClientWebSocketResponse, exc: rpc.FrameError,
                       text: str) -> None:
         self.stats.incoming_errors += 1
+        if isinstance(exc, rpc.UnknownMessageType):
+            log.warning("frame with an unknown MessageTypeId ignored (OCPP-J §4.1.3): %s",
+                        _for_log(text)[:200])
+            return
         log.warning("bad frame from the Central System (%s): %s", exc.description,
                     _for_log(text)[:200])
         pending = self._pending

@@ -45,8 +45,6 @@ CRAFTED = [
     pytest.param('[2,"m2","ReserveNow",{"connectorId":1,"expiryDate":"2030-01-01T00:00:00Z",'
                  '"idTag":"T","reservationId":1}]', CallErrorCode.NotSupported, id="NotSupported"),
     pytest.param('[2,"m3","Reset"]', CallErrorCode.ProtocolError, id="ProtocolError-incomplete"),
-    pytest.param('[9,"m4","Reset",{"type":"Hard"}]', CallErrorCode.ProtocolError,
-                 id="ProtocolError-type-id"),
     pytest.param('[2,"m5","Reset",{"type":"Hard","x":1}]', CallErrorCode.FormationViolation,
                  id="FormationViolation-extra"),
     pytest.param('[2,"m6","Reset",[]]', CallErrorCode.FormationViolation,
@@ -311,3 +309,23 @@ async def test_broken_answer_to_our_call_fails_it_as_invalid_response(pair: Pair
         await task
     assert info.value.code is CallErrorCode.FormationViolation
     assert pair.link.connected
+
+
+async def test_unknown_message_type_is_ignored_and_the_link_stays_up(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """OCPP-J §4.1.3: a frame with an unknown MessageTypeId is ignored: no CALLERROR (a strict
+    Central System counts one as a protocol violation), no disconnect."""
+    pair.handlers.returns("Reset", {"status": "Accepted"})
+    with caplog.at_level(logging.WARNING, logger="ocppd.link"):
+        for frame in ('[5,"u1","Reset",{"type":"Hard"}]', '[1.5,"u2","Reset",{"type":"Hard"}]',
+                      '[9,"u3","Reset",{"type":"Hard"}]', '["2","u4","Reset",{"type":"Hard"}]',
+                      '[0,"u5"]'):
+            await pair.conn.send(frame)
+        # probes behind them: answered, so everything before them was read and handled
+        for _ in range(2):
+            assert (await pair.conn.call("Reset", {"type": "Soft"}))[2] == {"status": "Accepted"}
+    answered = [json.loads(f)[1] for f in pair.conn.frames if isinstance(f, str)]
+    assert not any(mid.startswith("u") for mid in answered), answered
+    assert pair.handlers.seen == [("Reset", {"type": "Soft"})] * 2
+    assert pair.link.connected and pair.link.stats.connects == 1
+    assert sum("MessageTypeId" in r.getMessage() for r in caplog.records) == 5
