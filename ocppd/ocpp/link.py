@@ -20,6 +20,7 @@ This module is the only one that imports aiohttp.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -236,6 +237,9 @@ class Link:
         self._rx_at = 0.0  # monotonic time the last frame of any kind was received
         self._ping_timer: asyncio.TimerHandle | None = None
         self._call_lock = asyncio.Lock()
+        self._waiting = 0  # callers queued for the slot
+        # ids of our CALLs that timed out: an answer to one is late, not unknown
+        self._timed_out: collections.deque[str] = collections.deque(maxlen=16)
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._closing = False
@@ -352,7 +356,13 @@ class Link:
                 raise OutgoingInvalid(CallErrorCode.InternalError,
                                       f"invalid {action}: {exc.description}") from None
         wait_s = self._settings.response_timeout_s if timeout_s is None else timeout_s
-        async with self._call_lock:  # OCPP-J §4.1.1: one outstanding CALL at a time
+        self._waiting += 1
+        try:
+            await self._call_lock.acquire()  # OCPP-J §4.1.1: one outstanding CALL at a time
+        finally:
+            self._waiting -= 1
+        holds_slot = True
+        try:
             ws = self._ws
             if ws is None or not self.connected:
                 raise LinkDown("not connected to the Central System")
@@ -365,15 +375,32 @@ class Link:
             future: asyncio.Future[rpc.CallResult | rpc.CallError] = loop.create_future()
             self._pending = pending = _Pending(message_id, action, future)
             try:
-                await self._send(ws, frame)
-                pending.deadline = loop.time() + wait_s
-                self._watch_deadline(pending.deadline)
                 try:
-                    answer = await future
-                except TimeoutError:
-                    raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
-            finally:
+                    await self._send(ws, frame)
+                finally:
+                    # armed even when the send was interrupted: the frame may be on the wire
+                    pending.deadline = loop.time() + wait_s
+                    self._watch_deadline(pending.deadline)
+                # shielded: a caller that gives up must not cancel the future, or the answer
+                # would find nobody waiting (and be taken for an unknown id)
+                answer = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.done():
+                    # The caller gave up (its task was cancelled) while the CALL is in flight.
+                    # §4.1.1: the slot stays taken until the answer comes or the CALL times
+                    # out (or the link drops); only then may the next CALL go out.
+                    future.add_done_callback(lambda f: self._abandoned_done(pending, f))
+                    holds_slot = False
+                    log.info("%s abandoned in flight; the next CALL waits for its answer or"
+                             " timeout", action)
+                raise
+            except TimeoutError:
+                self._timed_out.append(message_id)
+                raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
+        finally:
+            if holds_slot:
                 self._pending = None
+                self._call_lock.release()
         if isinstance(answer, rpc.CallError):
             raw = f" ({answer.raw_code})" if answer.raw_code != answer.code.value else ""
             raise CallErrorReceived(answer.code, answer.description + raw, answer.details)
@@ -387,6 +414,25 @@ class Link:
                 raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
                                       exc.details) from None
         return answer.payload
+
+    @property
+    def calls_waiting(self) -> int:
+        """CALLs of ours waiting for the one outstanding slot (OCPP-J §4.1.1)."""
+        return self._waiting
+
+    def _abandoned_done(self, pending: _Pending,
+                        future: asyncio.Future[rpc.CallResult | rpc.CallError]) -> None:
+        """The answer to (or the end of) a CALL whose caller gave up: free the slot now."""
+        if not future.cancelled():
+            exc = future.exception()  # retrieved: nobody else will
+            if isinstance(exc, TimeoutError):
+                self._timed_out.append(pending.message_id)
+        log.debug("abandoned %s done: %s", pending.action,
+                  "answered" if not future.cancelled() and future.exception() is None
+                  else "no answer")
+        if self._pending is pending:
+            self._pending = None
+        self._call_lock.release()
 
     def _watch_deadline(self, deadline: float) -> None:
         """Have a timer fire at ``deadline`` or before. One timer serves call after call (when
@@ -639,6 +685,10 @@ class Link:
             return
         pending = self._pending
         if pending is None or pending.message_id != msg.message_id or pending.future.done():
+            if msg.message_id in self._timed_out:
+                log.info("late answer to a CALL that had timed out (id %r) ignored",
+                         msg.message_id[:40])
+                return
             self.stats.incoming_errors += 1
             log.warning("answer with unknown message id %r ignored", msg.message_id[:40])
             return

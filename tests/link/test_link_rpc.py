@@ -329,3 +329,59 @@ async def test_unknown_message_type_is_ignored_and_the_link_stays_up(
     assert pair.handlers.seen == [("Reset", {"type": "Soft"})] * 2
     assert pair.link.connected and pair.link.stats.connects == 1
     assert sum("MessageTypeId" in r.getMessage() for r in caplog.records) == 5
+
+
+async def test_abandoned_call_keeps_the_slot_until_answered(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """OCPP-J §4.1.1: a caller that gives up on its CALL (its task cancelled) does not free the
+    one outstanding slot; the next CALL waits for the answer, which is not an unknown id."""
+    hb = {"currentTime": "2024-01-01T00:00:00Z"}
+    with caplog.at_level(logging.INFO, logger="ocppd.link"):
+        first = asyncio.ensure_future(pair.link.call("Heartbeat", {}))
+        f1 = await pair.conn.next_call()
+        first.cancel()
+        second = asyncio.ensure_future(pair.link.call("BootNotification", BOOT))
+        await asyncio.wait_for(_until(lambda: pair.link.calls_waiting == 1), 5)
+        assert pair.conn.calls.empty() and not second.done()  # still waiting for the slot
+        await pair.conn.answer(f1, hb)  # the late answer frees it
+        f2 = await pair.conn.next_call()
+        assert f2[2] == "BootNotification"
+        await pair.conn.answer(f2, BOOT_CONF)
+        assert (await second)["status"] == "Accepted"
+    assert first.cancelled()
+    assert not any("unknown message id" in r.getMessage() for r in caplog.records)
+    assert pair.link.stats.incoming_errors == 0
+
+
+async def test_abandoned_call_frees_the_slot_at_its_deadline(pair: Pair) -> None:
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(pair.link.call("Heartbeat", {}, timeout_s=0.3))
+    await pair.conn.next_call()
+    sent_at = loop.time()  # a little after the link sent it and armed its deadline
+    first.cancel()
+    pair.cs.answers["BootNotification"] = BOOT_CONF
+    # no answer ever comes: the slot is held until the abandoned CALL's timeout, then freed
+    assert (await asyncio.wait_for(pair.link.call("BootNotification", BOOT), 5))["status"] \
+        == "Accepted"
+    assert loop.time() - sent_at >= 0.25  # a lower bound only: not sent before the deadline
+    sent = [json.loads(f) for f in pair.conn.frames if isinstance(f, str)]
+    assert [f[2] for f in sent] == ["Heartbeat", "BootNotification"]
+
+
+async def test_late_answer_after_timeout_is_not_an_unknown_id(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ocppd.link"):
+        with pytest.raises(CallTimeout):
+            await pair.link.call("Heartbeat", {}, timeout_s=0.2)
+        late = await pair.conn.next_call()
+        await pair.conn.answer(late, {"currentTime": "2024-01-01T00:00:00Z"})
+        pair.cs.answers["BootNotification"] = BOOT_CONF
+        await pair.link.call("BootNotification", BOOT)  # the late answer was read before this
+    assert any("late answer" in r.getMessage() for r in caplog.records)
+    assert not any("unknown message id" in r.getMessage() for r in caplog.records)
+    assert pair.link.stats.incoming_errors == 0
+
+
+async def _until(pred: Any) -> None:
+    while not pred():
+        await asyncio.sleep(0.005)
