@@ -18,7 +18,8 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -120,9 +121,18 @@ def load_data_transfer_plugins(cp: ChargePoint) -> list[str]:
 
 class Daemon:
     def __init__(
-        self, cfg: Config, *, install_signals: bool = True, hardware: Hardware | None = None
+        self,
+        cfg: Config,
+        *,
+        install_signals: bool = True,
+        hardware: Hardware | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
+        # the clock retries wait by; tests inject one they can step
+        self.monotonic = monotonic
+        self.sleep = sleep
         self._hardware = hardware  # tests hand in a prepared simulator
         self.install_signals = install_signals
         self.notifier = Notifier()
@@ -269,6 +279,8 @@ class Daemon:
                 keys=keys,
                 wall=self.wall,
                 on_reset=self._on_reset,
+                monotonic=self.monotonic,
+                sleep=self.sleep,
             )
             station.attach(cp)
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)

@@ -7,13 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+from harness import (
+    CP_ID,
+    SteppedClock,
+    booted,
+    running,
+    sim,
+    sim_config,
+    wait_status,
+    wait_until,
+)
 
 from ocppd.hw.base import PilotState
+from ocppd.storage import Store
 
 pytestmark = pytest.mark.asyncio
 
@@ -72,3 +84,51 @@ async def test_unknown_message_type_is_ignored_by_the_daemon(
         assert not [f for f in out if json.loads(f)[1].startswith("odd-")]
         assert d.cp.link.stats.connects == 1 and d.cp.link.connected
         assert d.reset_hard is None
+
+
+async def test_outbox_retry_survives_the_wall_clock_stepping_back(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """§3.7.1 waits are timed on the monotonic clock: the wall clock stepping back an hour
+    (NTP on a Pi without RTC) while a retry is pending does not stall the queue."""
+    cs.behaviour.fail_actions = {"StartTransaction": 1}
+    cfg = sim_config(
+        tmp_path, cs.url,
+        ocpp={"TransactionMessageAttempts": 3, "TransactionMessageRetryInterval": 2},
+    )
+    clock = SteppedClock(auto=False)
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await cs.wait_for("StartTransaction")  # answered CALLERROR
+        await wait_until(lambda: len(clock.sleeps) == 1, what="the retry wait")
+        d.wall.offset -= timedelta(hours=1)  # the wall clock steps back meanwhile
+        clock.release()
+        await wait_until(lambda: len(clock.sleeps) == 2 or len(
+            cs.received("StartTransaction")) == 2, what="the retry or another wait")
+        assert clock.sleeps == [2.0]  # no second wait: the retry went out
+        await cs.wait_for("StartTransaction", count=2)
+        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+
+
+async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A queued message whose stored next attempt lies an hour ahead (written while the wall
+    clock was wrong, before a restart) waits at most TransactionMessageRetryInterval x attempts.
+    """
+    db = tmp_path / "ocppd.db"
+    store = Store.open(db)
+    try:
+        seq = store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
+            "connectorId": 1, "meterValue": [{"timestamp": "2024-01-01T00:00:00Z",
+                                              "sampledValue": [{"value": "10"}]}]})
+        store.outbox_record_attempt(seq, next_attempt_at=time.time() + 3600)
+    finally:
+        store.close()
+    cfg = sim_config(tmp_path, cs.url, db=db, ocpp={"TransactionMessageRetryInterval": 3})
+    clock = SteppedClock()
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep):
+        await cs.wait_for("MeterValues")
+    assert len(clock.sleeps) == 1 and 0 < clock.sleeps[0] <= 3.0
