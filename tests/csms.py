@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -164,8 +165,12 @@ class CentralSystem:
         host: str = "127.0.0.1",
         port: int = 0,
         on_message: Callable[[Message], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # wss:// (security profiles 2 and 3)
+        # per accepted connection: its Authorization header and the client certificate, if any
+        self.handshakes: list[dict[str, Any]] = []
         self.behaviour = Behaviour()
         self.messages: list[Message] = []
         self.tx_ids = itertools.count(1000)
@@ -181,11 +186,12 @@ class CentralSystem:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ocpp"
 
     async def __aenter__(self) -> CentralSystem:
         self._server = await websockets.serve(
-            self._handler, self.host, self.port, subprotocols=["ocpp1.6"]
+            self._handler, self.host, self.port, subprotocols=["ocpp1.6"], ssl=self.ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -204,6 +210,11 @@ class CentralSystem:
         path = ws.request.path if hasattr(ws, "request") else ws.path
         cp_id = path.rstrip("/").split("/")[-1]
         cp = _CP(cp_id, ws, self)
+        headers = ws.request.headers if hasattr(ws, "request") else ws.request_headers
+        self.handshakes.append({
+            "authorization": headers.get("Authorization"),
+            "peercert": ws.transport.get_extra_info("peercert") if self.ssl_context else None,
+        })
         self.cps[cp_id] = cp
         self.connections += 1
         await self._notify()

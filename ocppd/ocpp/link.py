@@ -217,6 +217,7 @@ class Link:
         validator: Validator | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[str], None] | None = None,
+        on_connect_failed: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -226,6 +227,7 @@ class Link:
         self._validator = validator
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self.on_connect_failed = on_connect_failed  # called with the reason of each failure
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
@@ -477,6 +479,11 @@ class Link:
 
     def _fail(self, message: str) -> None:
         self.stats.last_error = message
+        if self.on_connect_failed is not None:
+            try:
+                self.on_connect_failed(message)
+            except Exception:
+                log.exception("on_connect_failed failed")
         if message != self._last_logged:  # log transitions, not repetitions
             log.warning("%s", message)
             self._last_logged = message

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from csms import CentralSystem, call
@@ -132,3 +134,160 @@ async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(
     async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep):
         await cs.wait_for("MeterValues")
     assert len(clock.sleeps) == 1 and 0 < clock.sleeps[0] <= 3.0
+
+
+# --- SecurityProfile (Security Whitepaper §2, TC_083, TC_084) -----------------------------------
+
+PASSWORD = "0123456789abcdef"  # 16 bytes: the shortest AuthorizationKey
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    import trustme
+
+    d = tmp_path_factory.mktemp("pki")
+    ca, stranger = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert(CP_ID)
+    ca.cert_pem.write_to_path(str(d / "ca.pem"))
+    client.cert_chain_pems[0].write_to_path(str(d / "client.pem"))
+    client.private_key_pem.write_to_path(str(d / "client.key"))
+    return {"ca": ca, "stranger": stranger, "server": server, "ca_file": d / "ca.pem",
+            "client_cert": d / "client.pem", "client_key": d / "client.key"}
+
+
+def server_ctx(pki: dict[str, Any], *, trust: str = "ca") -> ssl.SSLContext:
+    """A TLS server that asks for a client certificate without requiring one (so profiles 2
+    and 3 both reach it) and verifies one presented against ``trust``."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    pki["server"].configure_cert(ctx)
+    pki[trust].configure_trust(ctx)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
+def tls_central(pki: dict[str, Any], profile: int, **extra: Any) -> dict[str, Any]:
+    return {"security_profile": profile, "password": PASSWORD, "ca_file": str(pki["ca_file"]),
+            "client_cert_file": str(pki["client_cert"]),
+            "client_key_file": str(pki["client_key"]), **extra}
+
+
+async def change_profile(cs: CentralSystem, value: int) -> str:
+    conf = await cs.call(CP_ID, call.ChangeConfiguration(key="SecurityProfile", value=str(value)))
+    return str(conf.status)
+
+
+def security_events(d: Any) -> list[str]:
+    return [detail for _, kind, detail in d.store.events() if kind == "security_event"]
+
+
+async def test_security_profile_without_prerequisites_is_rejected(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """Profile 1 needs a password, profile 2 a wss:// URL and a CA, profile 3 a client
+    certificate too: without them Rejected, nothing changes, the link stays up."""
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        for value in (1, 2, 3):
+            assert await change_profile(cs, value) == "Rejected"
+        assert d.cp.keys.get_int("SecurityProfile") == 0
+        assert d.cp.link.stats.connects == 1 and cs.connections == 1
+        assert d.store.get_setting("link.security_profile_fallback") is None
+
+
+async def test_tc_084_security_profile_is_never_lowered(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cfg = sim_config(tmp_path, cs.url, central={"security_profile": 1, "password": PASSWORD})
+    async with running(cfg) as d:
+        await booted(cs)
+        assert cs.handshakes[0]["authorization"] is not None
+        assert await change_profile(cs, 0) == "Rejected"
+        assert d.cp.link.settings.security_profile == 1 and cs.connections == 1
+
+
+async def test_tc_083_security_profile_raised_reconnects_with_it(
+    cs: CentralSystem, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """0 -> 1 with a password configured: Accepted (answered on the old connection), then a
+    new connection with Basic authentication; kept across a restart; a security event."""
+    cfg = sim_config(tmp_path, cs.url, central={"password": PASSWORD})
+    async with running(cfg) as d:
+        await booted(cs)
+        assert cs.handshakes[0]["authorization"] is None  # profile 0: no credentials
+        with caplog.at_level(logging.WARNING):
+            assert await change_profile(cs, 1) == "Accepted"
+            await wait_until(lambda: cs.connections == 2, what="the reconnect")
+            await wait_until(lambda: d.cp.online, what="registered again")
+        assert cs.handshakes[1]["authorization"] is not None
+        assert d.cp.keys.get_int("SecurityProfile") == 1
+        assert d.store.get_setting("link.security_profile_fallback") is None
+        assert security_events(d) == [
+            "ReconfigurationOfSecurityParameters: SecurityProfile 1 in use (was 0)"]
+        assert any("security event" in r.getMessage() and r.levelno == logging.WARNING
+                   for r in caplog.records)
+    async with running(cfg) as d:
+        await wait_until(lambda: cs.connections == 3, what="connected after the restart")
+        assert cs.handshakes[2]["authorization"] is not None
+        assert d.cp.link.settings.security_profile == 1
+
+
+async def test_security_profile_3_with_a_client_certificate(
+    pki: dict[str, Any], tmp_path: Path
+) -> None:
+    """2 -> 3 over TLS: the new connection presents the client certificate."""
+    async with CentralSystem(ssl_context=server_ctx(pki)) as cs:
+        cfg = sim_config(tmp_path, cs.url, central=tls_central(pki, 2))
+        async with running(cfg) as d:
+            await booted(cs)
+            assert cs.handshakes[0]["peercert"] is None  # profile 2: no client certificate
+            assert await change_profile(cs, 3) == "Accepted"
+            await wait_until(lambda: cs.connections == 2 and d.cp.online, what="reconnected")
+            assert cs.handshakes[1]["peercert"]
+            assert d.cp.link.settings.security_profile == 3
+            assert d.store.get_setting("link.security_profile_fallback") is None
+
+
+async def test_security_profile_that_cannot_connect_falls_back(
+    pki: dict[str, Any], tmp_path: Path
+) -> None:
+    """2 -> 3 where the Central System refuses our certificate: after the trial attempts the
+    charge point goes back to profile 2, stored (a restart keeps 2), and reports it."""
+    async with CentralSystem(ssl_context=server_ctx(pki, trust="stranger")) as cs:
+        cfg = sim_config(tmp_path, cs.url, central=tls_central(pki, 2))
+        async with running(cfg) as d:
+            await booted(cs)
+            assert await change_profile(cs, 3) == "Accepted"
+            await wait_until(lambda: cs.connections == 2 and d.cp.online, timeout=20,
+                             what="back online with the previous profile")
+            assert d.cp.link.settings.security_profile == 2
+            assert cs.handshakes[1]["peercert"] is None
+            assert d.cp.keys.get_int("SecurityProfile") == 2
+            assert d.store.get_setting("link.security_profile_fallback") is None
+            events = security_events(d)
+            assert len(events) == 1 and "SecurityProfile 3 did not connect" in events[0]
+            assert events[0].endswith("back to 2")
+        async with running(cfg) as d:
+            await wait_until(lambda: cs.connections == 3, what="connected after the restart")
+            assert d.cp.link.settings.security_profile == 2
+
+
+async def test_restart_during_a_security_profile_trial_still_falls_back(
+    pki: dict[str, Any], tmp_path: Path
+) -> None:
+    """The daemon stopped after accepting profile 3 and before it connected: the next run
+    resumes the trial, and the failing profile still gives way to the previous one."""
+    db = tmp_path / "ocppd.db"
+    store = Store.open(db)
+    try:
+        store.set_setting("link.security_profile_fallback", "2")
+        store.set_setting("ocpp.SecurityProfile", "3")
+    finally:
+        store.close()
+    async with CentralSystem(ssl_context=server_ctx(pki, trust="stranger")) as cs:
+        cfg = sim_config(tmp_path, cs.url, db=db, central=tls_central(pki, 2))
+        async with running(cfg) as d:
+            await wait_until(lambda: d.cp.online, timeout=20, what="online with profile 2")
+            assert d.cp.link.settings.security_profile == 2
+            assert d.cp.keys.get_int("SecurityProfile") == 2
+            assert d.store.get_setting("link.security_profile_fallback") is None

@@ -48,6 +48,10 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
 DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, str | None]]]
 
 
+async def _call_soon(fn: Callable[[str], None], arg: str) -> None:
+    fn(arg)
+
+
 class Registration(StrEnum):
     NONE = "none"
     PENDING = "pending"
@@ -82,6 +86,8 @@ class ChargePoint:
         self._monotonic = monotonic
         self._sleep = sleep
         self._retry_due: dict[int, float] = {}  # outbox seq -> monotonic time of next attempt
+        self._in_change = False  # a ChangeConfiguration is being applied
+        self._reconnect_reason: str | None = None  # ... and asked for a reconnect
         self._registration = Registration.NONE
         # called whenever connection, registration or a connector status changes (STATUS=)
         self.on_change: list[Callable[[], None]] = []
@@ -594,11 +600,40 @@ class ChargePoint:
         result = self.station.change_availability(int(p["connectorId"]), operative)
         return {"status": result.capitalize()}
 
-    async def _change_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
-        result = self.keys.change(p["key"], p["value"])
+    async def _change_configuration(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        self._reconnect_reason = None
+        self._in_change = True
+        try:
+            result = self.keys.change(p["key"], p["value"])
+        finally:
+            self._in_change = False
         if result in (ChangeResult.ACCEPTED, ChangeResult.REBOOT_REQUIRED):
             self.station.retime()
+        reason, self._reconnect_reason = self._reconnect_reason, None
+        if reason is not None:
+            # Whitepaper (TC_073, TC_083): the answer goes out on the old connection first
+            link = self.link
+            return Reply({"status": result.value},
+                         then=lambda: _call_soon(link.reconnect_now, reason))
         return {"status": result.value}
+
+    def request_reconnect(self, reason: str) -> None:
+        """Reconnect for a changed key: after the ChangeConfiguration answer if one is being
+        handled, else at once (ocppctl config set)."""
+        if self._in_change:
+            self._reconnect_reason = reason
+        else:
+            self.link.reconnect_now(reason)
+
+    def security_event(self, event_type: str, tech_info: str) -> None:
+        """A security event (Security Whitepaper, security events list): logged at WARNING and
+        kept in the store's event log. The one place that raises them, so that sending a
+        SecurityEventNotification (queued like transaction messages) is wired in here."""
+        log.warning("security event %s: %s", event_type, tech_info)
+        try:
+            self.store.log_event(self.wall(), "security_event", f"{event_type}: {tech_info}")
+        except StorageError as exc:
+            log.error("security event not stored: %s", exc)
 
     async def _clear_cache(self, p: dict[str, Any]) -> dict[str, Any]:
         self.store.cache_clear()
