@@ -58,6 +58,11 @@ log = logging.getLogger("ocppd.link")
 frames_log = logging.getLogger("ocppd.ocpp.frames")  # ocppd.systemd.FRAMES_LOGGER
 
 SUBPROTOCOL = "ocpp1.6"  # OCPP-J 1.6 §3.1.2
+#: while the backoff is shorter than this, every failed connection attempt is a WARNING line
+SHORT_BACKOFF_S = 60.0
+#: after that, one "still offline" line per this long at most (and one when the error changes):
+#: the journal shows the charger is still trying without a line per attempt
+OFFLINE_REPORT_EVERY_S = 600.0
 _T = TypeVar("_T")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
@@ -196,6 +201,20 @@ def _for_log(text: str) -> str:
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
+def _secs(value_s: float) -> str:
+    return f"{value_s:.1f}" if value_s < 10 else f"{value_s:.0f}"
+
+
+@dataclass(slots=True)
+class _Offline:
+    """An outage, for the journal: since when, how many attempts, what was last reported."""
+
+    since: datetime  # wall time, only for the log line
+    attempts: int = 0
+    reported_at: float = -math.inf  # link clock of the last "still offline" line
+    reported_error: str | None = None
+
+
 @dataclass(slots=True)
 class _Pending:
     """Our one outstanding CALL, waiting for its answer."""
@@ -249,7 +268,7 @@ class Link:
         self._stopped = asyncio.Event()
         self._drop_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_logged: str | None = None
+        self._offline: _Offline | None = _Offline(since=datetime.now(UTC))  # until connected
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -305,13 +324,18 @@ class Link:
                     await self._serve(*opened)
                     if self._clock() - started >= self._settings.stable_after_s:
                         failures = 0  # a stable connection: the next outage starts afresh
+                    if not self._closing:
+                        self._offline = _Offline(since=datetime.now(UTC))
                 if self._closing:
                     break
                 if self._wake.is_set() and self._drop_reason is not None:
                     continue  # reconnect_now(): connect again at once with the new settings
                 delay_s = backoff_delay_s(failures, self._settings, self._rand)
                 failures += 1
-                log.debug("next connect attempt in %.1f s", delay_s)
+                if opened is None:
+                    self._report_failed_attempt(delay_s)
+                else:
+                    log.debug("next connect attempt in %.1f s", delay_s)
                 await self._unless_woken(self._sleep(delay_s))
         finally:
             self._running = False
@@ -478,17 +502,35 @@ class Link:
         return task.result()
 
     def _fail(self, message: str) -> None:
+        """A connection attempt failed; ``run`` reports it (``_report_failed_attempt``)."""
         self.stats.last_error = message
         if self.on_connect_failed is not None:
             try:
                 self.on_connect_failed(message)
             except Exception:
                 log.exception("on_connect_failed failed")
-        if message != self._last_logged:  # log transitions, not repetitions
-            log.warning("%s", message)
-            self._last_logged = message
-        else:
-            log.debug("%s (again)", message)
+
+    def _report_failed_attempt(self, delay_s: float) -> None:
+        """The journal while offline: every attempt while the backoff is short, then one line
+        per OFFLINE_REPORT_EVERY_S (or when the error changes), never one per attempt."""
+        off = self._offline
+        if off is None:
+            off = self._offline = _Offline(since=datetime.now(UTC))
+        off.attempts += 1
+        error = self.stats.last_error or "no connection"
+        if delay_s < SHORT_BACKOFF_S:
+            log.warning("connection attempt %d failed: %s; next attempt in %s s",
+                        off.attempts, error, _secs(delay_s))
+            return
+        now = self._clock()
+        if error == off.reported_error and now - off.reported_at < OFFLINE_REPORT_EVERY_S:
+            log.debug("connection attempt %d failed: %s; next attempt in %s s",
+                      off.attempts, error, _secs(delay_s))
+            return
+        log.warning("still offline since %s: %d failed attempts, last: %s; next attempt in"
+                    " %s s", off.since.isoformat(timespec="seconds"), off.attempts, error,
+                    _secs(delay_s))
+        off.reported_at, off.reported_error = now, error
 
     async def _open(
         self, s: LinkSettings
@@ -555,10 +597,15 @@ class Link:
             self.stats.reconnects += 1
         self.stats.connected_since = datetime.now(UTC)
         self.stats.last_error = None
-        self._last_logged = None
         self.last_activity = self._clock()
         self._connected.set()
-        log.info("connected to %s (security profile %d)", s.endpoint(), s.security_profile)
+        off, self._offline = self._offline, None
+        if off is not None and off.attempts:
+            log.info("back online: connected to %s (security profile %d) after %d failed"
+                     " attempts, offline since %s", s.endpoint(), s.security_profile,
+                     off.attempts, off.since.isoformat(timespec="seconds"))
+        else:
+            log.info("connected to %s (security profile %d)", s.endpoint(), s.security_profile)
         if self._on_connected is not None:
             self._spawn(self._on_connected(), "on_connected")
         reason = "connection closed"
