@@ -291,3 +291,70 @@ async def test_restart_during_a_security_profile_trial_still_falls_back(
             assert d.cp.link.settings.security_profile == 2
             assert d.cp.keys.get_int("SecurityProfile") == 2
             assert d.store.get_setting("link.security_profile_fallback") is None
+
+
+# --- tests that could not fail before (issue: mutation run) --------------------------------------
+
+
+def _seed_meter_values(db: Path, count: int) -> list[str]:
+    """Queue MeterValues as an earlier run would have left them; returns their timestamps."""
+    stamps = [f"2024-01-01T00:00:{i:02d}Z" for i in range(count)]
+    store = Store.open(db)
+    try:
+        for stamp in stamps:
+            store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
+                "connectorId": 1, "meterValue": [{"timestamp": stamp,
+                                                  "sampledValue": [{"value": "10"}]}]})
+    finally:
+        store.close()
+    return stamps
+
+
+async def test_nothing_but_boot_notification_while_pending(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """§4.2 / TC_002: while Pending only BootNotification goes out (answers to the Central
+    System's own calls aside): no StatusNotification for an EV plugged in, no queued
+    transaction message. Once Accepted, the statuses and then the queue follow."""
+    db = tmp_path / "ocppd.db"
+    stamps = _seed_meter_values(db, 2)
+    cs.behaviour.boot_status, cs.behaviour.boot_interval = "Pending", 1
+    async with running(sim_config(tmp_path, cs.url, db=db)) as d:
+        await cs.wait_for("BootNotification")
+        sim(d).plug(1)  # a status change while Pending
+        await wait_until(lambda: d.station.connectors[1].status.value == "preparing",
+                         what="Preparing")
+        await cs.wait_for("BootNotification", count=3, timeout=10)  # two Pending intervals
+        assert set(cs.actions()) == {"BootNotification"}
+        assert d.store.outbox_count() == 2
+        cs.behaviour.boot_status = "Accepted"
+        await wait_until(lambda: d.store.outbox_count() == 0, what="the queue delivered")
+        sent = [m["meterValue"][0]["timestamp"] for m in cs.received("MeterValues")]
+        assert sent == stamps
+        boots = [i for i, a in enumerate(cs.actions()) if a == "BootNotification"]
+        first_other = next(i for i, a in enumerate(cs.actions()) if a != "BootNotification")
+        assert first_other > boots[-1]  # nothing else before the Accepted one
+
+
+async def test_authorization_key_asked_for_by_name_is_unknown(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """Security Whitepaper §7 / OCPP-J §6.2.2: AuthorizationKey is write-only; GetConfiguration
+    naming it reports it as unknown and its value never leaves the charge point."""
+    secret = "f00dfeedcafebabe0123"
+    async with running(sim_config(tmp_path, cs.url)):
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="AuthorizationKey",
+                                                             value=secret))
+        assert conf.status == "Accepted"
+        await wait_until(lambda: cs.connections == 2, what="reconnected with the new key")
+        conf = await cs.call(CP_ID, call.GetConfiguration(
+            key=["AuthorizationKey", "HeartbeatInterval"]))
+        assert [k["key"] for k in conf.configuration_key] == ["HeartbeatInterval"]
+        assert conf.unknown_key == ["AuthorizationKey"]
+        conf = await cs.call(CP_ID, call.GetConfiguration(key=["authorizationkey"]))
+        assert not conf.configuration_key and conf.unknown_key == ["authorizationkey"]
+        conf = await cs.call(CP_ID, call.GetConfiguration())
+        assert "AuthorizationKey" not in {k["key"] for k in conf.configuration_key}
+    from_cp = json.dumps([m.payload for m in cs.messages if m.direction == "in"])
+    assert secret not in from_cp
