@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import ssl
 import time
 from datetime import timedelta
@@ -17,11 +18,13 @@ import pytest
 from csms import CentralSystem, call
 from harness import (
     CP_ID,
+    DaemonProcess,
     SteppedClock,
     booted,
     running,
     sim,
     sim_config,
+    sim_config_text,
     wait_status,
     wait_until,
 )
@@ -358,3 +361,52 @@ async def test_authorization_key_asked_for_by_name_is_unknown(
         assert "AuthorizationKey" not in {k["key"] for k in conf.configuration_key}
     from_cp = json.dumps([m.payload for m in cs.messages if m.direction == "in"])
     assert secret not in from_cp
+
+
+async def test_confirmed_meter_values_are_not_sent_again_after_sigkill(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """The confirmed-MeterValues watermark end to end: a backlog is being replayed, the Central
+    System has confirmed the first 40 and holds the answer to the 41st, and the daemon is
+    killed (SIGKILL). Confirmed MeterValues are deleted in batches, so those 40 are still rows
+    in the table; only the watermark file says they were confirmed. After the restart none of
+    them is sent again; the 41st (never confirmed) is."""
+    db = tmp_path / "ocppd.db"
+    stamps = [f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z" for i in range(100)]
+    store = Store.open(db)
+    try:
+        for stamp in stamps:
+            store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
+                "connectorId": 1, "meterValue": [{"timestamp": stamp,
+                                                  "sampledValue": [{"value": "10"}]}]})
+    finally:
+        store.close()
+    confirmed_n = 40
+
+    def hold_after(msg: Any) -> None:
+        if msg.direction == "in" and msg.action == "MeterValues" and len(
+                cs.received("MeterValues")) == confirmed_n + 1:
+            cs.behaviour.hold["MeterValues"] = asyncio.Event()  # this one stays unanswered
+
+    cs.on_message = hold_after
+    cfg_path = tmp_path / "ocppd.toml"
+    cfg_path.write_text(sim_config_text(tmp_path, cs.url, db=db))
+    d = DaemonProcess(cfg_path).start()
+    try:
+        # one CALL outstanding: the 41st went out only after the 40th was confirmed
+        await cs.wait_for("MeterValues", count=confirmed_n + 1, timeout=30)
+        d.signal(signal.SIGKILL)
+        d.wait()
+    finally:
+        d.stop()
+    cs.on_message = None
+    cs.behaviour.hold.clear()
+    before = len(cs.received("MeterValues"))
+    d = DaemonProcess(cfg_path).start()
+    try:
+        await wait_until(lambda: len(cs.received("MeterValues")) >= before + 100 - confirmed_n,
+                         timeout=30, what="the rest of the backlog")
+    finally:
+        d.stop()
+    again = [m["meterValue"][0]["timestamp"] for m in cs.received("MeterValues")[before:]]
+    assert again == stamps[confirmed_n:]  # the unconfirmed ones, in order; no confirmed one
