@@ -245,7 +245,7 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
             secret=True,
         ),  # applied at once: the link reconnects with it (TC_073)
         K(name="CpoName", kind="str", access="RW", default=""),
-        # applied at once: the link reconnects with it, see ocppd/ocpp/v16/profile_switch.py (TC_083)
+        # applied at once: the link reconnects with it (profile_switch.py, TC_083)
         K(name="SecurityProfile", kind="int", access="RW", default="0", lo=0, hi=3),
         K(name="AdditionalRootCertificateCheck", kind="bool", access="R", default="false"),
         K(name="CertificateSignedMaxChainSize", kind="int", access="R", default="10000"),
