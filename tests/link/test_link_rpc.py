@@ -243,9 +243,9 @@ async def test_each_call_gets_its_own_timeout_from_the_shared_timer(pair: Pair) 
     assert await pair.link.call("Heartbeat", {}, timeout_s=30.0)  # arms the timer at +30 s
     del pair.cs.answers["Heartbeat"]
     t0 = loop.time()
-    with pytest.raises(CallTimeout):
-        await pair.link.call("Heartbeat", {}, timeout_s=0.2)  # re-armed earlier: not +30 s
-    assert 0.2 <= loop.time() - t0 < 2.0
+    with pytest.raises(CallTimeout):  # re-armed earlier: not at +30 s (bounded wait)
+        await asyncio.wait_for(pair.link.call("Heartbeat", {}, timeout_s=0.2), 10)
+    assert loop.time() - t0 >= 0.2  # a lower bound only: a loaded machine is never early
     await pair.conn.next_call()  # the unanswered frame
     # answered just before the timer of the first deadline fires; the next call outlives it
     pair.cs.answers["Heartbeat"] = {"currentTime": "2024-01-01T00:00:00Z"}
@@ -255,8 +255,8 @@ async def test_each_call_gets_its_own_timeout_from_the_shared_timer(pair: Pair) 
     del pair.cs.answers["Heartbeat"]
     t1 = loop.time()
     with pytest.raises(CallTimeout):
-        await delayed  # the timer fired at the first deadline, early for this one: re-armed
-    assert 0.5 <= loop.time() - t1 < 2.0
+        await asyncio.wait_for(delayed, 10)  # the timer fired early for this one: re-armed
+    assert loop.time() - t1 >= 0.5  # not failed by the earlier call's timer
 
 
 async def test_answer_with_unknown_id_is_ignored(pair: Pair,
