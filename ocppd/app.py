@@ -18,7 +18,8 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
+from ocppd.ocpp.v16.profile_switch import SecurityProfileSwitch
 from ocppd.ocpp.validate import Validator
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
@@ -120,9 +122,18 @@ def load_data_transfer_plugins(cp: ChargePoint) -> list[str]:
 
 class Daemon:
     def __init__(
-        self, cfg: Config, *, install_signals: bool = True, hardware: Hardware | None = None
+        self,
+        cfg: Config,
+        *,
+        install_signals: bool = True,
+        hardware: Hardware | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
+        # the clock retries wait by; tests inject one they can step
+        self.monotonic = monotonic
+        self.sleep = sleep
         self._hardware = hardware  # tests hand in a prepared simulator
         self.install_signals = install_signals
         self.notifier = Notifier()
@@ -136,6 +147,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.smart: SmartCharging | None = None
         self.firmware: FirmwareService | None = None
+        self.security_profile: SecurityProfileSwitch | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -158,8 +170,12 @@ class Daemon:
         except ValueError as exc:
             raise ConfigError([f"{self.cfg.source}: ocpp.{exc}"]) from None
 
-    def link_settings(self, keys: Keys) -> LinkSettings:
+    def link_settings(self, keys: Keys, profile: int | None = None) -> LinkSettings:
+        """The link's settings from the keys; ``profile``: for that SecurityProfile instead of
+        the one in use (to check a new one's prerequisites)."""
         cs = self.cfg.central_system
+        if profile is None:
+            profile = max(cs.security_profile, keys.get_int("SecurityProfile"))
 
         def password() -> str | None:
             return keys.get("AuthorizationKey") or cs.password
@@ -167,7 +183,7 @@ class Daemon:
         return LinkSettings(
             url=cs.url,
             charge_point_id=self.cfg.charge_point.id,
-            security_profile=max(cs.security_profile, keys.get_int("SecurityProfile")),
+            security_profile=profile,
             password=password,
             ca_file=cs.ca_file,
             client_cert_file=cs.client_cert_file,
@@ -269,18 +285,37 @@ class Daemon:
                 keys=keys,
                 wall=self.wall,
                 on_reset=self._on_reset,
+                monotonic=self.monotonic,
+                sleep=self.sleep,
             )
             station.attach(cp)
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)
             # STATUS= follows events (connection, registration, connector statuses): no timer
             cp.on_change.append(lambda: self.notifier.status(self.status_line()))
             self._wire_on_demand_features(cp, store)
+            self.security_profile = switch = SecurityProfileSwitch(
+                keys=keys,
+                store=store,
+                base_profile=cfg.central_system.security_profile,
+                settings_for=lambda profile: self.link_settings(keys, profile),
+                on_event=cp.security_event,
+            )
+
+            async def on_connected() -> None:
+                switch.connected()
+                await cp.on_connected()
+
+            def on_connect_failed(reason: str) -> None:
+                if switch.connect_failed(reason):  # back to the previous profile
+                    cp.link.update(self.link_settings(keys))
+
             cp.link = Link(
                 self.link_settings(keys),
                 handler=cp.handle,
                 validator=Validator(),
-                on_connected=cp.on_connected,
+                on_connected=on_connected,
                 on_disconnected=cp.on_disconnected,
+                on_connect_failed=on_connect_failed,
             )
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
             self.control = ControlServer(
@@ -368,7 +403,7 @@ class Daemon:
             assert self.cp is not None
             self.cp.link.update(self.link_settings(keys))
             if name in ("AuthorizationKey", "SecurityProfile"):
-                self.cp.link.reconnect_now(f"{name} changed")
+                self.cp.request_reconnect(f"{name} changed")
 
     def _on_reset(self, hard: bool) -> None:
         self.reset_hard = hard

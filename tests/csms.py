@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,9 @@ class Behaviour:
     parent_of: dict[str, str] = field(default_factory=dict)
     fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
     clock_offset_s: float = 0.0  # the Central System's clock runs this far ahead
+    # action -> gate: a CALL of that action is answered only once its gate is set (while held,
+    # further frames are still read, so a CALL that overtakes it is seen)
+    hold: dict[str, asyncio.Event] = field(default_factory=dict)
 
 
 class _CP(OcppChargePoint):
@@ -65,7 +69,17 @@ class _CP(OcppChargePoint):
         self.server = server
 
     async def route_message(self, raw: str) -> None:  # record before the library handles it
-        self.server._record_raw("in", raw)
+        action = self.server._record_raw("in", raw)
+        gate = self.server.behaviour.hold.get(action or "")
+        if gate is not None and not gate.is_set():
+            task = asyncio.ensure_future(self._route_when(gate, raw))
+            self.server._tasks.add(task)
+            task.add_done_callback(self.server._tasks.discard)
+            return
+        await super().route_message(raw)
+
+    async def _route_when(self, gate: asyncio.Event, raw: str) -> None:
+        await gate.wait()
         await super().route_message(raw)
 
     async def _send(self, message: str) -> None:
@@ -151,25 +165,33 @@ class CentralSystem:
         host: str = "127.0.0.1",
         port: int = 0,
         on_message: Callable[[Message], None] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
+        self.ssl_context = ssl_context  # wss:// (security profiles 2 and 3)
+        # per accepted connection: its Authorization header and the client certificate, if any
+        self.handshakes: list[dict[str, Any]] = []
         self.behaviour = Behaviour()
         self.messages: list[Message] = []
         self.tx_ids = itertools.count(1000)
         self.on_message = on_message
         self.cps: dict[str, _CP] = {}
         self.connections = 0
+        # OCPP-J §4.1.1: CALLs of the charge point not answered yet, and the most ever at once
+        self.in_flight: set[str] = set()
+        self.max_in_flight = 0
         self._changed = asyncio.Condition()
         self._server: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ocpp"
 
     async def __aenter__(self) -> CentralSystem:
         self._server = await websockets.serve(
-            self._handler, self.host, self.port, subprotocols=["ocpp1.6"]
+            self._handler, self.host, self.port, subprotocols=["ocpp1.6"], ssl=self.ssl_context
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -188,6 +210,11 @@ class CentralSystem:
         path = ws.request.path if hasattr(ws, "request") else ws.path
         cp_id = path.rstrip("/").split("/")[-1]
         cp = _CP(cp_id, ws, self)
+        headers = ws.request.headers if hasattr(ws, "request") else ws.request_headers
+        self.handshakes.append({
+            "authorization": headers.get("Authorization"),
+            "peercert": ws.transport.get_extra_info("peercert") if self.ssl_context else None,
+        })
         self.cps[cp_id] = cp
         self.connections += 1
         await self._notify()
@@ -204,13 +231,21 @@ class CentralSystem:
             if self.cps.get(cp_id) is cp:
                 del self.cps[cp_id]
 
-    def _record_raw(self, direction: str, raw: str) -> None:
+    def _record_raw(self, direction: str, raw: str) -> str | None:
+        """Record one frame; returns the action of a CALL (None for answers)."""
         import json
 
         try:
             frame = json.loads(raw)
         except ValueError:
-            return
+            return None
+        if not isinstance(frame, list) or frame[0] not in (2, 3, 4):
+            return None  # ignored (OCPP-J §4.1.3)
+        if direction == "in" and frame[0] == 2:
+            self.in_flight.add(frame[1])
+            self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
+        elif direction == "out" and frame[0] in (3, 4):
+            self.in_flight.discard(frame[1])
         if frame[0] == 2:
             action, payload = frame[2], frame[3]
             self._pending_action = getattr(self, "_pending_action", {})
@@ -225,6 +260,7 @@ class CentralSystem:
             self.on_message(msg)
         self._tasks.add(t := asyncio.ensure_future(self._notify()))
         t.add_done_callback(self._tasks.discard)
+        return action if frame[0] == 2 else None
 
     async def _notify(self) -> None:
         async with self._changed:

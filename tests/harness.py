@@ -99,8 +99,11 @@ async def wait_until(
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: Config, *, plugged: tuple[int, ...] = ()) -> AsyncIterator[Daemon]:
-    """Run the daemon; ``plugged``: connectors whose simulated EV is plugged in before start."""
+async def running(
+    cfg: Config, *, plugged: tuple[int, ...] = (), **daemon_kw: Any
+) -> AsyncIterator[Daemon]:
+    """Run the daemon; ``plugged``: connectors whose simulated EV is plugged in before start;
+    ``daemon_kw``: passed to Daemon (an injected clock)."""
     hw = None
     if plugged:
         from ocppd.hw.sim import build_sim_hardware
@@ -109,7 +112,7 @@ async def running(cfg: Config, *, plugged: tuple[int, ...] = ()) -> AsyncIterato
         assert hw.sim is not None
         for cid in plugged:
             hw.sim.plug(cid)
-    d = Daemon(cfg, install_signals=False, hardware=hw)
+    d = Daemon(cfg, install_signals=False, hardware=hw, **daemon_kw)
     task = asyncio.ensure_future(d.run())
     try:
         await wait_until(
@@ -203,3 +206,31 @@ async def booted(cs: Any, connectors: int = 1) -> None:
     """Wait for the StatusNotifications of connector 0 and every connector after boot."""
     for cid in range(connectors + 1):
         await cs.wait_for("StatusNotification", lambda p, cid=cid: p["connectorId"] == cid)
+
+
+class SteppedClock:
+    """Monotonic time for the daemon's retry waits that moves only when the daemon sleeps.
+
+    Each ``sleep(delay_s)`` is recorded and advances ``now`` by the delay; with ``auto`` it
+    returns at once, else it blocks until the test calls ``release()``. Pass it to ``running``
+    as ``monotonic=clock.monotonic, sleep=clock.sleep``.
+    """
+
+    def __init__(self, *, auto: bool = True) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+        self.auto = auto
+        self._go = asyncio.Semaphore(0)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, delay_s: float) -> None:
+        self.sleeps.append(delay_s)
+        if not self.auto:
+            await self._go.acquire()
+        self.now += max(0.0, delay_s)
+        await asyncio.sleep(0)
+
+    def release(self) -> None:
+        self._go.release()

@@ -20,6 +20,7 @@ This module is the only one that imports aiohttp.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -57,6 +58,11 @@ log = logging.getLogger("ocppd.link")
 frames_log = logging.getLogger("ocppd.ocpp.frames")  # ocppd.systemd.FRAMES_LOGGER
 
 SUBPROTOCOL = "ocpp1.6"  # OCPP-J 1.6 §3.1.2
+#: while the backoff is shorter than this, every failed connection attempt is a WARNING line
+SHORT_BACKOFF_S = 60.0
+#: after that, one "still offline" line per this long at most (and one when the error changes):
+#: the journal shows the charger is still trying without a line per attempt
+OFFLINE_REPORT_EVERY_S = 600.0
 _T = TypeVar("_T")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
@@ -195,6 +201,20 @@ def _for_log(text: str) -> str:
     return text if len(text) <= 2000 else text[:2000] + "..."
 
 
+def _secs(value_s: float) -> str:
+    return f"{value_s:.1f}" if value_s < 10 else f"{value_s:.0f}"
+
+
+@dataclass(slots=True)
+class _Offline:
+    """An outage, for the journal: since when, how many attempts, what was last reported."""
+
+    since: datetime  # wall time, only for the log line
+    attempts: int = 0
+    reported_at: float = -math.inf  # link clock of the last "still offline" line
+    reported_error: str | None = None
+
+
 @dataclass(slots=True)
 class _Pending:
     """Our one outstanding CALL, waiting for its answer."""
@@ -216,6 +236,7 @@ class Link:
         validator: Validator | None = None,
         on_connected: Callable[[], Awaitable[None]] | None = None,
         on_disconnected: Callable[[str], None] | None = None,
+        on_connect_failed: Callable[[str], None] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
@@ -225,6 +246,7 @@ class Link:
         self._validator = validator
         self._on_connected = on_connected
         self._on_disconnected = on_disconnected
+        self.on_connect_failed = on_connect_failed  # called with the reason of each failure
         self._sleep = sleep
         self._rand = rand
         self._clock = clock
@@ -236,6 +258,9 @@ class Link:
         self._rx_at = 0.0  # monotonic time the last frame of any kind was received
         self._ping_timer: asyncio.TimerHandle | None = None
         self._call_lock = asyncio.Lock()
+        self._waiting = 0  # callers queued for the slot
+        # ids of our CALLs that timed out: an answer to one is late, not unknown
+        self._timed_out: collections.deque[str] = collections.deque(maxlen=16)
         self._connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._closing = False
@@ -243,7 +268,7 @@ class Link:
         self._stopped = asyncio.Event()
         self._drop_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._last_logged: str | None = None
+        self._offline: _Offline | None = _Offline(since=datetime.now(UTC))  # until connected
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -299,13 +324,18 @@ class Link:
                     await self._serve(*opened)
                     if self._clock() - started >= self._settings.stable_after_s:
                         failures = 0  # a stable connection: the next outage starts afresh
+                    if not self._closing:
+                        self._offline = _Offline(since=datetime.now(UTC))
                 if self._closing:
                     break
                 if self._wake.is_set() and self._drop_reason is not None:
                     continue  # reconnect_now(): connect again at once with the new settings
                 delay_s = backoff_delay_s(failures, self._settings, self._rand)
                 failures += 1
-                log.debug("next connect attempt in %.1f s", delay_s)
+                if opened is None:
+                    self._report_failed_attempt(delay_s)
+                else:
+                    log.debug("next connect attempt in %.1f s", delay_s)
                 await self._unless_woken(self._sleep(delay_s))
         finally:
             self._running = False
@@ -352,7 +382,13 @@ class Link:
                 raise OutgoingInvalid(CallErrorCode.InternalError,
                                       f"invalid {action}: {exc.description}") from None
         wait_s = self._settings.response_timeout_s if timeout_s is None else timeout_s
-        async with self._call_lock:  # OCPP-J §4.1.1: one outstanding CALL at a time
+        self._waiting += 1
+        try:
+            await self._call_lock.acquire()  # OCPP-J §4.1.1: one outstanding CALL at a time
+        finally:
+            self._waiting -= 1
+        holds_slot = True
+        try:
             ws = self._ws
             if ws is None or not self.connected:
                 raise LinkDown("not connected to the Central System")
@@ -365,15 +401,32 @@ class Link:
             future: asyncio.Future[rpc.CallResult | rpc.CallError] = loop.create_future()
             self._pending = pending = _Pending(message_id, action, future)
             try:
-                await self._send(ws, frame)
-                pending.deadline = loop.time() + wait_s
-                self._watch_deadline(pending.deadline)
                 try:
-                    answer = await future
-                except TimeoutError:
-                    raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
-            finally:
+                    await self._send(ws, frame)
+                finally:
+                    # armed even when the send was interrupted: the frame may be on the wire
+                    pending.deadline = loop.time() + wait_s
+                    self._watch_deadline(pending.deadline)
+                # shielded: a caller that gives up must not cancel the future, or the answer
+                # would find nobody waiting (and be taken for an unknown id)
+                answer = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.done():
+                    # The caller gave up (its task was cancelled) while the CALL is in flight.
+                    # §4.1.1: the slot stays taken until the answer comes or the CALL times
+                    # out (or the link drops); only then may the next CALL go out.
+                    future.add_done_callback(lambda f: self._abandoned_done(pending, f))
+                    holds_slot = False
+                    log.info("%s abandoned in flight; the next CALL waits for its answer or"
+                             " timeout", action)
+                raise
+            except TimeoutError:
+                self._timed_out.append(message_id)
+                raise CallTimeout(f"no answer to {action} within {wait_s:g} s") from None
+        finally:
+            if holds_slot:
                 self._pending = None
+                self._call_lock.release()
         if isinstance(answer, rpc.CallError):
             raw = f" ({answer.raw_code})" if answer.raw_code != answer.code.value else ""
             raise CallErrorReceived(answer.code, answer.description + raw, answer.details)
@@ -387,6 +440,25 @@ class Link:
                 raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
                                       exc.details) from None
         return answer.payload
+
+    @property
+    def calls_waiting(self) -> int:
+        """CALLs of ours waiting for the one outstanding slot (OCPP-J §4.1.1)."""
+        return self._waiting
+
+    def _abandoned_done(self, pending: _Pending,
+                        future: asyncio.Future[rpc.CallResult | rpc.CallError]) -> None:
+        """The answer to (or the end of) a CALL whose caller gave up: free the slot now."""
+        if not future.cancelled():
+            exc = future.exception()  # retrieved: nobody else will
+            if isinstance(exc, TimeoutError):
+                self._timed_out.append(pending.message_id)
+        log.debug("abandoned %s done: %s", pending.action,
+                  "answered" if not future.cancelled() and future.exception() is None
+                  else "no answer")
+        if self._pending is pending:
+            self._pending = None
+        self._call_lock.release()
 
     def _watch_deadline(self, deadline: float) -> None:
         """Have a timer fire at ``deadline`` or before. One timer serves call after call (when
@@ -430,12 +502,35 @@ class Link:
         return task.result()
 
     def _fail(self, message: str) -> None:
+        """A connection attempt failed; ``run`` reports it (``_report_failed_attempt``)."""
         self.stats.last_error = message
-        if message != self._last_logged:  # log transitions, not repetitions
-            log.warning("%s", message)
-            self._last_logged = message
-        else:
-            log.debug("%s (again)", message)
+        if self.on_connect_failed is not None:
+            try:
+                self.on_connect_failed(message)
+            except Exception:
+                log.exception("on_connect_failed failed")
+
+    def _report_failed_attempt(self, delay_s: float) -> None:
+        """The journal while offline: every attempt while the backoff is short, then one line
+        per OFFLINE_REPORT_EVERY_S (or when the error changes), never one per attempt."""
+        off = self._offline
+        if off is None:
+            off = self._offline = _Offline(since=datetime.now(UTC))
+        off.attempts += 1
+        error = self.stats.last_error or "no connection"
+        if delay_s < SHORT_BACKOFF_S:
+            log.warning("connection attempt %d failed: %s; next attempt in %s s",
+                        off.attempts, error, _secs(delay_s))
+            return
+        now = self._clock()
+        if error == off.reported_error and now - off.reported_at < OFFLINE_REPORT_EVERY_S:
+            log.debug("connection attempt %d failed: %s; next attempt in %s s",
+                      off.attempts, error, _secs(delay_s))
+            return
+        log.warning("still offline since %s: %d failed attempts, last: %s; next attempt in"
+                    " %s s", off.since.isoformat(timespec="seconds"), off.attempts, error,
+                    _secs(delay_s))
+        off.reported_at, off.reported_error = now, error
 
     async def _open(
         self, s: LinkSettings
@@ -502,10 +597,15 @@ class Link:
             self.stats.reconnects += 1
         self.stats.connected_since = datetime.now(UTC)
         self.stats.last_error = None
-        self._last_logged = None
         self.last_activity = self._clock()
         self._connected.set()
-        log.info("connected to %s (security profile %d)", s.endpoint(), s.security_profile)
+        off, self._offline = self._offline, None
+        if off is not None and off.attempts:
+            log.info("back online: connected to %s (security profile %d) after %d failed"
+                     " attempts, offline since %s", s.endpoint(), s.security_profile,
+                     off.attempts, off.since.isoformat(timespec="seconds"))
+        else:
+            log.info("connected to %s (security profile %d)", s.endpoint(), s.security_profile)
         if self._on_connected is not None:
             self._spawn(self._on_connected(), "on_connected")
         reason = "connection closed"
@@ -639,6 +739,10 @@ class Link:
             return
         pending = self._pending
         if pending is None or pending.message_id != msg.message_id or pending.future.done():
+            if msg.message_id in self._timed_out:
+                log.info("late answer to a CALL that had timed out (id %r) ignored",
+                         msg.message_id[:40])
+                return
             self.stats.incoming_errors += 1
             log.warning("answer with unknown message id %r ignored", msg.message_id[:40])
             return
@@ -658,6 +762,10 @@ class Link:
     def _on_bad_frame(self, ws: aiohttp.ClientWebSocketResponse, exc: rpc.FrameError,
                       text: str) -> None:
         self.stats.incoming_errors += 1
+        if isinstance(exc, rpc.UnknownMessageType):
+            log.warning("frame with an unknown MessageTypeId ignored (OCPP-J §4.1.3): %s",
+                        _for_log(text)[:200])
+            return
         log.warning("bad frame from the Central System (%s): %s", exc.description,
                     _for_log(text)[:200])
         pending = self._pending

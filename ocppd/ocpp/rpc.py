@@ -209,6 +209,30 @@ class FrameError(OcppdError):
                          description=self.description)
 
 
+class UnknownMessageType(FrameError):
+    """A frame whose MessageTypeId is not 2, 3 or 4 (or no number at all).
+
+    OCPP-J 1.6 §4.1.3: such a message is ignored. It is never answered, not even with a
+    CALLERROR: a strict Central System counts that answer as a protocol violation of ours.
+    """
+
+    def __init__(self, type_id: Any, *, message_id: str | None = None) -> None:
+        super().__init__(CallErrorCode.ProtocolError,
+                         f"unknown MessageTypeId {str(type_id)[:20]}", message_id=message_id)
+
+    @property
+    def answer(self) -> CallError | None:
+        return None
+
+
+_KNOWN_TYPES = frozenset(t.value for t in MessageType)
+
+
+def _known_type(value: Any) -> bool:
+    # bool is an int subclass and must not pass; 2.0 is not a MessageTypeId either
+    return type(value) is int and value in _KNOWN_TYPES  # noqa: E721
+
+
 # The start of a frame, for recovering the id of one that is not valid JSON: `[2, "id", ...`.
 _HEAD = re.compile(r'^\s*\[\s*(\d+)\s*,\s*"([^"\\]{1,36})"')
 
@@ -252,11 +276,15 @@ def parse(text: str) -> Message:
         frame = _loads(text)
     except _OutOfRange:
         head = recover_head(text)
+        if head is not None and not _known_type(head[0]):
+            raise UnknownMessageType(head[0], message_id=head[1]) from None
         raise FrameError(CallErrorCode.TypeConstraintViolation, "number out of range",
                          message_id=head[1] if head else None,
                          message_type=head[0] if head else None) from None
     except ValueError as exc:
         head = recover_head(text)
+        if head is not None and not _known_type(head[0]):
+            raise UnknownMessageType(head[0], message_id=head[1]) from None
         if head is None:
             raise FrameError(CallErrorCode.FormationViolation, f"not JSON: {exc}") from None
         raise FrameError(CallErrorCode.FormationViolation, f"not JSON: {exc}",
@@ -265,13 +293,12 @@ def parse(text: str) -> Message:
         raise FrameError(CallErrorCode.FormationViolation, "not an OCPP-J array")
     type_id = frame[0]
     message_id = frame[1] if len(frame) > 1 and isinstance(frame[1], str) else None
+    if not _known_type(type_id):
+        raise UnknownMessageType(type_id, message_id=message_id)  # §4.1.3: ignored
     if message_id is not None and not 0 < len(message_id) <= MAX_MESSAGE_ID_LEN:
         # Echo it anyway: the peer can then match our error to its request.
         raise FrameError(CallErrorCode.FormationViolation, "message id must have 1..36 characters",
-                         message_id=message_id or None, message_type=_int_or_none(type_id))
-    if type(type_id) is not int:  # noqa: E721 - bool is an int subclass and must not pass
-        raise FrameError(CallErrorCode.FormationViolation, "MessageTypeId must be an integer",
-                         message_id=message_id)
+                         message_id=message_id or None, message_type=type_id)
     if message_id is None:
         raise FrameError(CallErrorCode.FormationViolation, "message id must be a string",
                          message_type=type_id)
@@ -285,15 +312,7 @@ def parse(text: str) -> Message:
             raise FrameError(CallErrorCode.FormationViolation, "payload must be an object",
                              message_id=message_id, message_type=type_id)
         return CallResult(message_id=message_id, payload=frame[2])
-    if type_id == MessageType.CALLERROR:
-        return _call_error(frame, message_id)
-    # An unknown MessageTypeId breaks the RPC framework itself (1.6 has no MessageTypeNotSupported).
-    raise FrameError(CallErrorCode.ProtocolError, f"unknown MessageTypeId {type_id}",
-                     message_id=message_id)
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if type(value) is int else None  # noqa: E721
+    return _call_error(frame, message_id)
 
 
 def _call(frame: list[Any], message_id: str) -> Call:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem
-from harness import running, sim, sim_config, wait_status, wait_until
+from harness import SteppedClock, running, sim, sim_config, wait_status, wait_until
 from link.faultproxy import FaultProxy, Mode
 
 from ocppd.storage import Store
@@ -204,21 +204,51 @@ async def test_tc_039_offline_transaction_start_then_stop_never_minus_one(
 async def test_transaction_message_retries_wait_interval_times_attempts(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
+    """§3.7.1: TransactionMessageRetryInterval x the number of preceding transmissions, timed
+    by the injected clock (exactly 1 s, then 2 s), not by windows on the wall clock."""
     cs.behaviour.fail_actions = {"StartTransaction": 2}
     cfg = sim_config(
         tmp_path,
         cs.url,
         ocpp={"TransactionMessageAttempts": 3, "TransactionMessageRetryInterval": 1},
     )
-    async with running(cfg) as d:
+    clock = SteppedClock()
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep) as d:
         await wait_status(cs, "Available")
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction", count=3, timeout=10)
-        at = [m.at for m in cs.messages if m.direction == "in" and m.action == "StartTransaction"]
-        assert 0.9 <= at[1] - at[0] < 1.8  # 1 s x 1 preceding attempt
-        assert 1.9 <= at[2] - at[1] < 2.8  # 1 s x 2 preceding attempts
         await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        assert clock.sleeps == [1.0, 2.0]  # 1 s x 1 preceding attempt, 1 s x 2
+        assert len(cs.received("StartTransaction")) == 3
+
+
+async def test_transaction_message_attempts_is_the_exact_number_of_transmissions(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """§3.7.1: TransactionMessageAttempts = 3 means three transmissions, then the message is
+    discarded: not two, not four; and the queue goes on with the next message."""
+    cs.behaviour.fail_actions = {"StartTransaction": 100}
+    cfg = sim_config(
+        tmp_path,
+        cs.url,
+        ocpp={"TransactionMessageAttempts": 3, "TransactionMessageRetryInterval": 5},
+    )
+    clock = SteppedClock()
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep) as d:
+        await wait_status(cs, "Available")
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await wait_until(
+            lambda: any(kind == "outbox_discarded" for _, kind, _ in d.store.events()),
+            what="the StartTransaction given up",
+        )
+        assert len(cs.received("StartTransaction")) == 3
+        assert clock.sleeps == [5.0, 10.0]
+        await d.station.swipe("TAG1", None)  # the stop behind it still goes out
+        stop = (await cs.wait_for("StopTransaction"))[0]
+        assert stop["transactionId"] == -1  # the start was given up (see _prepared)
+        assert len(cs.received("StartTransaction")) == 3
 
 
 async def test_callerror_exhausting_attempts_discards_the_message(

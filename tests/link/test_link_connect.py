@@ -99,10 +99,12 @@ async def test_refused_handshake_is_explained_and_retried(
     text = _messages(caplog)
     assert expected in text and meaning in text
     assert len(server.attempts) == 2  # retried
-    assert text.count(expected) == 2  # first time a warning, then a debug "again"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and expected in
                 r.getMessage()]
-    assert len(warnings) == 1  # transitions, not repetitions
+    # while the backoff is short every attempt is a warning, with its number and next delay
+    # (tests/link/test_link_offline_log.py: the quiet phase after that)
+    assert [w.getMessage().split(":")[0] for w in warnings] == [
+        "connection attempt 1 failed", "connection attempt 2 failed"]
     assert expected in str(link.stats.last_error)
 
 
@@ -356,9 +358,14 @@ async def test_pings_keep_an_idle_link_to_a_live_peer(cs: CentralSystem,
     async with running(link):
         conn = await cs.connection(1)
         await asyncio.wait_for(link.wait_connected(), 5)
-        await asyncio.sleep(8 * ping_s)  # idle: nothing but pings and pongs
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        while conn.pings < 3:  # idle: nothing but pings and pongs
+            assert loop.time() - t0 < 5, "no pings"
+            await asyncio.sleep(0.01)
         assert link.connected and len(cs.conns) == 1
-        assert 3 <= conn.pings <= 9  # about one per interval of silence
+        # at most one per interval of silence, however slow this machine is
+        assert conn.pings <= (loop.time() - t0) / ping_s + 1
 
 
 async def test_a_new_ping_interval_applies_without_reconnecting(cs: CentralSystem,
@@ -370,7 +377,10 @@ async def test_a_new_ping_interval_applies_without_reconnecting(cs: CentralSyste
         await asyncio.sleep(0.3)
         assert conn.pings == 0  # WebSocketPingInterval 0: no pings
         link.update(settings_for(cs.url, ping_interval_s=0.1))
-        await asyncio.sleep(0.5)
+        for _ in range(500):  # bounded: 5 s
+            if conn.pings >= 2:
+                break
+            await asyncio.sleep(0.01)
         assert conn.pings >= 2 and len(cs.conns) == 1
         link.update(settings_for(cs.url, ping_interval_s=0))
         await asyncio.sleep(0.15)  # a ping already on its way may still arrive

@@ -45,8 +45,6 @@ CRAFTED = [
     pytest.param('[2,"m2","ReserveNow",{"connectorId":1,"expiryDate":"2030-01-01T00:00:00Z",'
                  '"idTag":"T","reservationId":1}]', CallErrorCode.NotSupported, id="NotSupported"),
     pytest.param('[2,"m3","Reset"]', CallErrorCode.ProtocolError, id="ProtocolError-incomplete"),
-    pytest.param('[9,"m4","Reset",{"type":"Hard"}]', CallErrorCode.ProtocolError,
-                 id="ProtocolError-type-id"),
     pytest.param('[2,"m5","Reset",{"type":"Hard","x":1}]', CallErrorCode.FormationViolation,
                  id="FormationViolation-extra"),
     pytest.param('[2,"m6","Reset",[]]', CallErrorCode.FormationViolation,
@@ -245,9 +243,9 @@ async def test_each_call_gets_its_own_timeout_from_the_shared_timer(pair: Pair) 
     assert await pair.link.call("Heartbeat", {}, timeout_s=30.0)  # arms the timer at +30 s
     del pair.cs.answers["Heartbeat"]
     t0 = loop.time()
-    with pytest.raises(CallTimeout):
-        await pair.link.call("Heartbeat", {}, timeout_s=0.2)  # re-armed earlier: not +30 s
-    assert 0.2 <= loop.time() - t0 < 2.0
+    with pytest.raises(CallTimeout):  # re-armed earlier: not at +30 s (bounded wait)
+        await asyncio.wait_for(pair.link.call("Heartbeat", {}, timeout_s=0.2), 10)
+    assert loop.time() - t0 >= 0.2  # a lower bound only: a loaded machine is never early
     await pair.conn.next_call()  # the unanswered frame
     # answered just before the timer of the first deadline fires; the next call outlives it
     pair.cs.answers["Heartbeat"] = {"currentTime": "2024-01-01T00:00:00Z"}
@@ -257,8 +255,8 @@ async def test_each_call_gets_its_own_timeout_from_the_shared_timer(pair: Pair) 
     del pair.cs.answers["Heartbeat"]
     t1 = loop.time()
     with pytest.raises(CallTimeout):
-        await delayed  # the timer fired at the first deadline, early for this one: re-armed
-    assert 0.5 <= loop.time() - t1 < 2.0
+        await asyncio.wait_for(delayed, 10)  # the timer fired early for this one: re-armed
+    assert loop.time() - t1 >= 0.5  # not failed by the earlier call's timer
 
 
 async def test_answer_with_unknown_id_is_ignored(pair: Pair,
@@ -311,3 +309,79 @@ async def test_broken_answer_to_our_call_fails_it_as_invalid_response(pair: Pair
         await task
     assert info.value.code is CallErrorCode.FormationViolation
     assert pair.link.connected
+
+
+async def test_unknown_message_type_is_ignored_and_the_link_stays_up(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """OCPP-J §4.1.3: a frame with an unknown MessageTypeId is ignored: no CALLERROR (a strict
+    Central System counts one as a protocol violation), no disconnect."""
+    pair.handlers.returns("Reset", {"status": "Accepted"})
+    with caplog.at_level(logging.WARNING, logger="ocppd.link"):
+        for frame in ('[5,"u1","Reset",{"type":"Hard"}]', '[1.5,"u2","Reset",{"type":"Hard"}]',
+                      '[9,"u3","Reset",{"type":"Hard"}]', '["2","u4","Reset",{"type":"Hard"}]',
+                      '[0,"u5"]'):
+            await pair.conn.send(frame)
+        # probes behind them: answered, so everything before them was read and handled
+        for _ in range(2):
+            assert (await pair.conn.call("Reset", {"type": "Soft"}))[2] == {"status": "Accepted"}
+    answered = [json.loads(f)[1] for f in pair.conn.frames if isinstance(f, str)]
+    assert not any(mid.startswith("u") for mid in answered), answered
+    assert pair.handlers.seen == [("Reset", {"type": "Soft"})] * 2
+    assert pair.link.connected and pair.link.stats.connects == 1
+    assert sum("MessageTypeId" in r.getMessage() for r in caplog.records) == 5
+
+
+async def test_abandoned_call_keeps_the_slot_until_answered(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    """OCPP-J §4.1.1: a caller that gives up on its CALL (its task cancelled) does not free the
+    one outstanding slot; the next CALL waits for the answer, which is not an unknown id."""
+    hb = {"currentTime": "2024-01-01T00:00:00Z"}
+    with caplog.at_level(logging.INFO, logger="ocppd.link"):
+        first = asyncio.ensure_future(pair.link.call("Heartbeat", {}))
+        f1 = await pair.conn.next_call()
+        first.cancel()
+        second = asyncio.ensure_future(pair.link.call("BootNotification", BOOT))
+        await asyncio.wait_for(_until(lambda: pair.link.calls_waiting == 1), 5)
+        assert pair.conn.calls.empty() and not second.done()  # still waiting for the slot
+        await pair.conn.answer(f1, hb)  # the late answer frees it
+        f2 = await pair.conn.next_call()
+        assert f2[2] == "BootNotification"
+        await pair.conn.answer(f2, BOOT_CONF)
+        assert (await second)["status"] == "Accepted"
+    assert first.cancelled()
+    assert not any("unknown message id" in r.getMessage() for r in caplog.records)
+    assert pair.link.stats.incoming_errors == 0
+
+
+async def test_abandoned_call_frees_the_slot_at_its_deadline(pair: Pair) -> None:
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(pair.link.call("Heartbeat", {}, timeout_s=0.3))
+    await pair.conn.next_call()
+    sent_at = loop.time()  # a little after the link sent it and armed its deadline
+    first.cancel()
+    pair.cs.answers["BootNotification"] = BOOT_CONF
+    # no answer ever comes: the slot is held until the abandoned CALL's timeout, then freed
+    assert (await asyncio.wait_for(pair.link.call("BootNotification", BOOT), 5))["status"] \
+        == "Accepted"
+    assert loop.time() - sent_at >= 0.25  # a lower bound only: not sent before the deadline
+    sent = [json.loads(f) for f in pair.conn.frames if isinstance(f, str)]
+    assert [f[2] for f in sent] == ["Heartbeat", "BootNotification"]
+
+
+async def test_late_answer_after_timeout_is_not_an_unknown_id(
+        pair: Pair, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ocppd.link"):
+        with pytest.raises(CallTimeout):
+            await pair.link.call("Heartbeat", {}, timeout_s=0.2)
+        late = await pair.conn.next_call()
+        await pair.conn.answer(late, {"currentTime": "2024-01-01T00:00:00Z"})
+        pair.cs.answers["BootNotification"] = BOOT_CONF
+        await pair.link.call("BootNotification", BOOT)  # the late answer was read before this
+    assert any("late answer" in r.getMessage() for r in caplog.records)
+    assert not any("unknown message id" in r.getMessage() for r in caplog.records)
+    assert pair.link.stats.incoming_errors == 0
+
+
+async def _until(pred: Any) -> None:
+    while not pred():
+        await asyncio.sleep(0.005)

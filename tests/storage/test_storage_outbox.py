@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from storekit import at
+from storekit import at, child_env
 
 from ocppd.storage import Store
 from ocppd.storage.bench import outbox_replay, outbox_roundtrip
@@ -170,3 +174,64 @@ def test_benchmarks_report_a_rate(tmp_path: Path) -> None:
     assert outbox_replay(tmp_path / "b.db", 200) > 0
     with Store.open(tmp_path / "b.db") as s:
         assert s.outbox_count() == 0
+
+
+_CONFIRM_THEN_DIE = r"""
+import os, sys
+from ocppd.storage import Store
+
+s = Store.open(sys.argv[1])
+seqs = [s.outbox_put(action="MeterValues", payload={"i": i}, local_tx_id=None, kind="meter")
+        for i in range(10)]
+for seq in seqs[:5]:
+    s.outbox_confirm(seq, "meter")  # below the batch size: only the watermark records them
+print(" ".join(map(str, seqs)), flush=True)
+os.kill(os.getpid(), 9)  # no close, no flush: as SIGKILL or a crash leaves it
+"""
+
+
+def test_confirmed_meter_values_are_not_resent_after_a_crash(db_path: Path) -> None:
+    """The watermark file (``<db>.confirmed``): MeterValues confirmed before a SIGKILL are
+    still rows in the table (deleted in batches), yet never come back after reopening; the
+    unconfirmed ones do, in order."""
+    proc = subprocess.run([sys.executable, "-c", _CONFIRM_THEN_DIE, str(db_path)],
+                          capture_output=True, text=True, env=child_env(), timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    seqs = [int(x) for x in proc.stdout.split()]
+    assert Path(f"{db_path}.confirmed").exists()
+    raw = sqlite3.connect(db_path)
+    try:  # the confirmed rows are still in the table: only the watermark tells
+        assert raw.execute("SELECT count(*) FROM outbox").fetchone()[0] == 10
+    finally:
+        raw.close()
+    s = Store.open(db_path)
+    try:
+        assert [i.seq for i in s.outbox_items()] == seqs[5:]
+        assert s.outbox_count() == 5
+    finally:
+        s.close()
+
+
+def test_watermark_of_a_replaced_database_is_ignored(db_path: Path, tmp_path: Path) -> None:
+    """A watermark belongs to its database file: copied next to another one, it deletes
+    nothing there (at worst confirmed MeterValues are sent again, never unsent ones lost)."""
+    s = Store.open(db_path)
+    seqs = [s.outbox_put(action="MeterValues", payload={"i": i}, local_tx_id=None, kind="meter")
+            for i in range(4)]
+    s.outbox_confirm(seqs[0], "meter")
+    s.outbox_confirm(seqs[1], "meter")
+    mark = Path(f"{db_path}.confirmed").read_bytes()
+    s.close()
+    other = tmp_path / "other.db"
+    s = Store.open(other)
+    try:
+        mine = [s.outbox_put(action="MeterValues", payload={"i": i}, local_tx_id=None,
+                             kind="meter") for i in range(4)]
+    finally:
+        s.close()
+    Path(f"{other}.confirmed").write_bytes(mark)
+    s = Store.open(other)
+    try:
+        assert [i.seq for i in s.outbox_items()] == mine
+    finally:
+        s.close()

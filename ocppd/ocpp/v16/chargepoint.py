@@ -48,6 +48,10 @@ Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
 DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, str | None]]]
 
 
+async def _call_soon(fn: Callable[[str], None], arg: str) -> None:
+    fn(arg)
+
+
 class Registration(StrEnum):
     NONE = "none"
     PENDING = "pending"
@@ -67,6 +71,8 @@ class ChargePoint:
         validator: Validator | None = None,
         wall: Callable[[], datetime],
         on_reset: Callable[[bool], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -76,6 +82,12 @@ class ChargePoint:
         self.validator = validator or Validator()
         self.wall = wall
         self.on_reset = on_reset
+        # the time the outbox waits by (injected in tests): never the wall clock (§3.7.1)
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._retry_due: dict[int, float] = {}  # outbox seq -> monotonic time of next attempt
+        self._in_change = False  # a ChangeConfiguration is being applied
+        self._reconnect_reason: str | None = None  # ... and asked for a reconnect
         self._registration = Registration.NONE
         # called whenever connection, registration or a connector status changes (STATUS=)
         self.on_change: list[Callable[[], None]] = []
@@ -458,8 +470,9 @@ class ChargePoint:
             for item in batch:
                 if not self._accepted.is_set():
                     break
-                if item.next_attempt_at is not None and item.next_attempt_at > time.time():
-                    await asyncio.sleep(item.next_attempt_at - time.time())
+                wait_s = self._retry_wait_s(item)
+                if wait_s > 0:
+                    await self._sleep(wait_s)
                     break  # read again: the head may have changed meanwhile
                 try:
                     delivered = await self._deliver(item)
@@ -470,6 +483,23 @@ class ChargePoint:
                     break
                 if not delivered:
                     break
+                self._retry_due.pop(item.seq, None)
+
+    def _retry_wait_s(self, item: OutboxItem) -> float:
+        """How long the queued message must still wait before its next attempt (§3.7.1).
+
+        Timed on the monotonic clock: a wall clock stepped back (NTP on a Pi without RTC)
+        must not stall the queue. The stored wall time only matters for a message retried in
+        an earlier run, and is bounded by the interval it can have come from.
+        """
+        if item.next_attempt_at is None:
+            return 0.0
+        due = self._retry_due.get(item.seq)
+        if due is None:
+            bound_s = float(self.keys.get_int("TransactionMessageRetryInterval") * item.attempts)
+            left_s = min(max(0.0, item.next_attempt_at - self.wall().timestamp()), bound_s)
+            due = self._retry_due[item.seq] = self._monotonic() + left_s
+        return max(0.0, due - self._monotonic())
 
     def _prepared(self, item: OutboxItem) -> str:
         """The payload to send, as JSON text: as stored, unless a transactionId must be added."""
@@ -537,9 +567,14 @@ class ChargePoint:
             )
             self.store.log_event(self.wall(), "outbox_discarded", f"{item.action} {item.payload}")
             self.store.outbox_remove(item.seq)
+            self._retry_due.pop(item.seq, None)
             return True
-        # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions
-        self.store.outbox_record_attempt(item.seq, next_attempt_at=time.time() + retry_s * attempts)
+        # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions;
+        # the wall time is stored for the record, the wait is timed on the monotonic clock
+        delay_s = float(retry_s * attempts)
+        self._retry_due[item.seq] = self._monotonic() + delay_s
+        self.store.outbox_record_attempt(
+            item.seq, next_attempt_at=self.wall().timestamp() + delay_s)
         log.warning(
             "%s failed (%s); attempt %d of %d, next in %d s",
             item.action,
@@ -565,11 +600,40 @@ class ChargePoint:
         result = self.station.change_availability(int(p["connectorId"]), operative)
         return {"status": result.capitalize()}
 
-    async def _change_configuration(self, p: dict[str, Any]) -> dict[str, Any]:
-        result = self.keys.change(p["key"], p["value"])
+    async def _change_configuration(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        self._reconnect_reason = None
+        self._in_change = True
+        try:
+            result = self.keys.change(p["key"], p["value"])
+        finally:
+            self._in_change = False
         if result in (ChangeResult.ACCEPTED, ChangeResult.REBOOT_REQUIRED):
             self.station.retime()
+        reason, self._reconnect_reason = self._reconnect_reason, None
+        if reason is not None:
+            # Whitepaper (TC_073, TC_083): the answer goes out on the old connection first
+            link = self.link
+            return Reply({"status": result.value},
+                         then=lambda: _call_soon(link.reconnect_now, reason))
         return {"status": result.value}
+
+    def request_reconnect(self, reason: str) -> None:
+        """Reconnect for a changed key: after the ChangeConfiguration answer if one is being
+        handled, else at once (ocppctl config set)."""
+        if self._in_change:
+            self._reconnect_reason = reason
+        else:
+            self.link.reconnect_now(reason)
+
+    def security_event(self, event_type: str, tech_info: str) -> None:
+        """A security event (Security Whitepaper, security events list): logged at WARNING and
+        kept in the store's event log. The one place that raises them, so that sending a
+        SecurityEventNotification (queued like transaction messages) is wired in here."""
+        log.warning("security event %s: %s", event_type, tech_info)
+        try:
+            self.store.log_event(self.wall(), "security_event", f"{event_type}: {tech_info}")
+        except StorageError as exc:
+            log.error("security event not stored: %s", exc)
 
     async def _clear_cache(self, p: dict[str, Any]) -> dict[str, Any]:
         self.store.cache_clear()

@@ -243,10 +243,10 @@ def standard_keys(*, connectors: int) -> list[KeyDef]:
             default="",
             check=_hex_key,
             secret=True,
-            reboot=True,
-        ),
+        ),  # applied at once: the link reconnects with it (TC_073)
         K(name="CpoName", kind="str", access="RW", default=""),
-        K(name="SecurityProfile", kind="int", access="RW", default="0", lo=0, hi=3, reboot=True),
+        # applied at once: the link reconnects with it (profile_switch.py, TC_083)
+        K(name="SecurityProfile", kind="int", access="RW", default="0", lo=0, hi=3),
         K(name="AdditionalRootCertificateCheck", kind="bool", access="R", default="false"),
         K(name="CertificateSignedMaxChainSize", kind="int", access="R", default="10000"),
         K(name="CertificateStoreMaxLength", kind="int", access="R", default="20"),
@@ -301,6 +301,9 @@ class Keys:
         self._defs = {d.name.lower(): d for d in defs}
         self._values: dict[str, str] = {}
         self.on_change: list[Callable[[str, str], None]] = []
+        # key name -> a check run before a valid value is stored; it returns REJECTED to refuse
+        # it (e.g. SecurityProfile without its prerequisites), or None
+        self.guards: dict[str, Callable[[str], ChangeResult | None]] = {}
         persisted = store.settings(self.PREFIX)
         for d in defs:
             stored = persisted.get(self.PREFIX + d.name)
@@ -348,11 +351,26 @@ class Keys:
             return ChangeResult.REJECTED
         if d.name == "SecurityProfile" and int(canonical) < self.get_int("SecurityProfile"):
             return ChangeResult.REJECTED  # whitepaper: the profile may only be raised
+        guard = self.guards.get(d.name)
+        if guard is not None and guard(canonical) is ChangeResult.REJECTED:
+            return ChangeResult.REJECTED
+        self._set(d, canonical)
+        return ChangeResult.REBOOT_REQUIRED if d.reboot else ChangeResult.ACCEPTED
+
+    def restore(self, name: str, value: str) -> None:
+        """Set a key back to an earlier value without the checks of ``change`` (a SecurityProfile
+        that failed to connect falls back to the previous one, a lower value)."""
+        d = self._defs[name.lower()]
+        canonical = _normalise(d, value)
+        if canonical is None:
+            raise ValueError(f"{name}: invalid value {value!r}")
+        self._set(d, canonical)
+
+    def _set(self, d: KeyDef, canonical: str) -> None:
         self._store.set_setting(self.PREFIX + d.name, canonical)
         self._values[d.name] = canonical
         for hook in self.on_change:
             hook(d.name, canonical)
-        return ChangeResult.REBOOT_REQUIRED if d.reboot else ChangeResult.ACCEPTED
 
     def lookup(self, names: list[str] | None) -> tuple[list[tuple[KeyDef, str]], list[str]]:
         """GetConfiguration (§5.8): the readable keys asked for (all when ``names`` is empty),
