@@ -473,7 +473,7 @@ class ControlApiImpl:
         connectors = []
         for c in st.connectors.values():
             view = st.connector_view(c)
-            status, fault = cp._current(c.id)
+            status, fault = st.status_of(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
             connectors.append(view)

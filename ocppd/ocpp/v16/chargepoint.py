@@ -406,21 +406,12 @@ class ChargePoint:
             payload["vendorErrorCode"] = mapping.VENDOR_ERROR[fault]
         return payload
 
-    def _current(self, connector_id: int) -> tuple[Status, Fault | None]:
-        if connector_id == 0:
-            st = self.station.charger_status or Status.AVAILABLE
-            return st, next(iter(self.station.charger_faults), None)
-        c = self.station.connectors[connector_id]
-        return (c.status or Status.AVAILABLE), next(
-            iter(c.all_faults(self.station.charger_faults)), None
-        )
-
     async def _send_status(
         self, connector_id: int, delay_s: float = 0.0, *, force: bool = False
     ) -> None:
         if delay_s > 0:
             await asyncio.sleep(delay_s)
-        status, fault = self._current(connector_id)
+        status, fault = self.station.status_of(connector_id)
         if not force and self._sent.get(connector_id) == (status, fault):
             return
         self._sent[connector_id] = (status, fault)
@@ -814,10 +805,10 @@ class ChargePoint:
         if cid == 0:
             if not self.keys.get_bool("ReserveConnectorZeroSupported"):
                 return {"status": "Rejected"}
-            picked = self.station._pick_free(None, None)
+            picked = self.station.pick_free(None, None)
             if picked is None:
                 return {"status": "Occupied"}
-            cid = picked.id
+            cid = picked
         c = self.station.connectors.get(cid)
         if c is None:
             return {"status": "Rejected"}

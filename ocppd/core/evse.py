@@ -1,0 +1,44 @@
+"""The EVSE's own vocabulary: control pilot states and faults, in the core's words.
+
+Drivers (ocppd/hw) report them, the session core (ocppd/core/session) decides on them, and
+protocol adapters map them to wire codes (ocppd/ocpp/v16/mapping.py). They live here so that
+the core needs nothing from the hardware layer.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class PilotState(StrEnum):
+    """IEC 61851-1 control pilot states, as seen by the EVSE."""
+
+    A = "A"  # +12 V: no vehicle
+    B = "B"  # +9 V: vehicle connected, not ready
+    C = "C"  # +6 V: vehicle ready to charge
+    D = "D"  # +3 V: ready, ventilation required
+    E = "E"  # 0 V: no power / short to PE
+    F = "F"  # -12 V: EVSE fault or missing diode
+
+    @property
+    def plugged(self) -> bool:
+        return self in (PilotState.B, PilotState.C, PilotState.D)
+
+    @property
+    def wants_power(self) -> bool:
+        return self in (PilotState.C, PilotState.D)
+
+
+class Fault(StrEnum):
+    """Hardware faults, in the core's own words (mapped to OCPP error codes in the adapter)."""
+
+    GROUND_FAILURE = "ground_failure"  # RCD / ground-fault monitor tripped
+    CONTACTOR_WELDED = "contactor_welded"  # feedback says closed while commanded open
+    CONTACTOR_STUCK_OPEN = "contactor_stuck_open"  # feedback says open while commanded closed
+    LOCK_FAILURE = "lock_failure"
+    EMERGENCY_STOP = "emergency_stop"
+    PILOT_FAULT = "pilot_fault"  # state E/F, or the diode check failed
+    METER_FAILURE = "meter_failure"
+    OVER_TEMPERATURE = "over_temperature"
+    READER_FAILURE = "reader_failure"
+    OTHER = "other"

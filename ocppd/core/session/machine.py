@@ -1,0 +1,545 @@
+"""Every rule that changes a charging session, in one place: ``step(state, event, now, rules)``.
+
+No I/O and no clock: ``now`` is an argument, storage writes, timers and hardware outputs come
+back as effects (state.py) for the shell to carry out. An event that cannot happen in the
+current state raises ``IllegalEvent`` instead of corrupting the state.
+
+A step has two halves:
+
+1. **Transition** (``_RULES``, one function per event type): what the event changes, plus the
+   effects only it can cause (record a start or an end, store availability, unlock).
+2. **Settle** (``_settle``), the same after every event: the charger-wide limit is re-shared,
+   pilot offers and contactors follow from the facts through the safety rules (core/safety.py),
+   statuses are derived (core/model.py) and reported when they change, and the timers the state
+   needs are compared with those it needed before. Timers are therefore never armed or cancelled
+   by hand: "replace", "restore after restart" and "cancel" are all the same difference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ocppd.core import safety, sharing
+from ocppd.core.auth import same_tag
+from ocppd.core.evse import Fault, PilotState
+from ocppd.core.model import (
+    STOPPING_FAULTS,
+    AuthStatus,
+    ConnectorFacts,
+    Status,
+    StopReason,
+    charger_status,
+    derive_status,
+)
+from ocppd.core.session.state import (
+    ArmTimer,
+    Authorized,
+    AvailabilitySet,
+    BeginTransaction,
+    CableRated,
+    CancelTimer,
+    ChargerState,
+    ConnectorState,
+    DrawCeiling,
+    Effect,
+    EndTransaction,
+    EnergyRead,
+    Event,
+    FaultSeen,
+    ForgetReservation,
+    IdTagJudged,
+    IllegalEvent,
+    LimitSet,
+    Offer,
+    PilotSeen,
+    ReportStatus,
+    ReservationCancelled,
+    Reserved,
+    Rules,
+    SetContactor,
+    ShuttingDown,
+    Started,
+    Stop,
+    StopRequested,
+    StoreAvailability,
+    StoreReservation,
+    TimerFired,
+    TimerId,
+    TimerKind,
+    TxEnded,
+    TxStarted,
+    Unlock,
+    WaitCancelled,
+    Waiting,
+)
+
+Effects = list[Effect]
+
+
+class _Step:
+    """The state being built by one transition, with the effects it asked for."""
+
+    def __init__(self, state: ChargerState, now: datetime, rules: Rules) -> None:
+        self.state, self.now, self.rules = state, now, rules
+        self.effects: Effects = []
+
+    def c(self, connector_id: int) -> ConnectorState:
+        return self.state.connector(connector_id)
+
+    def put(self, c: ConnectorState, **changes: Any) -> ConnectorState:
+        new = replace(c, **changes)
+        self.state = replace(
+            self.state, connectors={**self.state.connectors, c.connector_id: new}
+        )
+        return new
+
+    # --- rules shared by several events ----------------------------------------------------------
+
+    def stop(self, c: ConnectorState, reason: StopReason, stop_id_tag: str | None = None,
+             *, unlock: bool = True, at_last_record: bool = False) -> None:
+        """Ask for a transaction's end; a second request while one is under way changes nothing."""
+        if c.tx is None or c.stop is not None:
+            return
+        c = self.put(c, stop=Stop(reason=reason, stop_id_tag=stop_id_tag,
+                                  unlock=unlock and c.spec.lockable))
+        assert c.tx is not None
+        self.effects.append(EndTransaction(connector_id=c.connector_id, tx_key=c.tx.tx_key,
+                                           reason=reason, stop_id_tag=stop_id_tag,
+                                           at_last_record=at_last_record))
+
+    def judge(self, c: ConnectorState) -> None:
+        """What a refused idTag (§3.5.4) means for its session: stop, suspend, or allow up to
+        MaxEnergyOnInvalidId (§9.1.15). The one rule for a verdict just received and for a
+        session resumed after a restart, so a suspended session never comes back with energy."""
+        if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED):
+            return
+        cap_wh = self.rules.max_energy_on_invalid_id_wh
+        if self.rules.stop_on_invalid_id:
+            self.stop(c, StopReason.DEAUTHORIZED)
+        elif cap_wh is None:
+            self.put(c, invalid_id=True)
+        else:
+            # without a fresh reading (dead meter at start-up) the last stored register counts
+            energy_wh = c.energy_wh if c.energy_wh is not None else c.tx.meter_start_wh
+            if energy_wh - c.tx.meter_start_wh >= cap_wh:
+                self.put(c, invalid_id=True)
+
+    def set_operative(self, c: ConnectorState, operative: bool) -> None:
+        self.put(c, operative=operative, scheduled_operative=None,
+                 waiting=c.waiting if operative else None)
+        self.effects.append(StoreAvailability(connector_id=c.connector_id, operative=operative,
+                                              scheduled=None))
+
+    def begin(self, c: ConnectorState, w: Waiting) -> None:
+        self.put(c, waiting=None)
+        self.effects.append(BeginTransaction(connector_id=c.connector_id, id_tag=w.id_tag,
+                                             parent_id_tag=w.parent_id_tag,
+                                             reservation_id=w.reservation_id))
+
+
+# --- transitions, one per event type ------------------------------------------------------------
+
+
+def _pilot(s: _Step, e: PilotSeen) -> None:
+    c = s.c(e.connector_id)
+    old = c.pilot
+    if e.pilot is old:
+        return
+    faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.PILOT_FAULT)
+    if e.pilot in (PilotState.E, PilotState.F):
+        faults += (Fault.PILOT_FAULT,)
+    if (e.pilot is PilotState.A) != (old is PilotState.A):
+        # A cable left or entered the socket: whatever a failed lock move left behind is gone.
+        # Without lock feedback nothing else would ever tell.
+        faults = tuple(f for f in faults if f is not Fault.LOCK_FAILURE)
+    ceiling = None if e.pilot.wants_power and not old.wants_power else c.draw_ceiling_a
+    c = s.put(c, pilot=e.pilot, faults=faults, draw_ceiling_a=ceiling)
+    if not s.state.running:
+        return
+    if e.pilot.plugged and not old.plugged:
+        c = s.put(c, finishing=False)
+        if c.waiting is not None and c.tx is None:
+            s.begin(c, c.waiting)
+    elif e.pilot is PilotState.A:
+        c = s.put(c, finishing=False)
+        if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
+            s.stop(c, StopReason.EV_DISCONNECTED)
+
+
+def _fault(s: _Step, e: FaultSeen) -> None:
+    def toggle(faults: tuple[Fault, ...]) -> tuple[Fault, ...]:
+        kept = tuple(f for f in faults if f is not e.fault)
+        return kept + (e.fault,) if e.active else kept
+
+    if e.connector_id == 0:
+        s.state = replace(s.state, faults=toggle(s.state.faults))
+        targets = list(s.state.connectors.values())
+    else:
+        c = s.c(e.connector_id)
+        targets = [s.put(c, faults=toggle(c.faults))]
+    if e.active and e.fault in STOPPING_FAULTS and s.state.running:
+        # the charger cannot safely go on: the transaction ends rather than pauses
+        reason = StopReason.EMERGENCY_STOP if e.fault is Fault.EMERGENCY_STOP else StopReason.OTHER
+        for c in targets:
+            s.stop(s.c(c.connector_id), reason)
+
+
+def _cable(s: _Step, e: CableRated) -> None:
+    s.put(s.c(e.connector_id), cable_max_a=e.max_current_a)
+
+
+def _energy(s: _Step, e: EnergyRead) -> None:
+    c = s.put(s.c(e.connector_id), energy_wh=e.energy_wh)
+    if c.tx is not None and not c.invalid_id and s.rules.max_energy_on_invalid_id_wh is not None:
+        if not s.rules.stop_on_invalid_id:
+            s.judge(c)
+
+
+def _draw(s: _Step, e: DrawCeiling) -> None:
+    s.put(s.c(e.connector_id), draw_ceiling_a=e.ceiling_a)
+
+
+def _limit(s: _Step, e: LimitSet) -> None:
+    if e.connector_id == 0:
+        s.state = replace(s.state, limit_a=e.limit_a)
+    else:
+        s.put(s.c(e.connector_id), smart_limit_a=e.limit_a)
+
+
+def _authorized(s: _Step, e: Authorized) -> None:
+    c = s.c(e.connector_id)
+    if not usable(s.state, c.connector_id):
+        raise IllegalEvent(f"connector {c.connector_id} cannot take a session now")
+    timeout_s = max(1, s.rules.connection_timeout_s)
+    w = Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
+                reservation_id=e.reservation_id, deadline=s.now + timedelta(seconds=timeout_s))
+    if c.pilot.plugged:
+        s.begin(c, w)
+    else:
+        s.put(c, waiting=w)
+
+
+def _wait_cancelled(s: _Step, e: WaitCancelled) -> None:
+    c = s.c(e.connector_id)
+    if c.waiting is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no waiting session")
+    s.put(c, waiting=None)
+
+
+def _tx_started(s: _Step, e: TxStarted) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is not None:
+        raise IllegalEvent(f"connector {c.connector_id} already has a transaction")
+    if c.hold is not None:  # used up (or another card took the reserved connector)
+        s.effects.append(ForgetReservation(reservation_id=c.hold.reservation_id))
+    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None)
+    s.judge(c)
+
+
+def _stop_requested(s: _Step, e: StopRequested) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction to stop")
+    s.stop(c, e.reason, e.stop_id_tag, unlock=e.unlock)
+
+
+def _tx_ended(s: _Step, e: TxEnded) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None or c.stop is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction being stopped")
+    unlock = c.stop.unlock
+    c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
+              draw_ceiling_a=None)
+    if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
+        s.set_operative(c, c.scheduled_operative)
+    if unlock:
+        s.effects.append(Unlock(connector_id=c.connector_id))
+
+
+def _id_tag_judged(s: _Step, e: IdTagJudged) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction to judge")
+    parent = e.parent_id_tag if e.parent_id_tag is not None else c.tx.parent_id_tag
+    s.judge(s.put(c, tx=replace(c.tx, id_tag_status=e.status, parent_id_tag=parent)))
+
+
+def _reserved(s: _Step, e: Reserved) -> None:
+    _forget(s, e.hold.reservation_id)  # the same id replaces (§5.13)
+    c = s.c(e.connector_id)
+    if c.hold is not None:
+        raise IllegalEvent(f"connector {c.connector_id} is reserved already")
+    s.put(c, hold=e.hold)
+    s.effects.append(StoreReservation(connector_id=c.connector_id, hold=e.hold))
+
+
+def _forget(s: _Step, reservation_id: int, *, expired: bool = False) -> None:
+    for c in s.state.connectors.values():
+        if c.hold is not None and c.hold.reservation_id == reservation_id:
+            s.put(c, hold=None)
+            s.effects.append(ForgetReservation(reservation_id=reservation_id, expired=expired))
+
+
+def _reservation_cancelled(s: _Step, e: ReservationCancelled) -> None:
+    _forget(s, e.reservation_id)
+
+
+def _availability(s: _Step, e: AvailabilitySet) -> None:
+    if e.connector_id == 0:
+        s.state = replace(s.state, operative=e.operative)
+        s.effects.append(StoreAvailability(connector_id=0, operative=e.operative, scheduled=None))
+        targets = list(s.state.connectors.values())
+    else:
+        targets = [s.c(e.connector_id)]
+    for c in targets:
+        if c.tx is not None:  # Scheduled: applies when the transaction ends
+            s.put(c, scheduled_operative=e.operative)
+            s.effects.append(StoreAvailability(connector_id=c.connector_id,
+                                               operative=c.operative, scheduled=e.operative))
+        else:
+            s.set_operative(c, e.operative)
+
+
+def _timer(s: _Step, e: TimerFired) -> None:
+    due = wanted_timers(s.state).get(e.timer)
+    if due is None:
+        return  # cancelled or replaced meanwhile
+    if s.now < due:  # fired early: the wall clock was set back meanwhile
+        s.effects.append(ArmTimer(timer=e.timer, at=due))
+        return
+    match e.timer.kind:
+        case TimerKind.CONNECTION:  # §9.1.6: no EV in time, back to Available
+            s.put(s.c(e.timer.key), waiting=None)
+        case TimerKind.RESERVATION:
+            _forget(s, e.timer.key, expired=True)
+
+
+def _started(s: _Step, e: Started) -> None:
+    """End of start-up: transactions the power cut left open resume or end (§4.10, TC_032);
+    a Scheduled availability whose transaction ended with the power applies."""
+    s.state = replace(s.state, running=True)
+    for c in list(s.state.connectors.values()):
+        if c.tx is not None:
+            if s.rules.resume_after_power_loss and c.pilot.plugged:
+                s.judge(c)
+            else:
+                s.stop(c, StopReason.POWER_LOSS, unlock=False, at_last_record=True)
+        elif c.scheduled_operative is not None:
+            s.set_operative(c, c.scheduled_operative)
+
+
+def _shutting_down(s: _Step, e: ShuttingDown) -> None:
+    s.state = replace(s.state, shutting_down=True)
+
+
+_RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
+    PilotSeen: _pilot,
+    FaultSeen: _fault,
+    CableRated: _cable,
+    EnergyRead: _energy,
+    DrawCeiling: _draw,
+    LimitSet: _limit,
+    Authorized: _authorized,
+    WaitCancelled: _wait_cancelled,
+    TxStarted: _tx_started,
+    StopRequested: _stop_requested,
+    TxEnded: _tx_ended,
+    IdTagJudged: _id_tag_judged,
+    Reserved: _reserved,
+    ReservationCancelled: _reservation_cancelled,
+    AvailabilitySet: _availability,
+    TimerFired: _timer,
+    Started: _started,
+    ShuttingDown: _shutting_down,
+}
+
+
+def step(
+    state: ChargerState, event: Event, now: datetime, rules: Rules
+) -> tuple[ChargerState, tuple[Effect, ...]]:
+    """Apply one event. Returns the new state and what the shell must do, in order."""
+    s = _Step(state, now, rules)
+    _RULES[type(event)](s, event)
+    new, settled = settle(state, s.state, rules)
+    # outputs and statuses first (an open contactor never waits behind a storage write)
+    return new, (*settled, *s.effects)
+
+
+# --- settle: outputs, statuses and timers follow from the state ---------------------------------
+
+
+def usable(state: ChargerState, connector_id: int) -> bool:
+    """Whether a new session may begin on the connector."""
+    c = state.connector(connector_id)
+    faults = set(c.faults) | set(state.faults)
+    return (
+        c.operative
+        and state.operative
+        and state.running
+        and not state.shutting_down
+        and c.tx is None
+        and c.waiting is None
+        and not faults - {Fault.READER_FAILURE}
+    )
+
+
+def reserved_for(c: ConnectorState, id_tag: str | None, parent_id_tag: str | None) -> bool:
+    """Whether ``id_tag`` (or its parent) may use ``c``: unreserved, or reserved for it."""
+    if c.hold is None:
+        return True
+    return same_tag(c.hold.id_tag, id_tag) or (
+        c.hold.parent_id_tag is not None and same_tag(c.hold.parent_id_tag, parent_id_tag)
+    )
+
+
+def pick_free(state: ChargerState, id_tag: str | None, parent_id_tag: str | None) -> int | None:
+    """The connector a session without a named connector goes to: one reserved for this idTag,
+    else an unreserved one, preferring one with an EV plugged in."""
+    free = [c for c in state.connectors.values() if usable(state, c.connector_id)]
+    if id_tag is not None:  # a reservation for this tag wins
+        for c in free:
+            if c.hold is not None and reserved_for(c, id_tag, parent_id_tag):
+                return c.connector_id
+    free = [c for c in free if c.hold is None]
+    plugged = [c for c in free if c.pilot.plugged]
+    candidates = plugged or free
+    return candidates[0].connector_id if candidates else None
+
+
+def wanted_timers(state: ChargerState) -> dict[TimerId, datetime]:
+    """Every timer the state needs, and when it is due."""
+    out: dict[TimerId, datetime] = {}
+    for c in state.connectors.values():
+        if c.waiting is not None:
+            out[TimerId(kind=TimerKind.CONNECTION, key=c.connector_id)] = c.waiting.deadline
+        if c.hold is not None:
+            out[TimerId(kind=TimerKind.RESERVATION, key=c.hold.reservation_id)] = c.hold.expiry
+    return out
+
+
+def _authorized_now(state: ChargerState, c: ConnectorState) -> bool:
+    # Nothing is energised before start-up has decided what the power cut left open.
+    return state.running and not state.shutting_down and c.tx is not None and c.stop is None
+
+
+def _all_faults(state: ChargerState, c: ConnectorState) -> tuple[Fault, ...]:
+    return c.faults + tuple(f for f in state.faults if f not in c.faults)
+
+
+def _shares(state: ChargerState, rules: Rules) -> dict[int, float | None]:
+    """Each connector's share of the charger-wide limit (core/sharing.py); None: no limit."""
+    limits = [x for x in (rules.charger_max_a, state.limit_a) if x is not None]
+    if not limits:
+        return dict.fromkeys(state.connectors)
+    demands = []
+    for c in state.connectors.values():
+        own = safety.offer_a(
+            connector_max_a=c.spec.max_current_a,
+            cable_max_a=c.cable_max_a,
+            smart_limit_a=c.smart_limit_a,
+            tx_authorized=_authorized_now(state, c),
+            evse_suspended=c.withheld,
+            faults=frozenset(_all_faults(state, c)),
+        )
+        # an unplugged EV (transaction kept, §4.9 SuspendedEV) cannot draw: no share
+        if own is not None and own > 0 and c.pilot.plugged:
+            ceiling = own if c.draw_ceiling_a is None else min(own, c.draw_ceiling_a)
+            assert c.tx is not None
+            demands.append(sharing.Demand(connector_id=c.connector_id, ceiling_a=ceiling,
+                                          asking=c.pilot.wants_power,
+                                          since=c.tx.started_at.timestamp()))
+    shares = sharing.share(min(limits), demands)
+    return {cid: shares.get(cid, 0.0) for cid in state.connectors}
+
+
+def evse_suspended(c: ConnectorState) -> bool:
+    no_share = c.share_a is not None and c.share_a < safety.MIN_OFFER_A
+    return c.withheld or no_share
+
+
+def settle(
+    before: ChargerState, state: ChargerState, rules: Rules
+) -> tuple[ChargerState, list[Effect]]:
+    """Outputs, statuses and timers that follow from ``state``, as effects against ``before``.
+
+    Order: contactors that open, offers that go down, offers that go up, contactors that close,
+    so no contactor carries more than it may and the sum of the offers never exceeds the
+    charger-wide limit, not even for an instant.
+    """
+    opens: Effects = []
+    lowered: Effects = []
+    raised: Effects = []
+    closes: Effects = []
+    reports: Effects = []
+    shares = _shares(state, rules)
+    connectors = dict(state.connectors)
+    for cid, c in state.connectors.items():
+        c = replace(c, share_a=shares[cid])
+        faults = frozenset(_all_faults(state, c))
+        authorized = _authorized_now(state, c)
+        limits = [x for x in (c.smart_limit_a, c.share_a) if x is not None]
+        offer = safety.offer_a(
+            connector_max_a=c.spec.max_current_a,
+            cable_max_a=c.cable_max_a,
+            smart_limit_a=min(limits) if limits else None,
+            tx_authorized=authorized,
+            evse_suspended=evse_suspended(c),
+            faults=faults,
+        )
+        close = safety.may_close(safety.SafetyInputs(
+            pilot=c.pilot, faults=faults, tx_authorized=authorized,
+            evse_suspended=evse_suspended(c), stopping=c.stop is not None,
+        ))
+        if c.contactor_closed and not close:
+            opens.append(SetContactor(connector_id=cid, closed=False))
+        if offer != c.offer_a:
+            down = c.offer_a is None or (offer is not None and offer < c.offer_a)
+            (lowered if down else raised).append(Offer(connector_id=cid, current_a=offer))
+        if close and not c.contactor_closed:
+            closes.append(SetContactor(connector_id=cid, closed=True))
+        c = replace(c, offer_a=offer, contactor_closed=close)
+        status = _status(state, c)
+        if status is not None and status is not c.status:
+            c = replace(c, status=status)
+            if state.running:
+                fault = next(iter(_all_faults(state, c)), None)
+                reports.append(ReportStatus(connector_id=cid, status=status, fault=fault))
+        connectors[cid] = c
+    state = replace(state, connectors=connectors)
+    whole = charger_status(operative=state.operative, faults=frozenset(state.faults))
+    if whole is not state.status:
+        state = replace(state, status=whole)
+        if state.running:
+            fault = next(iter(state.faults), None)
+            reports.append(ReportStatus(connector_id=0, status=whole, fault=fault))
+    return state, [*opens, *lowered, *raised, *closes, *reports, *_timer_diff(before, state)]
+
+
+def _status(state: ChargerState, c: ConnectorState) -> Status | None:
+    """The §4.9 status of ``c``; None while a stop is under way (contactor open, meter being
+    read): no state worth reporting, the next one is Finishing/Available after the stop."""
+    faults = frozenset(_all_faults(state, c))
+    status = derive_status(ConnectorFacts(
+        pilot=c.pilot,
+        faults=faults,
+        operative=c.operative,
+        tx_active=c.tx is not None,
+        authorized_waiting=c.waiting is not None,
+        finishing=c.finishing,
+        reserved=c.hold is not None,
+        evse_suspended=evse_suspended(c),
+        contactor_closed=c.contactor_closed,
+    ))
+    if c.stop is not None and status is not Status.FAULTED:
+        return None
+    return status
+
+
+def _timer_diff(before: ChargerState, after: ChargerState) -> Effects:
+    old, new = wanted_timers(before), wanted_timers(after)
+    out: Effects = [CancelTimer(timer=t) for t in sorted(old) if t not in new]
+    out += [ArmTimer(timer=t, at=at) for t, at in sorted(new.items()) if old.get(t) != at]
+    return out
