@@ -45,6 +45,7 @@ from ocppd.core.session.state import (
     EnergyRead,
     Event,
     FaultSeen,
+    ForgetDraw,
     ForgetReservation,
     Hold,
     IdTagJudged,
@@ -235,9 +236,7 @@ class Station:
     def _step(self, event: Event) -> list[Job]:
         """Step the core; carry out its effects at once, return those that must be awaited."""
         self.state, effects = machine.step(self.state, event, self.wall(), self._rules())
-        jobs = self._execute(effects)
-        self._sync_draw()
-        return jobs
+        return self._execute(effects)
 
     def _step_soon(self, event: Event) -> None:
         """Step from a callback: what must be awaited runs as a task."""
@@ -272,6 +271,8 @@ class Station:
                     jobs.append(self._record_start(e))
                 case EndTransaction():
                     jobs.append(self._record_stop(e))
+                case ForgetDraw(connector_id=cid):
+                    self._draw[cid].reset()
                 case Unlock(connector_id=cid):
                     jobs.append(self._unlock_after_stop(cid))
         self._outputs.show(c.status for c in self.state.connectors.values())
@@ -282,13 +283,6 @@ class Station:
             self._step_soon(TimerFired(timer=timer))
         except StorageError as exc:
             self._storage_failed(exc)
-
-    def _sync_draw(self) -> None:
-        """The reduced-draw watches follow the core: a ceiling the core lifted is forgotten."""
-        for cid, c in self.state.connectors.items():
-            watch = self._draw[cid]
-            if c.tx is None or (watch.ceiling_a is not None and c.draw_ceiling_a is None):
-                watch.reset()
 
     # --- lifecycle ------------------------------------------------------------------------------
 

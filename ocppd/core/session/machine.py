@@ -49,6 +49,7 @@ from ocppd.core.session.state import (
     EnergyRead,
     Event,
     FaultSeen,
+    ForgetDraw,
     ForgetReservation,
     IdTagJudged,
     IllegalEvent,
@@ -155,8 +156,10 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
         # A cable left or entered the socket: whatever a failed lock move left behind is gone.
         # Without lock feedback nothing else would ever tell.
         faults = tuple(f for f in faults if f is not Fault.LOCK_FAILURE)
-    ceiling = None if e.pilot.wants_power and not old.wants_power else c.draw_ceiling_a
-    c = s.put(c, pilot=e.pilot, faults=faults, draw_ceiling_a=ceiling)
+    c = s.put(c, pilot=e.pilot, faults=faults)
+    if e.pilot.wants_power and not old.wants_power:  # an EV that starts asking gets its share
+        c = s.put(c, draw_ceiling_a=None)
+        s.effects.append(ForgetDraw(connector_id=c.connector_id))
     if not s.state.running:
         return
     if e.pilot.plugged and not old.plugged:
@@ -253,6 +256,7 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
     unlock = c.stop.unlock
     c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
               draw_ceiling_a=None)
+    s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
     if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
         s.set_operative(c, c.scheduled_operative)
     if unlock:

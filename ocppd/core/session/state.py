@@ -361,6 +361,14 @@ class EndTransaction:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetDraw:
+    """Judge the EV's draw afresh (core/sharing.py DrawWatch): it asks again, or its session
+    ended."""
+
+    connector_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Unlock:
     connector_id: int
 
@@ -392,6 +400,7 @@ Effect = (
     | CancelTimer
     | BeginTransaction
     | EndTransaction
+    | ForgetDraw
     | Unlock
     | StoreAvailability
     | StoreReservation
