@@ -2,9 +2,9 @@
 
 The core decides; this module carries its effects out and tells it what happened. It speaks
 to the hardware through ocppd.hw.base, to storage through ocppd.storage.Store, and to the
-Central System only through ``CentralPort`` below, which the OCPP 1.6 adapter implements (a
-2.0.1 adapter implements it again). The public methods under "commands" are the whole
-interface adapters and the control socket use.
+Central System only through ``CentralPort`` (ocppd/ports.py), which the OCPP 1.6 adapter
+implements (a 2.0.1 adapter implements it again). Adapters see the station as
+``ports.StationApi``: the public methods under "commands" and the connector views.
 
 Safety-critical reactions happen synchronously inside the board's event callback: a pilot or
 fault event is stepped through the core at once, and the contactor and pilot effects it returns
@@ -21,11 +21,11 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from ocppd.config import Config
 from ocppd.core import sharing
-from ocppd.core.auth import AuthPolicy, Credential, Decision, decide, same_tag
+from ocppd.core.auth import Credential, Decision, decide, same_tag
 from ocppd.core.evse import Fault
 from ocppd.core.model import AuthStatus, Status, StopReason
 from ocppd.core.session import machine
@@ -70,7 +70,7 @@ from ocppd.core.session.state import (
     WaitCancelled,
     initial,
 )
-from ocppd.errors import MeterError, OcppdError, StorageError
+from ocppd.errors import MeterError, StorageError
 from ocppd.hw.base import (
     BoardEvent,
     CableRating,
@@ -79,6 +79,8 @@ from ocppd.hw.base import (
     MeterReading,
     PilotChanged,
 )
+from ocppd.ports import CentralPort, Policy, SessionHook
+from ocppd.ports import Refused as Refused  # re-exported: callers name it from here
 from ocppd.shell import recovery
 from ocppd.shell.outputs import Outputs
 from ocppd.shell.sampling import Samplers
@@ -95,68 +97,6 @@ log = logging.getLogger("ocppd.station")
 PILOT_SETTLE_S = 1.0
 
 Job = Coroutine[Any, Any, None]
-
-
-class Refused(OcppdError):
-    """A command the station understood but will not carry out (the message says why)."""
-
-
-class Policy(Protocol):
-    """Behaviour the Central System configures. Read on every use, so changes apply at once."""
-
-    @property
-    def connection_timeout_s(self) -> int: ...
-    @property
-    def stop_on_ev_disconnect(self) -> bool: ...
-    @property
-    def meter_sample_interval_s(self) -> int: ...
-    @property
-    def clock_aligned_interval_s(self) -> int: ...
-    @property
-    def stop_on_invalid_id(self) -> bool: ...
-    @property
-    def max_energy_on_invalid_id_wh(self) -> int | None: ...
-    @property
-    def authorize_remote_tx(self) -> bool: ...
-    @property
-    def auth(self) -> AuthPolicy: ...
-    @property
-    def auth_cache_max_entries(self) -> int: ...
-
-
-class CentralPort(Protocol):
-    """What the station needs from the Central System adapter."""
-
-    @property
-    def online(self) -> bool: ...
-
-    async def authorize(self, id_tag: str) -> Credential | None:
-        """Ask the Central System. None when it cannot be asked (offline, timeout)."""
-
-    def enqueue_start(self, tx: TxRecord) -> None:
-        """Queue the start message. Called inside a Store.atomic() block."""
-
-    def enqueue_stop(self, tx: TxRecord) -> None:
-        """Queue the stop message (tx is finished). Called inside a Store.atomic() block."""
-
-    def meter_sample(
-        self,
-        *,
-        connector_id: int,
-        tx: TxRecord | None,
-        reading: MeterReading,
-        at: datetime,
-        context: str,
-        offered_a: float | None,
-    ) -> None:
-        """A meter sample. context: periodic, clock, begin, end, trigger."""
-
-    def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None: ...
-
-
-# Runs as a session's transaction is recorded, before the contactor may close (a limit that
-# came with the start command is installed here, so it holds from the first ampere).
-SessionHook = Callable[[int, TxRecord], None]
 
 
 def utcnow() -> datetime:
@@ -869,6 +809,10 @@ class Station:
                                             parent_id_tag=cred.parent_id_tag))
 
     # --- views ------------------------------------------------------------------------------------
+
+    def connector_views(self) -> list[dict[str, object]]:
+        """Every connector as plain data (diagnostics, ocppctl)."""
+        return [self.connector_view(c) for c in self.connectors.values()]
 
     def connector_view(self, c: ConnectorView) -> dict[str, Any]:
         r = c.last_reading

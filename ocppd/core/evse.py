@@ -1,4 +1,5 @@
-"""The EVSE's own vocabulary: control pilot states and faults, in the core's words.
+"""The EVSE's own vocabulary: control pilot states, faults and meter readings, in the core's
+words.
 
 Drivers (ocppd/hw) report them, the session core (ocppd/core/session) decides on them, and
 protocol adapters map them to wire codes (ocppd/ocpp/v16/mapping.py). They live here so that
@@ -7,6 +8,7 @@ the core needs nothing from the hardware layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -42,3 +44,21 @@ class Fault(StrEnum):
     OVER_TEMPERATURE = "over_temperature"
     READER_FAILURE = "reader_failure"
     OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReading:
+    """One reading of an energy meter. Fields a meter does not provide are None.
+
+    Per-phase tuples are (L1, L2, L3); a single-phase meter gives one-element tuples.
+    """
+
+    energy_import_wh: float
+    power_w: float | None = None
+    current_a: tuple[float, ...] | None = None
+    voltage_v: tuple[float, ...] | None = None
+    frequency_hz: float | None = None
+    energy_export_wh: float | None = None
+    power_factor: float | None = None
+    temperature_c: float | None = None
+    soc_pct: float | None = None  # from the EV, when it can tell (simulator, ISO 15118)

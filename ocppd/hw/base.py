@@ -24,6 +24,7 @@ from typing import Protocol, runtime_checkable
 # The pilot and fault vocabulary belongs to the core (ocppd/core/evse.py); drivers speak it.
 # Re-exported (``as``): drivers and older imports name them from here.
 from ocppd.core.evse import Fault as Fault
+from ocppd.core.evse import MeterReading as MeterReading
 from ocppd.core.evse import PilotState as PilotState
 
 # --- events a board sends up ------------------------------------------------------------------
@@ -94,24 +95,6 @@ class EvseBoard(Protocol):
 
 
 # --- meters -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MeterReading:
-    """One reading of an energy meter. Fields a meter does not provide are None.
-
-    Per-phase tuples are (L1, L2, L3); a single-phase meter gives one-element tuples.
-    """
-
-    energy_import_wh: float
-    power_w: float | None = None
-    current_a: tuple[float, ...] | None = None
-    voltage_v: tuple[float, ...] | None = None
-    frequency_hz: float | None = None
-    energy_export_wh: float | None = None
-    power_factor: float | None = None
-    temperature_c: float | None = None
-    soc_pct: float | None = None  # from the EV, when it can tell (simulator, ISO 15118)
 
 
 @runtime_checkable

@@ -7,11 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ocppd.config import ConnectorConfig
-from ocppd.core.evse import Fault, PilotState
+from ocppd.core.evse import Fault, MeterReading, PilotState
 from ocppd.core.model import Status
 from ocppd.core.session.machine import evse_suspended
 from ocppd.core.session.state import ChargerState, ConnectorState, Waiting
-from ocppd.hw.base import MeterReading
 from ocppd.storage import TxRecord
 
 

@@ -500,7 +500,7 @@ def settle(
         if c.contactor_closed and not close:
             opens.append(SetContactor(connector_id=cid, closed=False))
         if offer != c.offer_a:
-            down = c.offer_a is None or (offer is not None and offer < c.offer_a)
+            down = (offer or 0.0) <= (c.offer_a or 0.0)  # no offer counts as 0 A
             (lowered if down else raised).append(Offer(connector_id=cid, current_a=offer))
         if close and not c.contactor_closed:
             closes.append(SetContactor(connector_id=cid, closed=True))

@@ -1,7 +1,7 @@
 """The OCPP 1.6 adapter: registration, heartbeats, the transaction outbox and the Central System's
 commands, on top of the Link (transport, RPC, validation) and the Station (the charger).
 
-It implements station.CentralPort. Rules it follows, with the spec section where they live:
+It implements ports.CentralPort. Rules it follows, with the spec section where they live:
 - BootNotification first after every start; nothing else initiated until Accepted; in Pending
   only answers (and triggered messages); in Rejected nothing at all; the next attempt after the
   ``interval`` given (§4.2). Again on reconnect only if OcppdBootNotificationOnReconnect
@@ -28,15 +28,15 @@ from typing import Any
 
 from ocppd.config import Config
 from ocppd.core.auth import Credential
+from ocppd.core.evse import Fault, MeterReading
 from ocppd.core.model import Status, StopReason
 from ocppd.errors import StorageError
-from ocppd.hw.base import Fault, MeterReading
 from ocppd.ocpp.link import Link
 from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.keys import ChangeResult, Keys
 from ocppd.ocpp.validate import Validator
-from ocppd.station import Station
+from ocppd.ports import StationApi
 from ocppd.storage import AuthEntry, OutboxItem, Store, TxRecord
 from ocppd.tasks import TaskSet
 
@@ -65,7 +65,7 @@ class ChargePoint:
         *,
         cfg: Config,
         store: Store,
-        station: Station,
+        station: StationApi,
         keys: Keys,
         link: Link | None = None,
         validator: Validator | None = None,

@@ -50,7 +50,7 @@ from ocppd.config import Config
 from ocppd.errors import OcppdError
 from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
-from ocppd.station import Station
+from ocppd.ports import StationApi
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
@@ -269,7 +269,7 @@ def _safe_name(text: str) -> str:
 class FirmwareService:
     """The Firmware Management profile, plugged into a ChargePoint with ``register()``."""
 
-    def __init__(self, *, cfg: Config, store: Store, station: Station, cp: Any,
+    def __init__(self, *, cfg: Config, store: Store, station: StationApi, cp: Any,
                  restart: Callable[[], None], wall: Callable[[], datetime],
                  install_timeout_s: float = 900.0, journal_unit: str = "ocppd") -> None:
         self.cfg = cfg
@@ -605,8 +605,7 @@ class FirmwareService:
             "registration": lambda: cp.registration.value,
             "connected": lambda: cp.link.connected,
             "configuration": lambda: {d.name: v for d, v in cp.keys.readable()},
-            "connectors": lambda: [self.station.connector_view(c)
-                                   for c in self.station.connectors.values()],
+            "connectors": self.station.connector_views,
             "storage": self.store.diagnostics,
         }
         for key, read in parts.items():
