@@ -64,10 +64,13 @@ def fw_config(tmp_path: Path, cs: CentralSystem, *, installer: str = "ok") -> Co
         "fail": 'echo "image rejected" >&2; exit 3',
     }
     cmd = script(tmp_path, f"install-{installer}.sh", bodies[installer])
+    # These tests are about the §5.19 sequence, over plain HTTP/FTP with unsigned images: both
+    # need the installer's explicit opt-in (the defaults are tested in test_firmware_security).
     return sim_config(
         tmp_path,
         cs.url,
         system={"firmware_install_command": [str(cmd)], "firmware_dir": str(tmp_path / "fw")},
+        security={"allow_unsigned_firmware": True, "allow_insecure_firmware_download": True},
     )
 
 

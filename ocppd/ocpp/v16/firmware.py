@@ -18,6 +18,22 @@ Rules followed, with the spec section where they live:
   Uploading, then Uploaded or UploadFailed (§4.4, §7.24), with the same retry rules.
 - Idle (§7.25, §7.24) is only what TriggerMessage reports while nothing happens.
 
+Security (Security Whitepaper ed. 3; issue "a charger nobody can take over"):
+- UpdateFirmware images carry no signature, and the install command runs as root: they are
+  refused (InstallationFailed, nothing downloaded) unless the installer set
+  ``security.allow_unsigned_firmware``; then every install is a WARNING and a security event.
+  Signed images come with SignedUpdateFirmware (signed_firmware.py).
+- http:// and ftp:// give neither server authentication nor integrity: refused for firmware
+  (DownloadFailed) unless ``security.allow_insecure_firmware_download``.
+- https:// and ftps:// verify the server's certificate chain and host name against the CA the
+  OCPP link trusts (``central_system.ca_file``; ``security.transfer_ca_file`` when set; the
+  system store otherwise), TLS 1.2 or newer (whitepaper: TLS 1.2 minimum). ftplib's FTP_TLS
+  verifies nothing by default: it gets that same context.
+- The downloaded file is mode 0600 in a 0700 directory, and is only handed to the install
+  command after the checks above; it is never executed by ocppd itself.
+- Credentials in a location (``ftp://user:password@host/``) never reach a log line or the
+  persisted job: only ``privacy.redact_url(location)`` is logged and stored.
+
 Transfers: HTTP(S) with aiohttp (download GET; upload PUT, POST multipart/form-data if the
 server answers 405), FTP(S) with ftplib in a worker thread. For FTP the URL's path is relative to
 the login directory (RFC 1738) and GetDiagnostics' location is a directory; for HTTP the file
@@ -29,13 +45,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ftplib
+import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import ssl
 import tarfile
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -45,11 +64,13 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from ocppd import __version__
+from ocppd import __version__, privacy
 from ocppd.config import Config
 from ocppd.errors import OcppdError
 from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
+from ocppd.privacy import redact_url
+from ocppd.security import SecurityEventType, security_event
 from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
@@ -108,6 +129,10 @@ class UnsupportedProtocol(TransferError):
     """The location's scheme is none of ftp, ftps, http, https: retrying cannot help."""
 
 
+class TlsSetupError(TransferError):
+    """The CA file for file transfers cannot be loaded: retrying cannot help."""
+
+
 # what aiohttp, ftplib and the file system raise; translated to TransferError once, below
 _LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError, OSError, TimeoutError, *ftplib.all_errors)
@@ -134,7 +159,7 @@ class RetryPolicy:
                 return await transfer()
             except (TransferError, OSError) as exc:
                 log.warning("%s failed (attempt %d of %d): %s", what, attempt, self.attempts, exc)
-                if isinstance(exc, UnsupportedProtocol):
+                if isinstance(exc, UnsupportedProtocol | TlsSetupError):
                     break
                 if attempt < self.attempts:
                     await asyncio.sleep(self.interval_s)
@@ -148,8 +173,24 @@ class RetryPolicy:
 def _scheme(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if scheme not in ("http", "https", "ftp", "ftps"):
-        raise UnsupportedProtocol(f"unsupported protocol {scheme or '(none)'!r} in {url}")
+        raise UnsupportedProtocol(
+            f"unsupported protocol {scheme or '(none)'!r} in {redact_url(url)}")
     return scheme
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext:
+    """The verifying context for HTTPS and FTPS file servers (see the module docstring)."""
+    ca_file = cfg.security.transfer_ca_file or cfg.central_system.ca_file
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsSetupError(f"cannot load the CA file {ca_file}: {exc}") from None
+    # create_default_context already sets CERT_REQUIRED and check_hostname; said again here
+    # because FTP_TLS would otherwise run without either.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # Security Whitepaper: TLS 1.2 or newer
+    return ctx
 
 
 def _timeout() -> aiohttp.ClientTimeout:
@@ -157,10 +198,17 @@ def _timeout() -> aiohttp.ClientTimeout:
                                  sock_read=READ_TIMEOUT_S)
 
 
-def _ftp_login(url: str) -> tuple[ftplib.FTP, str]:
+def _ftp_login(url: str, tls: ssl.SSLContext | None) -> tuple[ftplib.FTP, str]:
     u = urlsplit(url)
-    ftp: ftplib.FTP = ftplib.FTP_TLS(timeout=READ_TIMEOUT_S) if u.scheme == "ftps" \
-        else ftplib.FTP(timeout=READ_TIMEOUT_S)
+    ftp: ftplib.FTP
+    if u.scheme.lower() == "ftps":
+        if tls is None:
+            raise TlsSetupError("ftps:// needs a TLS context")
+        # explicit FTPS (RFC 4217): AUTH TLS on the control connection at login, then PROT P
+        # for the data connections; both verified with ``tls`` against the host name
+        ftp = ftplib.FTP_TLS(context=tls, timeout=READ_TIMEOUT_S)
+    else:
+        ftp = ftplib.FTP(timeout=READ_TIMEOUT_S)
     try:
         ftp.connect(u.hostname or "", u.port or 21, timeout=CONNECT_TIMEOUT_S)
         ftp.login(unquote(u.username or "anonymous"), unquote(u.password or ""))
@@ -172,9 +220,16 @@ def _ftp_login(url: str) -> tuple[ftplib.FTP, str]:
     return ftp, unquote(u.path).lstrip("/")  # RFC 1738: relative to the login directory
 
 
-def _ftp_get(url: str, dest: Path) -> int:
-    ftp, path = _ftp_login(url)
-    with contextlib.closing(ftp), dest.open("wb") as f:
+def _private_file(path: Path) -> Any:
+    """``path`` opened for writing, created (or truncated) with mode 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    return os.fdopen(fd, "wb")
+
+
+def _ftp_get(url: str, dest: Path, tls: ssl.SSLContext | None) -> int:
+    ftp, path = _ftp_login(url, tls)
+    with contextlib.closing(ftp), _private_file(dest) as f:
         try:
             expected: int | None = ftp.size(path)
         except ftplib.error_perm:
@@ -188,8 +243,8 @@ def _ftp_get(url: str, dest: Path) -> int:
     return got
 
 
-def _ftp_put(url: str, src: Path, name: str) -> None:
-    ftp, directory = _ftp_login(url)
+def _ftp_put(url: str, src: Path, name: str, tls: ssl.SSLContext | None) -> None:
+    ftp, directory = _ftp_login(url, tls)
     target = str(PurePosixPath(directory) / name) if directory else name
     with contextlib.closing(ftp), src.open("rb") as f:
         ftp.storbinary(f"STOR {target}", f, blocksize=CHUNK_BYTES)
@@ -197,31 +252,38 @@ def _ftp_put(url: str, src: Path, name: str) -> None:
             ftp.quit()
 
 
-async def download(url: str, dest: Path) -> int:
-    """Fetch ``url`` into ``dest`` (through a .part file); the number of bytes. TransferError."""
+async def download(url: str, dest: Path, tls: ssl.SSLContext | None = None) -> int:
+    """Fetch ``url`` into ``dest`` (through a .part file, mode 0600); the number of bytes.
+    ``tls`` verifies https:// and ftps:// servers. TransferError."""
     scheme = _scheme(url)
     part = dest.with_name(dest.name + ".part")
     try:
         if scheme in ("ftp", "ftps"):
-            got = await asyncio.to_thread(_ftp_get, url, part)
+            got = await asyncio.to_thread(_ftp_get, url, part, tls)
         else:
-            got = await _http_get(url, part)
+            got = await _http_get(url, part, tls)
         part.replace(dest)
         return got
     except TransferError:
         raise
     except _LIBRARY_ERRORS as exc:
-        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
+        raise TransferError(privacy.scrub(f"{type(exc).__name__}: {exc}")) from exc
     finally:
         part.unlink(missing_ok=True)
 
 
-async def _http_get(url: str, part: Path) -> int:
-    async with aiohttp.ClientSession(timeout=_timeout()) as session, session.get(url) as resp:
+def _ssl_arg(tls: ssl.SSLContext | None) -> ssl.SSLContext | bool:
+    # aiohttp: a context verifies with it; True verifies with the system store
+    return tls if tls is not None else True
+
+
+async def _http_get(url: str, part: Path, tls: ssl.SSLContext | None) -> int:
+    async with aiohttp.ClientSession(timeout=_timeout()) as session, \
+            session.get(url, ssl=_ssl_arg(tls)) as resp:
         if resp.status != 200:
             raise TransferError(f"HTTP {resp.status} {resp.reason}")
         expected, got = resp.content_length, 0
-        with part.open("wb") as f:
+        with _private_file(part) as f:
             async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
                 f.write(chunk)
                 got += len(chunk)
@@ -230,36 +292,44 @@ async def _http_get(url: str, part: Path) -> int:
     return got
 
 
-async def upload(url: str, src: Path, name: str) -> None:
+async def upload(url: str, src: Path, name: str, tls: ssl.SSLContext | None = None) -> None:
     """Send ``src`` as ``name`` to the location ``url``. TransferError."""
     scheme = _scheme(url)
     try:
         if scheme in ("ftp", "ftps"):
-            await asyncio.to_thread(_ftp_put, url, src, name)
+            await asyncio.to_thread(_ftp_put, url, src, name, tls)
         else:
-            await _http_put(url + name if url.endswith("/") else url, src, name)
+            await _http_put(url + name if url.endswith("/") else url, src, name, tls)
     except TransferError:
         raise
     except _LIBRARY_ERRORS as exc:
-        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
+        raise TransferError(privacy.scrub(f"{type(exc).__name__}: {exc}")) from exc
 
 
-async def _http_put(url: str, src: Path, name: str) -> None:
+async def _http_put(url: str, src: Path, name: str, tls: ssl.SSLContext | None) -> None:
     body = await asyncio.to_thread(src.read_bytes)  # a diagnostics archive: small
     async with aiohttp.ClientSession(timeout=_timeout()) as session:
-        async with session.put(url, data=body,
+        async with session.put(url, data=body, ssl=_ssl_arg(tls),
                                headers={"Content-Type": "application/octet-stream"}) as resp:
             status, reason = resp.status, resp.reason
         if status == 405:  # the server only takes form uploads
             form = aiohttp.FormData()
             form.add_field("file", body, filename=name, content_type="application/octet-stream")
-            async with session.post(url, data=form) as resp:
+            async with session.post(url, data=form, ssl=_ssl_arg(tls)) as resp:
                 status, reason = resp.status, resp.reason
     if not 200 <= status < 300:
         raise TransferError(f"HTTP {status} {reason}")
 
 
 # --- the service ----------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _safe_name(text: str) -> str:
@@ -348,34 +418,81 @@ class FirmwareService:
         policy = RetryPolicy.from_request(p)
 
         async def start() -> None:
-            if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
-                log.warning("UpdateFirmware %s ignored: an installation is under way", location)
+            refused = self._refusal(location)
+            if refused is not None:  # the update in progress, if any, goes on
+                await self._firmware(refused)
+                self.cp.firmware_status = FirmwareStatus.IDLE.value
                 return
-            if self._update is not None and not self._update.done():
-                log.warning("UpdateFirmware %s replaces the update in progress", location)
-                self._update.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._update
-            self._inherited = None  # a new request supersedes what a previous run left
-            self._update = self._spawn(self._run_update(location, retrieve_at, policy))
+            job = self._new_job(location)
+            await self._start(job, self._run_update(job, location, retrieve_at, policy))
 
         return Reply({}, then=start)
 
-    async def _run_update(self, location: str, retrieve_at: datetime, policy: RetryPolicy) -> None:
-        job: dict[str, Any] = {"location": location,
-                               "previous_version": self.cfg.charge_point.firmware_version,
-                               "blocked": []}
+    def _new_job(self, location: str, **extra: Any) -> dict[str, Any]:
+        # the persisted job never holds the location's credentials
+        return {"location": redact_url(location),
+                "previous_version": self.cfg.charge_point.firmware_version, "blocked": [],
+                **extra}
+
+    async def _start(self, job: dict[str, Any], run: Coroutine[Any, Any, None]) -> None:
+        shown = job["location"]
+        if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
+            log.warning("firmware update %s ignored: an installation is under way", shown)
+            run.close()
+            return
+        if self._update is not None and not self._update.done():
+            log.warning("firmware update %s replaces the update in progress", shown)
+            self._update.cancel()
+            with contextlib.suppress(BaseException):
+                await self._update
+        self._inherited = None  # a new request supersedes what a previous run left
+        log.info("firmware update from %s", shown)
+        self._update = self._spawn(run)
+
+    def _refusal(self, location: str) -> FirmwareStatus | None:
+        """Why an UpdateFirmware (unsigned) request is not even downloaded; None: go ahead."""
+        sec, shown = self.cfg.security, redact_url(location)
+        if not sec.allow_unsigned_firmware:
+            log.error("UpdateFirmware %s refused: the image has no signature and"
+                      " security.allow_unsigned_firmware is false (signed firmware comes with"
+                      " SignedUpdateFirmware)", shown)
+            security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                           f"unsigned firmware refused: {shown}")
+            return FirmwareStatus.INSTALLATION_FAILED
+        scheme = urlsplit(location).scheme.lower()
+        if scheme in ("http", "ftp") and not sec.allow_insecure_firmware_download:
+            log.error("UpdateFirmware %s refused: %s:// neither authenticates the server nor"
+                      " protects the image (use https:// or ftps://, or set"
+                      " security.allow_insecure_firmware_download)", shown, scheme)
+            return FirmwareStatus.DOWNLOAD_FAILED
+        return None
+
+    async def _run_update(self, job: dict[str, Any], location: str, retrieve_at: datetime,
+                          policy: RetryPolicy) -> None:
         # Cancelled (shutdown, or replaced by a newer request): the persisted phase stays, so
         # after a restart the outcome is still reported; a replacing job overwrites it.
-        await self._update_steps(job, retrieve_at, policy)
+        await self._update_steps(job, location, retrieve_at, policy, self._accept_unsigned)
 
-    async def _update_steps(self, job: dict[str, Any], retrieve_at: datetime,
-                            policy: RetryPolicy) -> None:
-        location = job["location"]
+    async def _accept_unsigned(self, path: Path) -> bool:
+        """The installer allowed unsigned images (checked in ``_refusal``): said every time."""
+        digest = await asyncio.to_thread(_sha256, path)
+        log.warning("installing UNSIGNED firmware %s (sha256 %s): allowed by"
+                    " security.allow_unsigned_firmware", path.name, digest)
+        security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                       f"unsigned firmware installed (allowed by configuration): {path.name}"
+                       f" sha256 {digest}")
+        return True
+
+    async def _update_steps(self, job: dict[str, Any], location: str, retrieve_at: datetime,
+                            policy: RetryPolicy,
+                            verify: Callable[[Path], Awaitable[bool]]) -> None:
+        """Download, ``verify``, wait for idle, install. ``location`` may hold credentials: it
+        is used for the transfer only; logs and the job show ``job["location"]``."""
+        shown = job["location"]
         self._save(job, Phase.WAITING)
         delay_s = (retrieve_at - self.wall()).total_seconds()
         if delay_s > 0:
-            log.info("firmware %s: download at %s (in %.0f s)", location,
+            log.info("firmware %s: download at %s (in %.0f s)", shown,
                      mapping.iso(retrieve_at), delay_s)
             await asyncio.sleep(delay_s)
         self._save(job, Phase.DOWNLOADING)
@@ -388,6 +505,12 @@ class FirmwareService:
             return
         self._save(job, Phase.AWAITING_IDLE)
         await self._firmware(FirmwareStatus.DOWNLOADED)
+        # Nothing downloaded reaches the install command before it passed ``verify``.
+        if not await verify(path):
+            path.unlink(missing_ok=True)
+            self._forget()
+            self.cp.firmware_status = FirmwareStatus.IDLE.value
+            return
         await self._wait_idle()
         # §5.19: RECOMMENDED: no new session may start while the firmware is installed
         job["blocked"] = self._block()
@@ -410,10 +533,11 @@ class FirmwareService:
         name = _safe_name(PurePosixPath(unquote(urlsplit(location).path)).name or "firmware.bin")
 
         async def fetch() -> int:
-            directory.mkdir(parents=True, exist_ok=True)
-            return await download(location, directory / name)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)  # images wait here for root's install command: ours only
+            return await download(location, directory / name, tls_context(self.cfg))
 
-        size = await policy.run(f"firmware download {location}", fetch)
+        size = await policy.run(f"firmware download {redact_url(location)}", fetch)
         if size is None:
             return None
         log.info("firmware %s downloaded: %d bytes", name, size)
@@ -489,6 +613,8 @@ class FirmwareService:
                 phase is Phase.INSTALLING and now_version != job.get("previous_version")):
             final = FirmwareStatus.INSTALLED
             log.info("running firmware %s (was %s)", now_version, job.get("previous_version"))
+            security_event(SecurityEventType.FIRMWARE_UPDATED,
+                           f"firmware {job.get('previous_version')} -> {now_version}")
         elif phase is Phase.INSTALLING:
             final = FirmwareStatus.INSTALLATION_FAILED
             log.error("the firmware installation was interrupted by a restart; still %s",
@@ -534,10 +660,10 @@ class FirmwareService:
             await self._diagnostics(DiagnosticsStatus.UPLOADING)
 
             async def send() -> bool:
-                await upload(location, archive, name)
+                await upload(location, archive, name, tls_context(self.cfg))
                 return True
 
-            if await policy.run(f"diagnostics upload to {location}", send):
+            if await policy.run(f"diagnostics upload to {redact_url(location)}", send):
                 log.info("diagnostics %s uploaded (%d bytes)", name, archive.stat().st_size)
                 await self._diagnostics(DiagnosticsStatus.UPLOADED)
             else:
