@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ocppd import __version__, config
+from ocppd import __version__, config, privacy
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
 from ocppd.core.model import StopReason
@@ -251,6 +251,14 @@ class Daemon:
         except StorageError as exc:
             log.error("storage: %s", exc)
             return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
+        try:
+            # the pseudonymisation key lives next to the database (the state directory)
+            privacy.configure(cfg.storage.path.parent,
+                              reveal_id_tags=cfg.security.reveal_id_tags)
+        except OSError as exc:
+            log.error("storage.path: cannot read or create the pseudonymisation key: %s", exc)
+            store.close()
+            return os.EX_CONFIG
         try:
             keys = self._keys(store)
             for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):

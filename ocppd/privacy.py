@@ -50,6 +50,7 @@ _TAG_NAMES = r"(?:idTag|parentIdTag|id_tag|parent_id_tag|stop_id_tag|idtag)"
 _TAG_JSON = re.compile(r'(?P<head>"' + _TAG_NAMES + r'"\s*:\s*")(?P<tag>[^"\\]*)"')
 _TAG_REPR = re.compile(r"(?P<head>'" + _TAG_NAMES + r"'\s*:\s*'|\b" + _TAG_NAMES
                        + r"\s*=\s*')(?P<tag>[^'\\]*)'")
+_PSEUDONYM = re.compile(rf"tag:[0-9a-f]{{{PREFIX_HEX}}}")
 _TAG_KEYS = frozenset({"idTag", "parentIdTag", "id_tag", "parent_id_tag", "stop_id_tag"})
 
 
@@ -69,14 +70,7 @@ def load_or_create_key(path: Path) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("%s was readable by others (mode %o): set to 0600", path, mode)
-            path.chmod(0o600)
-        key = path.read_bytes()
-        if len(key) < 16:
-            raise OSError(f"{path}: key too short ({len(key)} bytes); remove it for a new one")
-        return key
+        return _read_key(path)
     key = secrets.token_bytes(KEY_BYTES)
     try:
         os.write(fd, key)
@@ -84,6 +78,17 @@ def load_or_create_key(path: Path) -> bytes:
     finally:
         os.close(fd)
     log.info("created the pseudonymisation key %s", path)
+    return key
+
+
+def _read_key(path: Path) -> bytes:
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s was readable by others (mode %o): set to 0600", path, mode)
+        path.chmod(0o600)
+    key = path.read_bytes()
+    if len(key) < 16:
+        raise OSError(f"{path}: key too short ({len(key)} bytes); remove it for a new one")
     return key
 
 
@@ -118,8 +123,10 @@ def scrub(text: str) -> str:
         return text
 
     def sub(m: re.Match[str]) -> str:
-        quote = m.group(0)[-1]
-        return m.group("head") + tag(m.group("tag")) + quote
+        value = m.group("tag")
+        if _PSEUDONYM.fullmatch(value):
+            return m.group(0)  # scrubbed before (a stored event exported): keep it
+        return m.group("head") + tag(value) + m.group(0)[-1]
 
     return _TAG_REPR.sub(sub, _TAG_JSON.sub(sub, text))
 
@@ -128,7 +135,8 @@ def scrub_tree(value: Any) -> Any:
     """A copy of a JSON-like value with idTag fields pseudonymised and every string scrubbed
     (for state snapshots that are exported)."""
     if isinstance(value, dict):
-        return {k: (tag(v) if k in _TAG_KEYS and isinstance(v, str) else scrub_tree(v))
+        return {k: (tag(v) if k in _TAG_KEYS and isinstance(v, str)
+                    and not _PSEUDONYM.fullmatch(v) else scrub_tree(v))
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub_tree(v) for v in value]

@@ -47,6 +47,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
+from ocppd.privacy import tag
 from ocppd.storage import AuthEntry, Store, TxRecord
 from ocppd.tasks import TaskSet
 
@@ -412,9 +413,9 @@ class Station:
     async def _card(self, id_tag: str) -> None:
         try:
             msg = await self.swipe(id_tag, None)
-            log.info("card %s: %s", id_tag, msg)
+            log.info("card %s: %s", tag(id_tag), msg)
         except Refused as exc:
-            log.info("card %s refused: %s", id_tag, exc)
+            log.info("card %s refused: %s", tag(id_tag), exc)
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -643,7 +644,7 @@ class Station:
                 "connector %d: transaction %d started for %s at %d Wh",
                 c.id,
                 local_id,
-                id_tag,
+                tag(id_tag),
                 meter_start,
                 extra={"CONNECTOR_ID": c.id},
             )
@@ -747,7 +748,7 @@ class Station:
                     log.warning(
                         "connector %d: idTag %s rejected by the Central System (%s)",
                         c.id,
-                        c.tx.id_tag if c.tx else "?",
+                        tag(c.tx.id_tag if c.tx else None),
                         cred.status.value,
                     )
                     if self.policy.stop_on_invalid_id:
@@ -821,7 +822,7 @@ class Station:
         if self.policy.authorize_remote_tx:  # §5.11: behave like a local start
             ok, cred = await self._authorize(id_tag)
             if not ok:
-                log.info("remote start for %s refused by authorization", id_tag)
+                log.info("remote start for %s refused by authorization", tag(id_tag))
                 return
             parent = cred.parent_id_tag if cred else None
         if self._usable(c):

@@ -332,6 +332,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _scrub_file(path: Path) -> None:
+    text = path.read_text(errors="replace")
+    clean = privacy.scrub(text)
+    if clean != text:
+        path.write_text(clean)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "file"
 
@@ -674,15 +681,22 @@ class FirmwareService:
 
     async def _collect(self, archive: Path, workdir: Path, start: datetime | None,
                        stop: datetime | None) -> None:
-        """journal.log, events.log and state.json of the window, in one .tar.gz."""
+        """journal.log, events.log and state.json of the window, in one .tar.gz.
+
+        Everything goes out through ``privacy.scrub``: URL credentials redacted, idTags as
+        pseudonyms (unless security.reveal_id_tags); also the journal, which may hold lines
+        written before this rule existed.
+        """
         journal = workdir / "journal.log"
         await self._journal(journal, start, stop)
+        await asyncio.to_thread(_scrub_file, journal)
         events = workdir / "events.log"
-        lines = [f"{mapping.iso(at)} {kind} {detail}\n"
+        lines = [privacy.scrub(f"{mapping.iso(at)} {kind} {detail}") + "\n"
                  for at, kind, detail in self.store.events(start, stop)]
         events.write_text("".join(lines) or "(no events in the window)\n")
         state = workdir / "state.json"
-        state.write_text(json.dumps(self._snapshot(start, stop), indent=2, default=str))
+        snapshot = json.loads(json.dumps(self._snapshot(start, stop), default=str))
+        state.write_text(json.dumps(privacy.scrub_tree(snapshot), indent=2))
 
         def pack() -> None:
             with tarfile.open(archive, "w:gz") as tar:
