@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ocppd import __version__, config, privacy
+from ocppd import __version__, config, privacy, security
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
 from ocppd.core.model import StopReason
@@ -32,7 +32,9 @@ from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
+from ocppd.ocpp.v16.security import SecurityLog
 from ocppd.ocpp.validate import Validator
+from ocppd.security import SecurityEventType, security_event
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
 from ocppd.storage import Store
@@ -66,6 +68,8 @@ class WallClock:
         offset = their_now - datetime.now(UTC)
         if abs((offset - self.offset).total_seconds()) > 2:
             log.warning("clock corrected by %.1f s from the Central System", offset.total_seconds())
+            security_event(SecurityEventType.SETTING_SYSTEM_TIME,
+                           f"time from the Central System: offset {offset.total_seconds():+.1f} s")
             self.offset = offset
 
 
@@ -136,6 +140,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.smart: SmartCharging | None = None
         self.firmware: FirmwareService | None = None
+        self.seclog: SecurityLog | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -146,6 +151,7 @@ class Daemon:
             move_aside_corrupt=s.move_aside_corrupt,
             outbox_max_messages=s.outbox_max_messages,
             tx_samples_max=s.stop_txn_data_max_samples,
+            security_log_max=self.cfg.security.security_log_max_entries,
         )
 
     def _keys(self, store: Store) -> Keys:
@@ -279,6 +285,9 @@ class Daemon:
                 on_reset=self._on_reset,
             )
             station.attach(cp)
+            self.seclog = SecurityLog(store=store, cp=cp, keys=keys, wall=self.wall)
+            security.attach(self.seclog.record)
+            security_event(SecurityEventType.STARTUP_OF_THE_DEVICE, f"ocppd {__version__} started")
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)
             # STATUS= follows events (connection, registration, connector statuses): no timer
             cp.on_change.append(lambda: self.notifier.status(self.status_line()))
@@ -306,8 +315,10 @@ class Daemon:
         gc.freeze()
         self.notifier.ready()
         self.notifier.status(self.status_line())
+        assert self.seclog is not None
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),
+            asyncio.ensure_future(self.seclog.run()),
         ]
         interval = watchdog_interval_s()
         if interval is not None:
@@ -364,6 +375,8 @@ class Daemon:
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.stop()
+        if self.seclog is not None:
+            security.detach()  # later events wait in memory for the next recorder
         if self.store is not None:
             self.store.close()
 
@@ -372,6 +385,8 @@ class Daemon:
     def _key_changed(self, keys: Keys, name: str) -> None:
         if name == "AuthorizationKey":
             register_secret(keys.get(name))
+            security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+                           "AuthorizationKey changed")
         if name in ("AuthorizationKey", "SecurityProfile", "WebSocketPingInterval"):
             assert self.cp is not None
             self.cp.link.update(self.link_settings(keys))
@@ -379,6 +394,8 @@ class Daemon:
                 self.cp.link.reconnect_now(f"{name} changed")
 
     def _on_reset(self, hard: bool) -> None:
+        security_event(SecurityEventType.RESET_OR_REBOOT,
+                       "hard reset: reboot" if hard else "soft reset: service restart")
         self.reset_hard = hard
         # Soft: exit with the code the unit restarts on; Hard: reboot after a clean shutdown.
         self.exit_code = 0 if hard else self.cfg.system.soft_reset_exit_code

@@ -108,6 +108,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX auth_cache_lru ON auth_cache(used_at);
     CREATE INDEX events_by_time ON events(at);
     """,
+    # 3: the security log (OCPP 1.6 Security Whitepaper, security events): every event kept,
+    # the newest ``security_log_max_entries``; critical ones are delivered to the Central
+    # System (SecurityEventNotification), queued here until confirmed. delivery: 'none' (not
+    # critical), 'pending', 'sent', 'failed' (given up after TransactionMessageAttempts).
+    """
+    CREATE TABLE security_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tech_info TEXT,
+        delivery TEXT NOT NULL CHECK (delivery IN ('none', 'pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL
+    );
+    CREATE INDEX security_log_pending ON security_log(id) WHERE delivery = 'pending';
+    CREATE INDEX security_log_by_time ON security_log(at);
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

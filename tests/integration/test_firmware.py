@@ -339,7 +339,8 @@ async def test_tc_045_1_get_diagnostics_uploads_the_logs(
         await wait_diag(cs, "Uploaded")
         assert diag_statuses(cs) == ["Uploading", "Uploaded"]
         files = members(webpeer.uploads[conf.file_name])
-        assert set(files) == {"state.json", "events.log", "journal.log"}
+        assert set(files) == {"state.json", "events.log", "security.log", "journal.log"}
+        assert "StartupOfTheDevice" in files["security.log"]
         assert "meter_backwards connector 1" in files["events.log"]
         assert "old_event" not in files["events.log"]  # startTime honoured
         state = json.loads(files["state.json"])

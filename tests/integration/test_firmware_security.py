@@ -132,6 +132,8 @@ async def test_unsigned_firmware_is_refused_by_default(
         assert https.count("GET") == 0  # not even downloaded
         assert installed(tmp_path) is None and not d.stop_event.is_set()
         assert d.store.get_setting(JOB_KEY) is None
+        refused = [e for e in d.store.seclog_entries() if e.kind == "InvalidFirmwareSignature"]
+        assert len(refused) == 1 and "unsigned firmware refused" in (refused[0].tech_info or "")
 
 
 async def test_unsigned_firmware_when_allowed_is_installed_with_a_warning(
@@ -146,6 +148,10 @@ async def test_unsigned_firmware_when_allowed_is_installed_with_a_warning(
         warnings = [r.getMessage() for r in caplog.records
                     if r.levelno == logging.WARNING and "UNSIGNED" in r.getMessage()]
         assert len(warnings) == 1 and "allow_unsigned_firmware" in warnings[0]
+    with Store.open(tmp_path / "ocppd.db") as store:  # a security event every time
+        events = [e.tech_info or "" for e in store.seclog_entries()
+                  if e.kind == "InvalidFirmwareSignature"]
+    assert len(events) == 1 and "unsigned firmware installed" in events[0]
 
 
 # --- transports -----------------------------------------------------------------------------------

@@ -681,7 +681,7 @@ class FirmwareService:
 
     async def _collect(self, archive: Path, workdir: Path, start: datetime | None,
                        stop: datetime | None) -> None:
-        """journal.log, events.log and state.json of the window, in one .tar.gz.
+        """journal.log, events.log, security.log and state.json of the window, in one .tar.gz.
 
         Everything goes out through ``privacy.scrub``: URL credentials redacted, idTags as
         pseudonyms (unless security.reveal_id_tags); also the journal, which may hold lines
@@ -697,10 +697,14 @@ class FirmwareService:
         state = workdir / "state.json"
         snapshot = json.loads(json.dumps(self._snapshot(start, stop), default=str))
         state.write_text(json.dumps(privacy.scrub_tree(snapshot), indent=2))
+        seclog = workdir / "security.log"
+        lines = [privacy.scrub(f"{mapping.iso(e.at)} {e.kind} {e.tech_info or ''}".rstrip())
+                 + "\n" for e in self.store.seclog_entries(start, stop)]
+        seclog.write_text("".join(lines) or "(no security events in the window)\n")
 
         def pack() -> None:
             with tarfile.open(archive, "w:gz") as tar:
-                for f in (state, events, journal):
+                for f in (state, events, seclog, journal):
                     tar.add(f, arcname=f.name)
 
         await asyncio.to_thread(pack)
