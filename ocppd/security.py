@@ -83,7 +83,8 @@ def security_event(kind: SecurityEventType | str, tech_info: str | None = None) 
         if len(info) > TECH_INFO_MAX:
             info = info[: TECH_INFO_MAX - 3] + "..."
     at = datetime.now(UTC)
-    log.warning("security event %s%s", kind.value, f": {info}" if info else "")
+    # INFO: the part that observed the event logs it at its own level; this line ties the two
+    log.info("security event %s%s", kind.value, f": {info}" if info else "")
     if _recorder is None:
         _pending.append((kind, info, at))
         return
