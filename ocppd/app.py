@@ -47,6 +47,7 @@ from ocppd.systemd import (
 )
 
 if TYPE_CHECKING:
+    from ocppd.ocpp.v16.certificates import CertificateService
     from ocppd.ocpp.v16.firmware import FirmwareService
     from ocppd.ocpp.v16.smartcharging import SmartCharging
 
@@ -141,6 +142,7 @@ class Daemon:
         self.smart: SmartCharging | None = None
         self.firmware: FirmwareService | None = None
         self.seclog: SecurityLog | None = None
+        self.certs: CertificateService | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -205,8 +207,10 @@ class Daemon:
 
         for action in ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule"):
             cp.handlers[action] = on_first(action, self.smart_charging)
-        for action in ("UpdateFirmware", "GetDiagnostics"):
+        for action in ("UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics"):
             cp.handlers[action] = on_first(action, self.firmware_management)
+        for action in ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate"):
+            cp.handlers[action] = on_first(action, self.certificate_management)
         cp.smart = self.smart_charging
         if store.has_profiles():
             self.smart_charging()
@@ -226,6 +230,17 @@ class Daemon:
             smart.register(self.cp.handlers)
             self.station.on_tx_started.append(lambda cid, tx: smart.apply())
         return self.smart
+
+    def certificate_management(self) -> CertificateService:
+        """Certificate management (Security Whitepaper), loaded and wired on first use."""
+        if self.certs is None:
+            from ocppd.ocpp.v16.certificates import CertificateService
+
+            assert self.store is not None and self.cp is not None
+            self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
+                                            wall=self.wall)
+            self.certs.register(self.cp.handlers)
+        return self.certs
 
     def firmware_management(self) -> FirmwareService:
         """The Firmware Management profile, loaded and wired on first use."""

@@ -108,8 +108,9 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX auth_cache_lru ON auth_cache(used_at);
     CREATE INDEX events_by_time ON events(at);
     """,
-    # 3: the security log (OCPP 1.6 Security Whitepaper, security events): every event kept,
-    # the newest ``security_log_max_entries``; critical ones are delivered to the Central
+    # 3: OCPP 1.6 Security Whitepaper: the security log and the certificate store.
+    # security_log: every security event, the newest ``security_log_max_entries``; critical
+    # ones are delivered to the Central
     # System (SecurityEventNotification), queued here until confirmed. delivery: 'none' (not
     # critical), 'pending', 'sent', 'failed' (given up after TransactionMessageAttempts).
     """
@@ -124,6 +125,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX security_log_pending ON security_log(id) WHERE delivery = 'pending';
     CREATE INDEX security_log_by_time ON security_log(at);
+    -- Security Whitepaper certificate management: installed root certificates (PEM), by use
+    -- ('central_system_root' or 'manufacturer_root'); the fingerprint (SHA-256 of the DER)
+    -- makes installing the same certificate twice a no-op
+    CREATE TABLE certificates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        use TEXT NOT NULL CHECK (use IN ('central_system_root', 'manufacturer_root')),
+        fingerprint TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        installed_at TEXT NOT NULL,
+        UNIQUE (use, fingerprint)
+    );
     """,
 )
 

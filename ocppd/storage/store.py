@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ocppd.storage.auth import AuthMixin
+from ocppd.storage.certs import CertificatesMixin
 from ocppd.storage.db import Database
 from ocppd.storage.outbox import OutboxMixin, dumps
 from ocppd.storage.records import (
@@ -32,7 +33,7 @@ from ocppd.storage.transactions import TransactionsMixin
 EVENTS_MAX = 5000  # diagnostics ring: newest events kept
 
 
-class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin):
+class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
     def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int,
                  security_log_max: int = 10_000) -> None:
         self._db = db

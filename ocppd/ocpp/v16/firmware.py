@@ -64,11 +64,12 @@ from urllib.parse import unquote, urlsplit
 
 import aiohttp
 
-from ocppd import __version__, privacy
+from ocppd import __version__, pki, privacy
 from ocppd.config import Config
 from ocppd.errors import OcppdError
 from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
+from ocppd.ocpp.v16.certificates import trusted_roots
 from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
 from ocppd.station import Station
@@ -90,7 +91,8 @@ CHUNK_BYTES = 64 * 1024
 
 
 class FirmwareStatus(StrEnum):
-    """OCPP 1.6 §7.25 FirmwareStatus."""
+    """OCPP 1.6 §7.25 FirmwareStatus; the last three only in SignedFirmwareStatusNotification
+    (Security Whitepaper FirmwareStatusEnumType)."""
 
     DOWNLOADED = "Downloaded"
     DOWNLOAD_FAILED = "DownloadFailed"
@@ -99,6 +101,15 @@ class FirmwareStatus(StrEnum):
     INSTALLATION_FAILED = "InstallationFailed"
     INSTALLING = "Installing"
     INSTALLED = "Installed"
+    SIGNATURE_VERIFIED = "SignatureVerified"
+    INVALID_SIGNATURE = "InvalidSignature"
+    INSTALL_SCHEDULED = "InstallScheduled"
+
+
+#: what FirmwareStatusNotification (unsigned) may carry, OCPP 1.6 §7.25
+PLAIN_STATUSES = frozenset(FirmwareStatus) - {
+    FirmwareStatus.SIGNATURE_VERIFIED, FirmwareStatus.INVALID_SIGNATURE,
+    FirmwareStatus.INSTALL_SCHEDULED}
 
 
 class DiagnosticsStatus(StrEnum):
@@ -368,6 +379,7 @@ class FirmwareService:
 
     def register(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]) -> None:
         handlers["UpdateFirmware"] = self._on_update_firmware
+        handlers["SignedUpdateFirmware"] = self._on_signed_update_firmware
         handlers["GetDiagnostics"] = self._on_get_diagnostics
         self.cp.on_accepted.append(self._on_accepted)
         self.station.on_tx_ended.append(lambda cid, tx: self._tx_ended.set())
@@ -406,10 +418,19 @@ class FirmwareService:
 
     # --- statuses ---------------------------------------------------------------------------------
 
-    async def _firmware(self, status: FirmwareStatus) -> bool:
-        self.cp.firmware_status = status.value
+    async def _firmware(self, status: FirmwareStatus,
+                        job: dict[str, Any] | None = None) -> bool:
+        """Report ``status``: SignedFirmwareStatusNotification for a SignedUpdateFirmware job
+        (with its requestId), FirmwareStatusNotification otherwise."""
+        request_id = None if job is None else job.get("request_id")
+        if status in PLAIN_STATUSES:  # what a triggered FirmwareStatusNotification reports
+            self.cp.firmware_status = status.value
         log.info("firmware status %s", status.value)
-        conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
+        if request_id is None:
+            conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
+        else:
+            conf = await self.cp.send("SignedFirmwareStatusNotification",
+                                      {"status": status.value, "requestId": request_id})
         return conf is not None
 
     async def _diagnostics(self, status: DiagnosticsStatus) -> None:
@@ -434,6 +455,56 @@ class FirmwareService:
             await self._start(job, self._run_update(job, location, retrieve_at, policy))
 
         return Reply({}, then=start)
+
+    # --- SignedUpdateFirmware (Security Whitepaper, secure firmware update) ----------------------
+
+    async def _on_signed_update_firmware(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        """The signing certificate is checked before answering (InvalidCertificate), the
+        signature over the image after the download and before anything is installed
+        (SignatureVerified or InvalidSignature). The transport may be plain: the signature, not
+        the server, vouches for the image."""
+        fw, request_id = p["firmware"], int(p["requestId"])
+        location = fw["location"]
+        try:
+            chain = pki.load_pem_chain(fw["signingCertificate"])
+            pki.verify_chain(chain, trusted_roots(self.store, "manufacturer_root"), self.wall())
+        except pki.CertificateError as exc:
+            log.error("SignedUpdateFirmware %d (%s) refused: signing certificate: %s",
+                      request_id, redact_url(location), exc)
+            security_event(SecurityEventType.INVALID_FIRMWARE_SIGNING_CERTIFICATE, str(exc))
+            return {"status": "InvalidCertificate"}
+        if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
+            return {"status": "Rejected"}  # an installation cannot be cancelled
+        busy = self._update is not None and not self._update.done()
+        retrieve_at = mapping.parse_iso(fw["retrieveDateTime"])
+        install_at = mapping.parse_iso(fw["installDateTime"]) if fw.get("installDateTime") \
+            else None
+        policy = RetryPolicy.from_request(p)
+        job = self._new_job(location, request_id=request_id)
+
+        async def verify(path: Path) -> bool:
+            try:
+                await asyncio.to_thread(pki.verify_file_signature, path, fw["signature"],
+                                        chain[0])
+            except pki.SignatureError as exc:
+                log.error("firmware %s: %s; not installed", path.name, exc)
+                security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                               f"request {request_id}: {path.name}: {exc}")
+                await self._firmware(FirmwareStatus.INVALID_SIGNATURE, job)
+                return False
+            log.info("firmware %s: signature verified", path.name)
+            await self._firmware(FirmwareStatus.SIGNATURE_VERIFIED, job)
+            delay_s = 0.0 if install_at is None else (install_at - self.wall()).total_seconds()
+            if delay_s > 0:
+                await self._firmware(FirmwareStatus.INSTALL_SCHEDULED, job)
+                await asyncio.sleep(delay_s)
+            return True
+
+        async def start() -> None:
+            await self._start(job, self._update_steps(job, location, retrieve_at, policy, verify))
+
+        # Whitepaper: a new request cancels the one in progress, said with AcceptedCanceled
+        return Reply({"status": "AcceptedCanceled" if busy else "Accepted"}, then=start)
 
     def _new_job(self, location: str, **extra: Any) -> dict[str, Any]:
         # the persisted job never holds the location's credentials
@@ -503,15 +574,15 @@ class FirmwareService:
                      mapping.iso(retrieve_at), delay_s)
             await asyncio.sleep(delay_s)
         self._save(job, Phase.DOWNLOADING)
-        await self._firmware(FirmwareStatus.DOWNLOADING)
+        await self._firmware(FirmwareStatus.DOWNLOADING, job)
         path = await self._download(location, policy)
         if path is None:
             self._forget()
-            await self._firmware(FirmwareStatus.DOWNLOAD_FAILED)
+            await self._firmware(FirmwareStatus.DOWNLOAD_FAILED, job)
             self.cp.firmware_status = FirmwareStatus.IDLE.value
             return
         self._save(job, Phase.AWAITING_IDLE)
-        await self._firmware(FirmwareStatus.DOWNLOADED)
+        await self._firmware(FirmwareStatus.DOWNLOADED, job)
         # Nothing downloaded reaches the install command before it passed ``verify``.
         if not await verify(path):
             path.unlink(missing_ok=True)
@@ -522,13 +593,13 @@ class FirmwareService:
         # §5.19: RECOMMENDED: no new session may start while the firmware is installed
         job["blocked"] = self._block()
         self._save(job, Phase.INSTALLING)
-        await self._firmware(FirmwareStatus.INSTALLING)
+        await self._firmware(FirmwareStatus.INSTALLING, job)
         installed = await self._install(path)
         path.unlink(missing_ok=True)  # a Pi's storage is small; the image is not needed again
         if not installed:
             self._unblock(job["blocked"])
             self._forget()
-            await self._firmware(FirmwareStatus.INSTALLATION_FAILED)
+            await self._firmware(FirmwareStatus.INSTALLATION_FAILED, job)
             self.cp.firmware_status = FirmwareStatus.IDLE.value
             return
         self._save(job, Phase.INSTALLED)
@@ -631,7 +702,7 @@ class FirmwareService:
             log.warning("the firmware update %s was interrupted by a restart (%s)",
                         job.get("location"), phase.value)
         self._unblock(job.get("blocked", []))
-        if await self._firmware(final):
+        if await self._firmware(final, job):
             if self._inherited is None and self.phase is Phase.IDLE:
                 self.store.delete_setting(JOB_KEY)
         else:
