@@ -59,7 +59,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -231,7 +231,7 @@ def _ftp_login(url: str, tls: ssl.SSLContext | None) -> tuple[ftplib.FTP, str]:
     return ftp, unquote(u.path).lstrip("/")  # RFC 1738: relative to the login directory
 
 
-def _private_file(path: Path) -> Any:
+def _private_file(path: Path) -> BinaryIO:
     """``path`` opened for writing, created (or truncated) with mode 0600."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
