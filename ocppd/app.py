@@ -20,6 +20,7 @@ import signal
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ocppd import __version__, config, privacy, security
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ocppd")
 
 SHUTDOWN_BUDGET_S = 5.0
+CS_ROOTS_BUNDLE = "central-system-roots.pem"  # in the state directory, see _central_system_ca
 
 
 class WallClock:
@@ -177,7 +179,7 @@ class Daemon:
             charge_point_id=self.cfg.charge_point.id,
             security_profile=max(cs.security_profile, keys.get_int("SecurityProfile")),
             password=password,
-            ca_file=cs.ca_file,
+            ca_file=self._central_system_ca(),
             client_cert_file=cs.client_cert_file,
             client_key_file=cs.client_key_file,
             insecure_skip_tls_verify=cs.insecure_skip_tls_verify,
@@ -189,6 +191,27 @@ class Daemon:
             ping_interval_s=float(keys.get_int("WebSocketPingInterval")),
             log_frames=self.cfg.logging.log_frames,
         )
+
+    def _central_system_ca(self) -> Path | None:
+        """What the link trusts for the Central System's certificate.
+
+        Security Whitepaper: installed CentralSystemRootCertificates are the trust anchors of
+        the Central System. With any installed, the link trusts exactly those and
+        central_system.ca_file (if set), no longer the system store: a bundle of them is
+        written next to the database and used from the next connection on. Without any, the
+        configuration decides alone (ca_file, else the system store).
+        """
+        cs = self.cfg.central_system
+        roots = [] if self.store is None else self.store.certificates("central_system_root")
+        if not roots:
+            return cs.ca_file
+        parts = [cs.ca_file.read_text()] if cs.ca_file else []
+        parts += [r.pem for r in roots]
+        bundle = self.cfg.storage.path.parent / CS_ROOTS_BUNDLE
+        tmp = bundle.with_name(bundle.name + ".tmp")
+        tmp.write_text("\n".join(p.strip() for p in parts) + "\n")
+        tmp.replace(bundle)
+        return bundle
 
     # --- features loaded on demand ----------------------------------------------------------------
     #
@@ -240,6 +263,10 @@ class Daemon:
             self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
                                             wall=self.wall)
             self.certs.register(self.cp.handlers)
+            keys, link = self.cp.keys, self.cp.link
+            # a changed Central System root applies from the next connection on
+            self.certs.on_central_system_roots_changed.append(
+                lambda: link.update(self.link_settings(keys)))
         return self.certs
 
     def firmware_management(self) -> FirmwareService:

@@ -165,8 +165,10 @@ class CentralSystem:
         host: str = "127.0.0.1",
         port: int = 0,
         on_message: Callable[[Message], None] | None = None,
+        ssl: Any = None,
     ) -> None:
         self.host, self.port = host, port
+        self.ssl = ssl  # an ssl.SSLContext: wss:// (security profiles 2 and 3)
         self.behaviour = Behaviour()
         self.messages: list[Message] = []
         self.tx_ids = itertools.count(1000)
@@ -179,11 +181,11 @@ class CentralSystem:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ocpp"
+        return f"{'wss' if self.ssl else 'ws'}://{self.host}:{self.port}/ocpp"
 
     async def __aenter__(self) -> CentralSystem:
         self._server = await websockets.serve(
-            self._handler, self.host, self.port, subprotocols=["ocpp1.6"]
+            self._handler, self.host, self.port, subprotocols=["ocpp1.6"], ssl=self.ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self

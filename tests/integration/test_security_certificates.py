@@ -248,3 +248,46 @@ async def test_signed_update_without_manufacturer_root_is_refused(
         status = await signed_update(cs, f"{web.url}/fw/image.bin", signer, sign(signer, IMAGE))
         assert status == "InvalidCertificate"
         assert web.count("GET") == 0
+
+
+# --- installed Central System roots and the link --------------------------------------------------
+
+
+async def test_installed_central_system_root_is_trusted_at_the_next_connection(
+    tmp_path: Path,
+) -> None:
+    from csms import CentralSystem as Csms
+
+    first, second = CA("first cs root"), CA("second cs root")
+    password = "0123456789abcdef0123"
+
+    def tls_config(url: str) -> Config:
+        return sim_config(tmp_path, url, central={
+            "security_profile": 2, "password": password,
+            "ca_file": str(first.write(tmp_path / "first.pem"))})
+
+    ctx1 = first.issue("cs", ips=("127.0.0.1",)).server_context(tmp_path, "cs1")
+    async with Csms(ssl=ctx1) as cs1, running(tls_config(cs1.url)):
+        await booted(cs1)
+        assert await install(cs1, "CentralSystemRootCertificate", second.pem) == "Accepted"
+    # the Central System moves to a certificate of the newly installed root
+    ctx2 = second.issue("cs", ips=("127.0.0.1",)).server_context(tmp_path, "cs2")
+    async with Csms(ssl=ctx2) as cs2, running(tls_config(cs2.url)):
+        await booted(cs2)  # connected: the installed root is trusted
+        assert (await ids(cs2, "CentralSystemRootCertificate")).status == "Accepted"
+
+
+async def test_without_the_installed_root_the_central_system_is_refused(tmp_path: Path) -> None:
+    from csms import CentralSystem as Csms
+
+    first, second = CA("first cs root"), CA("second cs root")
+    ctx = second.issue("cs", ips=("127.0.0.1",)).server_context(tmp_path, "cs")
+    async with Csms(ssl=ctx) as cs:
+        cfg = sim_config(tmp_path, cs.url, central={
+            "security_profile": 2, "password": "0123456789abcdef0123",
+            "ca_file": str(first.write(tmp_path / "first.pem"))})
+        async with running(cfg) as d:
+            await wait_until(lambda: any(
+                e.kind == "InvalidCentralSystemCertificate" for e in d.store.seclog_entries()),
+                what="the certificate refused")
+            assert cs.connections == 0

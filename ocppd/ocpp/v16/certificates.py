@@ -12,6 +12,9 @@ Rules followed:
   CentralSystemRootCertificate while TLS (security profile 2 or 3) is in use: without it the
   next connection could not verify the Central System.
 - Every change of the trust anchors is a ReconfigurationOfSecurityParameters security event.
+- Installed CentralSystemRootCertificates are what the link trusts from the next connection on
+  (app.py ``_central_system_ca``). AdditionalRootCertificateCheck is false (read-only): a new
+  root is added to the trusted ones at once, not held back until a connection succeeded.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class CertificateService:
         self.store = store
         self.keys = keys
         self.wall = wall
+        #: called after a CentralSystemRootCertificate was installed or deleted
+        self.on_central_system_roots_changed: list[Callable[[], None]] = []
 
     def register(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]) -> None:
         handlers["InstallCertificate"] = self._install
@@ -90,6 +95,7 @@ class CertificateService:
             log.info("installed %s %s (sha256 %s)", kind, cert.subject.rfc4514_string(), fp)
             security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
                            f"{kind} installed: {cert.subject.rfc4514_string()}")
+            self._changed(use)
         return {"status": "Accepted"}
 
     async def _get_ids(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +130,14 @@ class CertificateService:
             log.info("deleted %s %s", kind, cert.subject.rfc4514_string())
             security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
                            f"{kind} deleted: {cert.subject.rfc4514_string()}")
+            self._changed(stored.use)
             return {"status": "Accepted"}
         return {"status": "NotFound"}
+
+    def _changed(self, use: str) -> None:
+        if use == "central_system_root":
+            for hook in self.on_central_system_roots_changed:
+                hook()
 
     def _last_root_in_use(self) -> bool:
         profile = max(self.cfg.central_system.security_profile,
