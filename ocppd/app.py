@@ -230,7 +230,7 @@ class Daemon:
 
         for action in ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule"):
             cp.handlers[action] = on_first(action, self.smart_charging)
-        for action in ("UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics"):
+        for action in ("UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics", "GetLog"):
             cp.handlers[action] = on_first(action, self.firmware_management)
         for action in ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate"):
             cp.handlers[action] = on_first(action, self.certificate_management)

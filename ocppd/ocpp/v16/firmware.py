@@ -1,4 +1,5 @@
-"""OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics.
+"""OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics, with the Security
+Whitepaper's SignedUpdateFirmware and GetLog.
 
 Rules followed, with the spec section where they live:
 - UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
@@ -33,6 +34,9 @@ Security (Security Whitepaper ed. 3; issue "a charger nobody can take over"):
   command after the checks above; it is never executed by ocppd itself.
 - Credentials in a location (``ftp://user:password@host/``) never reach a log line or the
   persisted job: only ``privacy.redact_url(location)`` is logged and stored.
+
+- GetLog (Security Whitepaper): DiagnosticsLog is the GetDiagnostics archive, SecurityLog the
+  security log as text; LogStatusNotification with the requestId.
 
 Transfers: HTTP(S) with aiohttp (download GET; upload PUT, POST multipart/form-data if the
 server answers 405), FTP(S) with ftplib in a worker thread. For FTP the URL's path is relative to
@@ -372,6 +376,7 @@ class FirmwareService:
         self._inherited = self._load()  # a job a previous run left: its outcome is reported
         self._update: asyncio.Task[None] | None = None
         self._diag: asyncio.Task[None] | None = None
+        self._getlog: asyncio.Task[None] | None = None
         self._tasks = TaskSet(log, "firmware")
         self._tx_ended = asyncio.Event()
         self.cp.firmware_status = FirmwareStatus.IDLE.value
@@ -381,6 +386,7 @@ class FirmwareService:
         handlers["UpdateFirmware"] = self._on_update_firmware
         handlers["SignedUpdateFirmware"] = self._on_signed_update_firmware
         handlers["GetDiagnostics"] = self._on_get_diagnostics
+        handlers["GetLog"] = self._on_get_log
         self.cp.on_accepted.append(self._on_accepted)
         self.station.on_tx_ended.append(lambda cid, tx: self._tx_ended.set())
         if getattr(self.cp, "online", False):
@@ -750,6 +756,69 @@ class FirmwareService:
             self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
             shutil.rmtree(workdir, ignore_errors=True)
 
+    # --- GetLog (Security Whitepaper: DiagnosticsLog and SecurityLog) ----------------------------
+
+    async def _on_get_log(self, p: dict[str, Any]) -> Reply:
+        """DiagnosticsLog: the GetDiagnostics archive; SecurityLog: the security log as text.
+        Both for [oldestTimestamp, latestTimestamp], scrubbed; LogStatusNotification reports
+        Uploading, then Uploaded or UploadFailure, with the requestId. A new request cancels
+        the one in progress (AcceptedCanceled)."""
+        spec, request_id = p["log"], int(p["requestId"])
+        security_log = p["logType"] == "SecurityLog"
+        oldest, latest = spec.get("oldestTimestamp"), spec.get("latestTimestamp")
+        start = mapping.parse_iso(oldest) if oldest else None
+        stop = mapping.parse_iso(latest) if latest else None
+        stamp = self.wall().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        cp_id = _safe_name(self.cfg.charge_point.id)
+        name = (f"securitylog-{cp_id}-{stamp}.log" if security_log
+                else f"diagnostics-{cp_id}-{stamp}.tar.gz")
+        policy = RetryPolicy.from_request(p)
+        busy = self._getlog is not None and not self._getlog.done()
+
+        async def begin() -> None:
+            if self._getlog is not None and not self._getlog.done():
+                log.warning("GetLog %d replaces the upload in progress", request_id)
+                self._getlog.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._getlog
+            self._getlog = self._spawn(self._run_log(
+                spec["remoteLocation"], name, request_id, security_log, start, stop, policy))
+
+        return Reply({"status": "AcceptedCanceled" if busy else "Accepted", "filename": name},
+                     then=begin)
+
+    async def _run_log(self, location: str, name: str, request_id: int, security_log: bool,
+                       start: datetime | None, stop: datetime | None,
+                       policy: RetryPolicy) -> None:
+        async def status(value: str) -> None:
+            log.info("log upload %d: %s", request_id, value)
+            await self.cp.send("LogStatusNotification", {"status": value, "requestId": request_id})
+
+        workdir = Path(tempfile.mkdtemp(prefix="ocppd-log-"))
+        try:
+            path = workdir / name
+            if security_log:
+                path.write_text(self._security_log_text(start, stop))
+            else:
+                await self._collect(path, workdir, start, stop)
+            await status("Uploading")
+
+            async def send() -> bool:
+                await upload(location, path, name, tls_context(self.cfg))
+                return True
+
+            if await policy.run(f"log upload to {redact_url(location)}", send):
+                await status("Uploaded")
+            else:
+                await status("UploadFailure")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _security_log_text(self, start: datetime | None, stop: datetime | None) -> str:
+        lines = [privacy.scrub(f"{mapping.iso(e.at)} {e.kind} {e.tech_info or ''}".rstrip())
+                 + "\n" for e in self.store.seclog_entries(start, stop)]
+        return "".join(lines) or "(no security events in the window)\n"
+
     async def _collect(self, archive: Path, workdir: Path, start: datetime | None,
                        stop: datetime | None) -> None:
         """journal.log, events.log, security.log and state.json of the window, in one .tar.gz.
@@ -769,9 +838,7 @@ class FirmwareService:
         snapshot = json.loads(json.dumps(self._snapshot(start, stop), default=str))
         state.write_text(json.dumps(privacy.scrub_tree(snapshot), indent=2))
         seclog = workdir / "security.log"
-        lines = [privacy.scrub(f"{mapping.iso(e.at)} {e.kind} {e.tech_info or ''}".rstrip())
-                 + "\n" for e in self.store.seclog_entries(start, stop)]
-        seclog.write_text("".join(lines) or "(no security events in the window)\n")
+        seclog.write_text(self._security_log_text(start, stop))
 
         def pack() -> None:
             with tarfile.open(archive, "w:gz") as tar:
