@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ KEY_FILE = "privacy.key"
 KEY_BYTES = 32
 PREFIX_HEX = 8  # 32 bits: distinct for the cards one charger sees, short enough to read
 REDACTED = "***"
+MIN_KNOWN_TAG_LEN = 4
 
 _key: bytes = secrets.token_bytes(KEY_BYTES)
 _reveal = False
@@ -129,6 +131,21 @@ def scrub(text: str) -> str:
         return m.group("head") + tag(value) + m.group(0)[-1]
 
     return _TAG_REPR.sub(sub, _TAG_JSON.sub(sub, text))
+
+
+def scrub_known(text: str, id_tags: Iterable[str]) -> str:
+    """``text`` with every occurrence of the given idTags (as a whole word, any case) replaced
+    by its pseudonym: for texts whose lines are not all ours, like the journal, which may hold
+    lines from before this rule or from a log call that forgot ``tag()``."""
+    if _reveal:
+        return text
+    for id_tag in sorted(set(id_tags), key=len, reverse=True):  # the longest first
+        if len(id_tag) < MIN_KNOWN_TAG_LEN:
+            continue  # would match ordinary numbers and words
+        pattern = re.compile(r"(?<![0-9A-Za-z])" + re.escape(id_tag) + r"(?![0-9A-Za-z])",
+                             re.IGNORECASE)
+        text = pattern.sub(tag(id_tag), text)
+    return text
 
 
 def scrub_tree(value: Any) -> Any:

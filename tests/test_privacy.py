@@ -52,3 +52,13 @@ def test_log_handler_scrubs_tracebacks_too() -> None:
         logging.getLogger().removeHandler(handler)
     text = out.getvalue()
     assert "hunter22" not in text and "ABCDEF01" not in text and "fw:***@h" in text
+
+
+def test_known_id_tags_are_replaced_wherever_they_stand() -> None:
+    journal = ("Jan 01 ocppd[1]: card 04a1b2c3 accepted\n"
+               "Jan 01 ocppd[1]: meter 1204A1B2C399 Wh; tag 1234 at 12:34\n")
+    clean = privacy.scrub_known(journal, {"04A1B2C3", "1234", "12"})
+    assert "04a1b2c3" not in clean.lower().replace("1204a1b2c399", "")
+    assert f"card {privacy.tag('04A1B2C3')} accepted" in clean
+    assert "1204A1B2C399" in clean  # inside a longer word: not a card
+    assert f"tag {privacy.tag('1234')} at 12:34" in clean  # too short ones ("12") left alone

@@ -200,6 +200,17 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
         with self._db.write("delete a reservation"):
             self._db.exec("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
 
+    def id_tags_seen(self) -> set[str]:
+        """Every idTag the store holds (transactions, cache, local list, reservations): what an
+        export must not show in clear (ocppd.privacy.scrub_known)."""
+        rows = self._db.rows(
+            "read idTags",
+            "SELECT id_tag FROM transactions UNION SELECT stop_id_tag FROM transactions"
+            " UNION SELECT id_tag FROM auth_cache UNION SELECT parent_id_tag FROM auth_cache"
+            " UNION SELECT id_tag FROM local_list UNION SELECT parent_id_tag FROM local_list"
+            " UNION SELECT id_tag FROM reservations UNION SELECT parent_id_tag FROM reservations")
+        return {r[0] for r in rows if r[0]}
+
     # --- diagnostics events (a ring of the newest EVENTS_MAX) ---------------------------------
 
     def log_event(self, at: datetime, kind: str, detail: str) -> None:

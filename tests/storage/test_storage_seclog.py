@@ -38,3 +38,14 @@ def test_security_log_is_bounded_oldest_dropped_first(tmp_path: Path) -> None:
         assert [e.tech_info for e in entries] == [str(i) for i in range(150, 250)]
         window = s.seclog_entries(T0 + timedelta(seconds=200), T0 + timedelta(seconds=209))
         assert len(window) == 10
+
+
+def test_id_tags_seen_lists_every_stored_id_tag(tmp_path: Path) -> None:
+    from ocppd.storage import AuthEntry
+
+    with Store.open(tmp_path / "db") as s:
+        s.begin_transaction(connector_id=1, id_tag="TX-TAG-1", meter_start_wh=0, started_at=T0)
+        s.cache_put(AuthEntry(id_tag="CACHED-1", status="Accepted", parent_id_tag="GROUP-1"),
+                    max_entries=10)
+        s.local_list_replace(1, [AuthEntry(id_tag="LISTED-1", status="Accepted")])
+        assert s.id_tags_seen() == {"TX-TAG-1", "CACHED-1", "GROUP-1", "LISTED-1"}

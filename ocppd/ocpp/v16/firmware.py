@@ -131,9 +131,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _scrub_file(path: Path) -> None:
+def _scrub_file(path: Path, id_tags: set[str]) -> None:
     text = path.read_text(errors="replace")
-    clean = privacy.scrub(text)
+    clean = privacy.scrub_known(privacy.scrub(text), id_tags)
     if clean != text:
         path.write_text(clean)
 
@@ -613,7 +613,7 @@ class FirmwareService:
         """
         journal = workdir / "journal.log"
         await self._journal(journal, start, stop)
-        await asyncio.to_thread(_scrub_file, journal)
+        await asyncio.to_thread(_scrub_file, journal, self.store.id_tags_seen())
         events = workdir / "events.log"
         lines = [privacy.scrub(f"{mapping.iso(at)} {kind} {detail}") + "\n"
                  for at, kind, detail in self.store.events(start, stop)]
