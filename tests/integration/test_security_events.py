@@ -99,3 +99,26 @@ async def test_events_before_the_daemon_runs_are_kept(cs: CentralSystem, tmp_pat
     async with running(sim_config(tmp_path, cs.url)) as d:
         kinds = [e.kind for e in d.store.seclog_entries()]
         assert kinds[0] == "InvalidTLSVersion" and "StartupOfTheDevice" in kinds
+
+
+async def test_clock_taken_from_the_central_system_is_reported(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cs.behaviour.clock_offset_s = 3600.0  # an hour ahead: the charger's time follows it
+    async with running(sim_config(tmp_path, cs.url)):
+        msgs = await cs.wait_for("SecurityEventNotification",
+                                 lambda p: p["type"] == "SettingSystemTime")
+    assert "offset +3600" in msgs[0]["techInfo"] or "offset +3599" in msgs[0]["techInfo"]
+
+
+async def test_new_authorization_key_is_a_security_event(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        key = "00112233445566778899aabbccddeeff00112233"
+        conf = await cs.call(CP_ID, call.ChangeConfiguration(key="AuthorizationKey", value=key))
+        assert conf.status in ("Accepted", "RebootRequired")
+        await wait_until(lambda: any(e.kind == "ReconfigurationOfSecurityParameters"
+                                     for e in d.store.seclog_entries()), what="event recorded")
+        assert all(key not in (e.tech_info or "") for e in d.store.seclog_entries())
