@@ -313,3 +313,23 @@ async def test_ftp_credentials_never_reach_the_log_or_the_stored_job(
     assert secret not in text
     assert seen_jobs and all(secret not in j for j in seen_jobs)
     assert any("fwuser:***@" in j for j in seen_jobs)
+
+
+# --- uploads --------------------------------------------------------------------------------------
+
+
+async def test_diagnostics_upload_verifies_the_https_server(
+    cs: CentralSystem, https: WebPeer, ca: CA, tmp_path: Path
+) -> None:
+    async with running(fw_config(tmp_path, cs, ca=CA("not the server's"))):
+        await booted(cs)
+        await cs.call(CP_ID, call.GetDiagnostics(location=f"{https.url}/upload/", retries=1))
+        await cs.wait_for("DiagnosticsStatusNotification",
+                          lambda p: p["status"] == "UploadFailed")
+        assert https.count("PUT") == 0 and https.uploads == {}
+    cs.messages.clear()
+    async with running(fw_config(tmp_path, cs, ca=ca)):
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.GetDiagnostics(location=f"{https.url}/upload/"))
+        await cs.wait_for("DiagnosticsStatusNotification", lambda p: p["status"] == "Uploaded")
+        assert conf.file_name in https.uploads
