@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 
@@ -20,10 +20,18 @@ def _name(cn: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def _new_key(use_rsa: bool) -> PrivateKey:
+    return rsa.generate_private_key(65537, 2048) if use_rsa else ec.generate_private_key(
+        ec.SECP256R1())
+
+
 @dataclass
 class Issued:
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: PrivateKey
 
     @property
     def cert_pem(self) -> bytes:
@@ -50,8 +58,9 @@ class Issued:
 
 
 class CA:
-    def __init__(self, name: str = "ocppd test root") -> None:
-        self.key = ec.generate_private_key(ec.SECP256R1())
+    def __init__(self, name: str = "ocppd test root", *, use_rsa: bool = False) -> None:
+        self.use_rsa = use_rsa
+        self.key = _new_key(use_rsa)
         now = datetime.now(UTC)
         self.cert = (
             x509.CertificateBuilder()
@@ -80,7 +89,7 @@ class CA:
 
     def issue(self, cn: str, *, ips: tuple[str, ...] = (), dns: tuple[str, ...] = (),
               server: bool = True) -> Issued:
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = _new_key(self.use_rsa)
         now = datetime.now(UTC)
         b = (
             x509.CertificateBuilder()

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from csms import CentralSystem, call
 from fwpeers import WebPeer
 from harness import CP_ID, booted, running, sim_config, wait_until
@@ -85,7 +85,11 @@ async def ids(cs: CentralSystem, kind: str) -> Any:
 
 
 def sign(signer: Issued, data: bytes) -> str:
-    return base64.b64encode(signer.key.sign(data, ec.ECDSA(hashes.SHA256()))).decode()
+    if isinstance(signer.key, rsa.RSAPrivateKey):
+        raw = signer.key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    else:
+        raw = signer.key.sign(data, ec.ECDSA(hashes.SHA256()))
+    return base64.b64encode(raw).decode()
 
 
 async def signed_update(cs: CentralSystem, url: str, signer: Issued, signature: str,
@@ -291,3 +295,23 @@ async def test_without_the_installed_root_the_central_system_is_refused(tmp_path
                 e.kind == "InvalidCentralSystemCertificate" for e in d.store.seclog_entries()),
                 what="the certificate refused")
             assert cs.connections == 0
+
+
+async def test_rsa_signed_firmware_is_verified_too(
+    cs: CentralSystem, tmp_path: Path, web: WebPeer
+) -> None:
+    root = CA("rsa manufacturer root", use_rsa=True)
+    rsa_signer = root.issue("rsa firmware signing", server=False)
+    async with running(config(tmp_path, cs)) as d:
+        await booted(cs)
+        assert await install(cs, "ManufacturerRootCertificate", root.pem) == "Accepted"
+        assert await signed_update(cs, f"{web.url}/fw/tampered.bin", rsa_signer,
+                                   sign(rsa_signer, IMAGE), request_id=1) == "Accepted"
+        await cs.wait_for("SignedFirmwareStatusNotification",
+                          lambda p: p["status"] == "InvalidSignature")
+        assert await signed_update(cs, f"{web.url}/fw/image.bin", rsa_signer,
+                                   sign(rsa_signer, IMAGE), request_id=2) == "Accepted"
+        await cs.wait_for("SignedFirmwareStatusNotification",
+                          lambda p: p["status"] == "SignatureVerified" and p["requestId"] == 2)
+        await wait_until(lambda: d.stop_event.is_set(), what="installed")
+        assert installed(tmp_path) == IMAGE
