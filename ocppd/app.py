@@ -345,7 +345,8 @@ class Daemon:
                 sleep=self.sleep,
             )
             station.attach(cp)
-            self.seclog = SecurityLog(store=store, cp=cp, keys=keys, wall=self.wall)
+            self.seclog = SecurityLog(store=store, cp=cp, keys=keys, wall=self.wall,
+                                      monotonic=self.monotonic, sleep=self.sleep)
             security.attach(self.seclog.record)
             security_event(SecurityEventType.STARTUP_OF_THE_DEVICE, f"ocppd {__version__} started")
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)

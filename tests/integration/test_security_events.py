@@ -3,11 +3,13 @@ end to end: the real daemon against a real Central System on loopback."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim_config, wait_until
+from harness import CP_ID, SteppedClock, booted, running, sim_config, wait_until
 
 from ocppd import security
 from ocppd.security import SecurityEventType, security_event
@@ -73,6 +75,41 @@ async def test_a_refused_notification_is_retried(cs: CentralSystem, tmp_path: Pa
         await cs.wait_for("SecurityEventNotification", count=2)  # refused once, then accepted
         await wait_until(lambda: d.store.seclog_next_pending() is None, what="delivered")
         assert d.store.seclog_entries()[0].attempts == 1
+
+
+async def test_retry_waits_on_the_monotonic_clock_not_the_wall_clock(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """§3.7.1 waits, as for transaction messages: the wall clock stepping back an hour while a
+    retry is pending (NTP on a Pi without RTC) does not hold the notification back."""
+    cs.behaviour.fail_actions["SecurityEventNotification"] = 1
+    cfg = sim_config(tmp_path, cs.url, ocpp={"TransactionMessageRetryInterval": 2})
+    clock = SteppedClock(auto=False)
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep) as d:
+        await cs.wait_for("SecurityEventNotification")  # refused
+        await wait_until(lambda: 2.0 in clock.sleeps, what="the retry wait")
+        d.wall.offset -= timedelta(hours=1)
+        clock.release()
+        await cs.wait_for("SecurityEventNotification", count=2)
+        await wait_until(lambda: d.store.seclog_next_pending() is None, what="delivered")
+
+
+async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A stored next attempt an hour ahead (written while the wall clock was wrong) waits at
+    most TransactionMessageRetryInterval x attempts after a restart."""
+    db = tmp_path / "ocppd.db"
+    with Store.open(db) as store:
+        entry_id = store.seclog_add(at=datetime.now(UTC), kind="MemoryExhaustion",
+                                    tech_info=None, deliver=True)
+        store.seclog_attempt_failed(entry_id, next_attempt_at=time.time() + 3600)
+    cfg = sim_config(tmp_path, cs.url, db=db, ocpp={"TransactionMessageRetryInterval": 3})
+    clock = SteppedClock()
+    async with running(cfg, monotonic=clock.monotonic, sleep=clock.sleep):
+        await cs.wait_for("SecurityEventNotification",
+                          lambda p: p["type"] == "MemoryExhaustion", timeout=10)
+    assert clock.sleeps and max(clock.sleeps) <= 3.0
 
 
 async def test_reset_is_recorded_and_reported_after_the_restart(
