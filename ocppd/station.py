@@ -156,6 +156,8 @@ class Connector:
     draw: sharing.DrawWatch = field(default_factory=sharing.DrawWatch)
     offer_a: float | None = None
     contactor_closed: bool = False
+    lock_fitted: bool = False  # a socket outlet with a lock actuator (IEC 61851-1 case B)
+    locked: bool = False  # the last lock move confirmed the plug locked (unknown at start-up)
     status: Status | None = None
     last_reading: MeterReading | None = None
     last_good_energy_wh: float | None = None
@@ -229,6 +231,8 @@ class Station:
         self.mono = mono
         self.port: CentralPort | None = None
         self.connectors = {i + 1: Connector(id=i + 1, cfg=c) for i, c in enumerate(cfg.connectors)}
+        for c in self.connectors.values():
+            c.lock_fitted = c.cfg.cable == "socket" and hw.board.has_lock(c.id)
         self.charger_faults: dict[Fault, str] = {}
         self.charger_operative = True
         self.charger_status: Status | None = None
@@ -283,6 +287,16 @@ class Station:
                     hook(c.id, c.tx)
             elif c.scheduled_operative is not None:  # its transaction ended with the power
                 self._set_operative(c, c.scheduled_operative)
+        for c in self.connectors.values():
+            if c.lock_fitted and c.tx is not None:
+                # A resumed session gets no energy before its plug is locked again: what the
+                # lock did while the daemon was down is unknown (_relock explains a failure).
+                await self._relock(c)
+            elif c.lock_fitted:
+                # No session holds this plug (ended by the recovery, or stopped at shutdown
+                # without its unlock): release it, as at the end of any session, or a lock
+                # left engaged keeps the driver's cable.
+                await self._move_lock(c, locked=False)
         self._started = True
         for c in self.connectors.values():
             self._apply(c)
@@ -421,6 +435,8 @@ class Station:
                 tx_authorized=authorized,
                 evse_suspended=c.evse_suspended,
                 stopping=c.stopping,
+                lock_required=c.lock_fitted,
+                locked=c.locked,
             )
         )
         if c.contactor_closed and not close:  # open first, then change the offer
@@ -522,7 +538,14 @@ class Station:
             if c.waiting is not None and c.tx is None:
                 w = c.waiting
                 self._clear_waiting(c)
-                await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id, w.on_start)
+                try:
+                    await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id, w.on_start)
+                except Refused as exc:
+                    log.warning("connector %d: %s", c.id, exc)
+            elif c.tx is not None and c.lock_fitted and not c.locked:
+                async with self._lock:  # never across a stop, which releases the plug
+                    if c.tx is not None and not c.locked:
+                        await self._relock(c)  # the EV is back for a session whose lock failed
         elif new is PilotState.A and old is not PilotState.A:
             c.finishing = False
             if c.tx is not None and self.policy.stop_on_ev_disconnect:
@@ -772,6 +795,14 @@ class Station:
         async with self._lock:
             if c.tx is not None:
                 return
+            # IEC 61851-1 case B: the plug is locked before the session may have energy.
+            # OCTT TC_024 (Start Charging Session - Lock Failure): when the lock fails, the
+            # Charge Point reports ConnectorLockFailure (StatusNotification Faulted, §4.9) and
+            # does not start a transaction. So the lock comes before anything is recorded: no
+            # StartTransaction is queued, the authorization is used up, and the fault clears
+            # when the cable leaves the socket (or a later lock move works).
+            if c.lock_fitted and not await self._move_lock(c, locked=True):
+                raise Refused(f"connector {c.id}: the plug could not be locked, no transaction")
             reading = await self._read_meter(c)
             now = self.wall()
             meter_start = self._energy_wh(c)
@@ -792,8 +823,11 @@ class Station:
                     if self.port is not None:
                         self.port.enqueue_start(tx)
             except StorageError as exc:
-                # A transaction that cannot be recorded cannot be billed: no energy for it.
+                # A transaction that cannot be recorded cannot be billed: no energy for it,
+                # and no session holds the plug.
                 self._storage_failed(exc)
+                if c.lock_fitted:
+                    await self._move_lock(c, locked=False)
                 raise Refused(f"cannot record the transaction: {exc}") from None
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
@@ -1013,7 +1047,10 @@ class Station:
                 return
             parent = cred.parent_id_tag if cred else None
         if self._usable(c):
-            await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
+            try:
+                await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
+            except Refused as exc:
+                log.warning("remote start for %s on connector %d: %s", id_tag, c.id, exc)
 
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():
@@ -1033,10 +1070,25 @@ class Station:
         return "unlocked" if ok else "failed"
 
     async def _move_lock(self, c: Connector, *, locked: bool) -> bool:
-        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure."""
+        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure,
+        and only a lock move that worked lets the contactor close (core/safety.py)."""
         ok = await self.hw.board.lock(c.id, locked)
+        c.locked = ok and locked  # after a failed move the lock's position is not known
         self._lock_fault(c, None if ok else ("lock failed" if locked else "unlock failed"))
+        self._apply(c)
         return ok
+
+    async def _relock(self, c: Connector) -> None:
+        """Lock the plug of a running session that is not confirmed locked: one resumed after a
+        restart, or one whose EV comes back after its lock had failed."""
+        if await self._move_lock(c, locked=True):
+            return
+        # OCPP 1.6 §4.9: a fault during a transaction makes the connector Faulted (and back
+        # when it clears); it does not end the transaction by itself. The session is kept,
+        # without energy (the contactor needs the lock), and ends the usual ways: the EV
+        # leaving (StopTransactionOnEVSideDisconnect), a local or remote stop, UnlockConnector.
+        # The EV leaving also clears the fault, and its return tries the lock again.
+        log.warning("connector %d: the plug could not be locked; session suspended", c.id)
 
     def _lock_fault(self, c: Connector, detail: str | None) -> None:
         if detail is None:
