@@ -869,7 +869,8 @@ class Station:
         if c.tx is None:
             return False
         c.stopping = True
-        self._apply(c)  # the contactor opens before the meter is read
+        self._apply(c)  # the contactor opens before the meter is read, or the disk written
+        self._note_stop_asked(c.tx, reason, stop_id_tag)
         async with self._lock:
             tx = c.tx
             if tx is None:
@@ -924,6 +925,20 @@ class Station:
                 await self._move_lock(c, locked=False)
             self._apply(c)
             return True
+
+    def _note_stop_asked(self, tx: TxRecord, reason: StopReason, stop_id_tag: str | None) -> None:
+        """Make the stop durable before it waits for anything (the lock, the meter).
+
+        A stop that was asked for is never undone: if the daemon dies before the stop is
+        recorded, start-up finishes the transaction with this reason, idTag and time instead
+        of resuming it with energy (``_recover``).
+        """
+        try:
+            self.store.request_stop(
+                tx.local_id, reason=reason.value, stop_id_tag=stop_id_tag, at=self.wall()
+            )
+        except StorageError as exc:
+            self._storage_failed(exc)  # the stop goes on; only its crash-safety is lost
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self.storage_error != str(exc):
@@ -988,6 +1003,9 @@ class Station:
             c = self.connectors.get(tx.connector_id)
             if c is None:
                 continue
+            if tx.stop_requested:
+                self._finish_asked_stop(c, tx)
+                continue
             if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
                 # Everything that decides the contactor comes back from storage: the session,
                 # its parentIdTag, the idTag verdict (and energy cap); availability and
@@ -1017,6 +1035,40 @@ class Station:
                 tx.local_id,
                 meter_stop,
             )
+
+    def _finish_asked_stop(self, c: Connector, tx: TxRecord) -> None:
+        """A stop was asked for, and the daemon died before recording it: finish it now as it
+        was asked (reason, idTag, time), whatever ``power_loss`` says.
+
+        The contactor was open from the moment the stop was asked, so the register read at
+        start-up is the one at the stop (the stored one if the meter does not answer).
+        """
+        assert tx.stop_reason is not None and tx.stopped_at is not None
+        meter_stop = max(
+            tx.meter_start_wh,
+            tx.last_meter_wh or 0,
+            int(round(c.last_good_energy_wh or 0)),
+        )
+        with self.store.atomic():
+            self.store.finish_transaction(
+                tx.local_id,
+                meter_stop_wh=meter_stop,
+                stopped_at=tx.stopped_at,
+                reason=tx.stop_reason,
+                stop_id_tag=tx.stop_id_tag,
+            )
+            done = self.store.transaction(tx.local_id)
+            assert done is not None
+            if self.port is not None:
+                self.port.enqueue_stop(done)
+        c.finishing = c.pilot.plugged
+        log.info(
+            "connector %d: transaction %d stopped (%s, asked before the restart) at %d Wh",
+            c.id,
+            tx.local_id,
+            tx.stop_reason,
+            meter_stop,
+        )
 
     # --- commands from the Central System ---------------------------------------------------------
 
