@@ -524,7 +524,7 @@ class Station:
                             if fault is Fault.EMERGENCY_STOP
                             else StopReason.OTHER
                         )
-                        self._spawn(self.stop_transaction(c.id, reason))
+                        self._stop_soon(c, reason)
                 self._report_charger()
             case CableRating(connector_id=cid, max_current_a=amps):
                 c = self.connectors.get(cid)
@@ -868,9 +868,7 @@ class Station:
         c = self._connector(connector_id)
         if c.tx is None:
             return False
-        c.stopping = True
-        self._apply(c)  # the contactor opens before the meter is read, or the disk written
-        self._note_stop_asked(c.tx, reason, stop_id_tag)
+        self._begin_stop(c, reason, stop_id_tag)
         async with self._lock:
             tx = c.tx
             if tx is None:
@@ -926,16 +924,27 @@ class Station:
             self._apply(c)
             return True
 
-    def _note_stop_asked(self, tx: TxRecord, reason: StopReason, stop_id_tag: str | None) -> None:
-        """Make the stop durable before it waits for anything (the lock, the meter).
+    def _stop_soon(self, c: Connector, reason: StopReason) -> None:
+        """Stop from a synchronous caller (a fault, a command being answered): the contactor
+        opens and the stop is durable now; reading the meter and recording follow in a task."""
+        self._begin_stop(c, reason, None)
+        self._spawn(self.stop_transaction(c.id, reason))
+
+    def _begin_stop(self, c: Connector, reason: StopReason, stop_id_tag: str | None) -> None:
+        """The synchronous start of every stop: open the contactor, then make the stop durable
+        before anything can wait (the lock, the meter).
 
         A stop that was asked for is never undone: if the daemon dies before the stop is
         recorded, start-up finishes the transaction with this reason, idTag and time instead
-        of resuming it with energy (``_recover``).
+        of resuming it with energy (``_recover``). The first stop asked is the one kept.
         """
+        if c.tx is None:
+            return
+        c.stopping = True
+        self._apply(c)  # the contactor opens before the meter is read, or the disk written
         try:
             self.store.request_stop(
-                tx.local_id, reason=reason.value, stop_id_tag=stop_id_tag, at=self.wall()
+                c.tx.local_id, reason=reason.value, stop_id_tag=stop_id_tag, at=self.wall()
             )
         except StorageError as exc:
             self._storage_failed(exc)  # the stop goes on; only its crash-safety is lost
@@ -979,7 +988,7 @@ class Station:
         if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED.value):
             return
         if self.policy.stop_on_invalid_id:
-            self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
+            self._stop_soon(c, StopReason.DEAUTHORIZED)
         elif self.policy.max_energy_on_invalid_id_wh is None:
             c.invalid_id = True  # suspend energy, keep the transaction
         else:
@@ -1107,7 +1116,7 @@ class Station:
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():
             if c.tx is not None and c.tx.tx_id == tx_id:
-                self._spawn(self.stop_transaction(c.id, StopReason.REMOTE))
+                self._stop_soon(c, StopReason.REMOTE)
                 return True
         return False
 

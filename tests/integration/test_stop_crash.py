@@ -105,3 +105,25 @@ async def test_a_stop_under_way_when_the_daemon_dies_is_finished_at_start_up(
         d.stop_event.set()
         await asyncio.wait_for(task, 10)
     assert len(cs.received("StopTransaction")) == 1
+
+
+async def test_a_remote_stop_is_durable_before_it_is_answered(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """RemoteStopTransaction is answered Accepted right after ``remote_stop`` returns: by then
+    the contactor is open and the stop is on disk, before any task had a chance to run."""
+    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    async with running(cfg) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="confirmed")
+        await wait_until(lambda: sim(d).view(1).contactor_closed, what="charging")
+        c = d.station.connectors[1]
+        local_id = c.tx.local_id
+        _hang_meter(d, 1)
+        _crash(d)
+        assert d.station.remote_stop(c.tx.tx_id)
+        assert not sim(d).view(1).contactor_closed
+        tx = d.station.store.transaction(local_id)
+        assert tx is not None and tx.stop_requested and tx.stop_reason == "remote"
