@@ -1111,7 +1111,7 @@ class Station:
             try:
                 await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
             except Refused as exc:
-                log.warning("remote start for %s on connector %d: %s", id_tag, c.id, exc)
+                log.warning("remote start on connector %d: %s", c.id, exc)
 
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():
