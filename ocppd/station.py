@@ -41,6 +41,7 @@ from ocppd.core.session.state import (
     ConnectorSpec,
     DrawCeiling,
     Effect,
+    EndPoint,
     EndTransaction,
     EnergyRead,
     Event,
@@ -50,8 +51,11 @@ from ocppd.core.session.state import (
     Hold,
     IdTagJudged,
     LimitSet,
+    LockMoved,
+    MoveLock,
     Offer,
     PilotSeen,
+    RecordStopRequest,
     ReportStatus,
     ReservationCancelled,
     Reserved,
@@ -66,7 +70,6 @@ from ocppd.core.session.state import (
     TimerId,
     TxEnded,
     TxStarted,
-    Unlock,
     WaitCancelled,
     initial,
 )
@@ -81,6 +84,7 @@ from ocppd.hw.base import (
 )
 from ocppd.ports import CentralPort, Policy, SessionHook
 from ocppd.ports import Refused as Refused  # re-exported: callers name it from here
+from ocppd.privacy import tag
 from ocppd.shell import recovery
 from ocppd.shell.outputs import Outputs
 from ocppd.shell.sampling import Samplers
@@ -126,7 +130,7 @@ class Station:
                 connector_id=i + 1,
                 evse_id=i + 1,  # OCPP 1.6: one connector per EVSE
                 max_current_a=c.max_current_a,
-                lockable=c.cable != "fixed" and hw.board.has_lock(i + 1),
+                lockable=c.cable == "socket" and hw.board.has_lock(i + 1),
             )
             for i, c in enumerate(cfg.connectors)
         ]
@@ -181,7 +185,15 @@ class Station:
     def _step_soon(self, event: Event) -> None:
         """Step from a callback: what must be awaited runs as a task."""
         for job in self._step(event):
-            self._spawn(job)
+            self._spawn(self._logged(job))
+
+    @staticmethod
+    async def _logged(job: Job) -> None:
+        """A job nobody awaits: a refusal (a plug that would not lock, a full disk) is logged."""
+        try:
+            await job
+        except Refused as exc:
+            log.warning("%s", exc)
 
     def _execute(self, effects: list[Effect] | tuple[Effect, ...]) -> list[Job]:
         jobs: list[Job] = []
@@ -209,12 +221,14 @@ class Station:
                     self.store.reservation_delete(rid)
                 case BeginTransaction():
                     jobs.append(self._record_start(e))
+                case RecordStopRequest():
+                    self._record_stop_request(e)
                 case EndTransaction():
                     jobs.append(self._record_stop(e))
                 case ForgetDraw(connector_id=cid):
                     self._draw[cid].reset()
-                case Unlock(connector_id=cid):
-                    jobs.append(self._unlock_after_stop(cid))
+                case MoveLock(connector_id=cid, locked=locked):
+                    jobs.append(self._lock_job(cid, locked))
         self._outputs.show(c.status for c in self.state.connectors.values())
         return jobs
 
@@ -321,9 +335,9 @@ class Station:
     async def _card(self, id_tag: str) -> None:
         try:
             msg = await self.swipe(id_tag, None)
-            log.info("card %s: %s", id_tag, msg)
+            log.info("card %s: %s", tag(id_tag), msg)
         except Refused as exc:
-            log.info("card %s refused: %s", id_tag, exc)
+            log.info("card %s refused: %s", tag(id_tag), exc)
 
     # --- commands ---------------------------------------------------------------------------------
 
@@ -441,16 +455,20 @@ class Station:
         if self.policy.authorize_remote_tx:  # §5.11: behave like a local start
             ok, cred = await self._authorize(id_tag)
             if not ok:
-                log.info("remote start for %s refused by authorization", id_tag)
+                log.info("remote start for %s refused by authorization", tag(id_tag))
                 return
             parent = cred.parent_id_tag if cred else None
         if self.usable(cid):
-            await self._begin_session(cid, id_tag, parent, on_start)
+            try:
+                await self._begin_session(cid, id_tag, parent, on_start)
+            except Refused as exc:
+                log.warning("remote start on connector %d: %s", cid, exc)
 
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():
             if c.tx is not None and c.tx.tx_id == tx_id:
-                self._spawn(self.stop_transaction(c.id, StopReason.REMOTE))
+                # the contactor opens and the stop is durable before the command is answered
+                self._step_soon(StopRequested(connector_id=c.id, reason=StopReason.REMOTE))
                 return True
         return False
 
@@ -488,17 +506,29 @@ class Station:
         return "unlocked" if ok else "failed"
 
     async def _move_lock(self, cid: int, *, locked: bool) -> bool:
-        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure."""
+        """Every lock move goes through here and its outcome goes to the core, which lets the
+        contactor close only on a plug confirmed locked and sets ConnectorLockFailure."""
         ok = await self.hw.board.lock(cid, locked)
-        failed = Fault.LOCK_FAILURE in self.state.connector(cid).faults
-        if ok == failed:
-            if ok:
-                log.info("connector %d: lock fault cleared", cid)
-            self._step_soon(FaultSeen(connector_id=cid, fault=Fault.LOCK_FAILURE, active=not ok))
+        if ok and Fault.LOCK_FAILURE in self.state.connector(cid).faults:
+            log.info("connector %d: lock fault cleared", cid)
+        self._step_soon(LockMoved(connector_id=cid, locked=locked, ok=ok))
         return ok
 
-    async def _unlock_after_stop(self, cid: int) -> None:
-        await self._move_lock(cid, locked=False)
+    async def _lock_job(self, cid: int, locked: bool) -> None:
+        """A lock move the core asked for: released after a session, or locked again for a
+        running one (resumed after a restart, or whose EV came back after a failed lock)."""
+        if not locked:
+            await self._move_lock(cid, locked=False)
+            return
+        async with self._lock:  # never across a stop, which releases the plug
+            c = self.state.connector(cid)
+            if c.tx is None or c.stop is not None or c.locked:
+                return
+            if not await self._move_lock(cid, locked=True):
+                # OCPP 1.6 §4.9: a fault during a transaction makes the connector Faulted; it
+                # does not end the transaction by itself. The session is kept without energy
+                # and ends the usual ways; the EV leaving clears the fault, its return retries.
+                log.warning("connector %d: the plug could not be locked; session suspended", cid)
 
     def change_availability(self, connector_id: int, operative: bool) -> str:
         """ChangeAvailability (§5.2): 'accepted', 'scheduled' or 'rejected'. Persisted."""
@@ -687,6 +717,15 @@ class Station:
         async with self._lock:
             if self.state.connector(cid).tx is not None:
                 return
+            # IEC 61851-1 case B: the plug is locked before the session may have energy.
+            # OCTT TC_024 (Start Charging Session - Lock Failure): when the lock fails, the
+            # Charge Point reports ConnectorLockFailure (StatusNotification Faulted, §4.9) and
+            # does not start a transaction. So the lock comes before anything is recorded: no
+            # StartTransaction is queued, the authorization is used up, and the fault clears
+            # when the cable leaves the socket (or a later lock move works).
+            lockable = self._specs[cid - 1].lockable
+            if lockable and not await self._move_lock(cid, locked=True):
+                raise Refused(f"connector {cid}: the plug could not be locked, no transaction")
             reading = await self._read_meter(cid)
             now = self.wall()
             meter_start = self._energy_wh(cid)
@@ -707,8 +746,11 @@ class Station:
                     if self.port is not None:
                         self.port.enqueue_start(tx)
             except StorageError as exc:
-                # A transaction that cannot be recorded cannot be billed: no energy for it.
+                # A transaction that cannot be recorded cannot be billed: no energy for it,
+                # and no session holds the plug.
                 self._storage_failed(exc)
+                if lockable:
+                    await self._move_lock(cid, locked=False)
                 raise Refused(f"cannot record the transaction: {exc}") from None
             self.storage_error = None
             self._live[cid].tx = tx
@@ -716,7 +758,7 @@ class Station:
                 "connector %d: transaction %d started for %s at %d Wh",
                 cid,
                 local_id,
-                e.id_tag,
+                tag(e.id_tag),
                 meter_start,
                 extra={"CONNECTOR_ID": cid},
             )
@@ -737,12 +779,20 @@ class Station:
         tx = self._live[cid].tx
         assert tx is not None and str(tx.local_id) == e.tx_key
         async with self._lock:
-            reading = None if e.at_last_record else await self._read_meter(cid)
-            if e.at_last_record:  # the power went: its last stored reading is all there is
-                meter_stop = max(tx.last_meter_wh or tx.meter_start_wh, tx.meter_start_wh)
-                now = tx.last_meter_at or tx.started_at
-            else:
-                meter_stop, now = max(self._energy_wh(cid), tx.meter_start_wh), self.wall()
+            reading = await self._read_meter(cid) if e.end is EndPoint.NOW else None
+            match e.end:
+                case EndPoint.NOW:
+                    meter_stop, now = max(self._energy_wh(cid), tx.meter_start_wh), self.wall()
+                case EndPoint.LAST_RECORD:  # the power went: its last stored reading is all
+                    meter_stop = max(tx.last_meter_wh or tx.meter_start_wh, tx.meter_start_wh)
+                    now = tx.last_meter_at or tx.started_at
+                case EndPoint.AS_ASKED:
+                    # asked before a restart: the contactor was open since, so the register
+                    # read at start-up is the one at the stop (the stored one if the meter
+                    # does not answer)
+                    live_wh = self._energy_wh(cid) if self._live[cid].last_reading else 0
+                    meter_stop = max(tx.meter_start_wh, tx.last_meter_wh or 0, live_wh)
+                    now = tx.stopped_at or self.wall()
             try:
                 with self.store.atomic():
                     self.store.finish_transaction(
@@ -766,10 +816,11 @@ class Station:
                 self._storage_failed(exc)
                 done = tx
             log.info(
-                "connector %d: transaction %d stopped (%s) at %d Wh",
+                "connector %d: transaction %d stopped (%s%s) at %d Wh",
                 cid,
                 tx.local_id,
                 e.reason.value,
+                ", asked before the restart" if e.end is EndPoint.AS_ASKED else "",
                 meter_stop,
                 extra={"CONNECTOR_ID": cid},
             )
@@ -779,6 +830,16 @@ class Station:
             jobs = self._step(TxEnded(connector_id=cid))
         for job in jobs:
             await job
+
+    def _record_stop_request(self, e: RecordStopRequest) -> None:
+        tx = self._live[e.connector_id].tx
+        if tx is None:
+            return
+        try:
+            self.store.request_stop(tx.local_id, reason=e.reason.value,
+                                    stop_id_tag=e.stop_id_tag, at=self.wall())
+        except StorageError as exc:
+            self._storage_failed(exc)  # the stop goes on; only its crash-safety is lost
 
     def _storage_failed(self, exc: StorageError) -> None:
         if self.storage_error != str(exc):
@@ -803,7 +864,7 @@ class Station:
                 hook(cid, tx)
             if cred.status is not AuthStatus.ACCEPTED:
                 log.warning("connector %d: idTag %s rejected by the Central System (%s)",
-                            cid, tx.id_tag, cred.status.value)
+                            cid, tag(tx.id_tag), cred.status.value)
             if self.state.connector(cid).tx is not None:
                 self._step_soon(IdTagJudged(connector_id=cid, status=cred.status,
                                             parent_id_tag=cred.parent_id_tag))

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ocppd.core.model import AuthStatus
+from ocppd.core.model import AuthStatus, StopReason
 from ocppd.core.session.restore import Stored, StoredHold, StoredTx
-from ocppd.core.session.state import Hold, Tx
+from ocppd.core.session.state import Hold, Stop, Tx
 from ocppd.storage import Reservation, Store, TxRecord
 
 
@@ -23,6 +23,13 @@ def core_tx(tx: TxRecord) -> Tx:
         started_at=tx.started_at,
         id_tag_status=AuthStatus(tx.id_tag_status) if tx.id_tag_status is not None else None,
     )
+
+
+def asked_stop(tx: TxRecord) -> Stop | None:
+    """The stop asked for and not yet recorded when the charger went down, if any."""
+    if not tx.stop_requested or tx.stop_reason is None:
+        return None
+    return Stop(reason=StopReason(tx.stop_reason), stop_id_tag=tx.stop_id_tag, unlock=True)
 
 
 def hold(r: Reservation) -> Hold:
@@ -43,6 +50,6 @@ def load(store: Store, connector_ids: Iterable[int]) -> tuple[Stored, dict[int, 
         holds=tuple(StoredHold(connector_id=r.connector_id, hold=hold(r))
                     for r in store.reservations()),
         transactions=tuple(StoredTx(connector_id=cid, tx=core_tx(tx),
-                                    last_meter_wh=tx.last_meter_wh)
+                                    last_meter_wh=tx.last_meter_wh, stop=asked_stop(tx))
                            for cid, tx in records.items()),
     ), records

@@ -23,6 +23,8 @@ from ocppd.core.session.state import (
     Event,
     FaultSeen,
     LimitSet,
+    LockMoved,
+    MoveLock,
     Offer,
     PilotSeen,
     Rules,
@@ -53,6 +55,8 @@ class Rig:
         self.state: ChargerState = initial(specs)
         self.closed: dict[int, bool] = dict.fromkeys(range(1, n + 1), False)
         self.offer: dict[int, float | None] = dict.fromkeys(range(1, n + 1))
+        self.locked: dict[int, bool] = dict.fromkeys(range(1, n + 1), False)  # the actuator
+        self.lock_works = True
         self._on_offer = on_offer
         self._started = 0
         self.step(Started())
@@ -74,11 +78,23 @@ class Rig:
                         self._on_offer(self.offer)
                 case EndTransaction(connector_id=cid):
                     self.step(TxEnded(connector_id=cid))
+                case MoveLock(connector_id=cid, locked=locked):
+                    self.move_lock(cid, locked)
+
+    def move_lock(self, cid: int, locked: bool) -> None:
+        """A lock move, as a shell makes it: the actuator moves if it works."""
+        if self.lock_works:
+            self.locked[cid] = locked
+        self.step(LockMoved(connector_id=cid, locked=locked, ok=self.lock_works))
 
     def set_tx(self, cid: int, running: bool) -> None:
         """Start or end a transaction, as a shell records it."""
         c = self.connector(cid)
         if running and c.tx is None:
+            if c.spec.lockable:  # the shell locks the plug before it records a start
+                self.move_lock(cid, True)
+                if not self.lock_works:
+                    return  # a failed lock starts no transaction
             self._started += 1
             self.step(TxStarted(connector_id=cid, tx=tx(self._started)))
         elif not running and c.tx is not None and c.stop is None:
@@ -96,3 +112,6 @@ class Rig:
             self.step(CableRated(connector_id=cid, max_current_a=value))
         elif kind == "tx":
             self.set_tx(cid, bool(value))
+        elif kind == "lock":  # a lock move that works (True) or fails (False)
+            self.lock_works = value
+            self.move_lock(cid, True)

@@ -11,7 +11,7 @@ that alone, by the same path the station takes at start-up (core/session/restore
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from ocppd.core.evse import Fault, PilotState
@@ -31,9 +31,13 @@ from ocppd.core.session.state import (
     Hold,
     IdTagJudged,
     LimitSet,
+    LockMoved,
+    MoveLock,
     PilotSeen,
+    RecordStopRequest,
     Rules,
     Started,
+    Stop,
     StoreAvailability,
     StoreReservation,
     TimerFired,
@@ -125,6 +129,8 @@ class World:
                     self.storage.holds.pop(rid, None)
                 case BeginTransaction(connector_id=cid, id_tag=tag, parent_id_tag=parent,
                                       reservation_id=rid):
+                    if self.specs[cid - 1].lockable:  # the plug is locked before a start
+                        self.step(LockMoved(connector_id=cid, locked=True, ok=True))
                     if rid is not None:
                         self.storage.holds.pop(rid, None)
                     tx = Tx(tx_key=str(next(self.storage.next_key)), id_tag=tag,
@@ -132,9 +138,16 @@ class World:
                             started_at=self.now)
                     self.storage.txs[cid] = StoredTx(connector_id=cid, tx=tx, last_meter_wh=None)
                     self.step(TxStarted(connector_id=cid, tx=tx))
+                case RecordStopRequest(connector_id=cid, reason=reason, stop_id_tag=stop_tag):
+                    t = self.storage.txs[cid]
+                    self.storage.txs[cid] = replace(t, stop=Stop(reason=reason,
+                                                                 stop_id_tag=stop_tag,
+                                                                 unlock=True))
                 case EndTransaction(connector_id=cid):
                     del self.storage.txs[cid]
                     self.step(TxEnded(connector_id=cid))
+                case MoveLock(connector_id=cid, locked=locked):
+                    self.step(LockMoved(connector_id=cid, locked=locked, ok=True))
 
     def advance(self, seconds: float) -> None:
         """Time passes; the timers that fall due fire, in order."""
@@ -186,7 +199,7 @@ class World:
     def decisions(self) -> object:
         s = self.state
         per_connector = tuple(
-            (c.offer_a, c.contactor_closed, c.status, c.tx, c.invalid_id, c.operative,
+            (c.offer_a, c.contactor_closed, c.locked, c.status, c.tx, c.invalid_id, c.operative,
              c.scheduled_operative, c.hold, c.waiting, c.share_a, frozenset(c.faults))
             for c in s.connectors.values()
         )

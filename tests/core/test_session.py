@@ -10,6 +10,7 @@ from session_world import START, World, reserve_hold
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
 from ocppd.core.session import machine
+from ocppd.core.session.restore import rebuild
 from ocppd.core.session.state import (
     ArmTimer,
     Authorized,
@@ -17,14 +18,18 @@ from ocppd.core.session.state import (
     BeginTransaction,
     CancelTimer,
     ConnectorSpec,
+    EndPoint,
     EndTransaction,
     EnergyRead,
     FaultSeen,
     ForgetReservation,
     IdTagJudged,
     IllegalEvent,
+    LockMoved,
+    MoveLock,
     Offer,
     PilotSeen,
+    RecordStopRequest,
     Reserved,
     Rules,
     SetContactor,
@@ -36,7 +41,6 @@ from ocppd.core.session.state import (
     Tx,
     TxEnded,
     TxStarted,
-    Unlock,
     WaitCancelled,
     initial,
 )
@@ -67,6 +71,7 @@ def test_plugged_ev_and_accepted_card_record_a_start_then_energise() -> None:
                                         reservation_id=None),)
     assert not w.state.connector(1).contactor_closed  # nothing before the start is recorded
     tx = Tx(tx_key="t1", id_tag="A", parent_id_tag="P", meter_start_wh=0, started_at=START)
+    step(w, LockMoved(connector_id=1, locked=True, ok=True))  # the shell locks, then records
     effects = step(w, TxStarted(connector_id=1, tx=tx))
     assert effects[:2] == (Offer(connector_id=1, current_a=32.0),
                            SetContactor(connector_id=1, closed=True))  # offer, then close
@@ -119,7 +124,7 @@ def test_unplugging_opens_first_then_records_the_stop_and_unlocks() -> None:
     tx_key = w.state.connector(1).tx.tx_key  # type: ignore[union-attr]
     assert effects[-1] == EndTransaction(connector_id=1, tx_key=tx_key,
                                          reason=StopReason.EV_DISCONNECTED, stop_id_tag=None)
-    assert Unlock(connector_id=1) in step(w, TxEnded(connector_id=1))  # connector 1: a lock
+    assert MoveLock(connector_id=1, locked=False) in step(w, TxEnded(connector_id=1))
 
 
 def test_ev_disconnect_without_stop_keeps_the_transaction_suspended() -> None:
@@ -220,3 +225,49 @@ def test_an_evse_groups_its_connectors() -> None:
     state = initial(specs)
     assert [c.connector_id for c in state.evse_connectors(1)] == [1, 2]
     assert [c.connector_id for c in state.evse_connectors(2)] == [3]
+
+
+def test_a_socket_outlet_closes_only_on_a_plug_confirmed_locked() -> None:
+    """IEC 61851-1 case B; a failed lock is ConnectorLockFailure (Faulted), cleared by the cable
+    leaving; the EV coming back asks for the lock again."""
+    w = charging(Rules(stop_on_ev_disconnect=False))  # connector 1 has a lock
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=False))
+    assert effects[0] == SetContactor(connector_id=1, closed=False)
+    c = w.state.connector(1)
+    assert not c.locked and c.status is Status.FAULTED and c.tx is not None  # kept, no energy
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
+    assert Fault.LOCK_FAILURE not in w.state.connector(1).faults
+    effects = step(w, PilotSeen(connector_id=1, pilot=PilotState.C))
+    assert effects[-1] == MoveLock(connector_id=1, locked=True)
+    step(w, LockMoved(connector_id=1, locked=True, ok=True))
+    assert w.state.connector(1).contactor_closed
+
+
+def test_a_resumed_session_is_locked_again_before_any_energy() -> None:
+    w = charging(Rules(resume_after_power_loss=True))
+    specs, stored = w.specs, w.storage.stored()
+    state, _ = rebuild(specs, stored, w.now, w.rules)
+    state, _ = machine.step(state, PilotSeen(connector_id=1, pilot=PilotState.C), w.now, w.rules)
+    state, effects = machine.step(state, Started(), w.now, w.rules)
+    assert MoveLock(connector_id=1, locked=True) in effects
+    assert not state.connector(1).contactor_closed and state.connector(1).tx is not None
+    state, effects = machine.step(state, LockMoved(connector_id=1, locked=True, ok=True), w.now,
+                                  w.rules)
+    assert SetContactor(connector_id=1, closed=True) in effects
+
+
+def test_a_stop_asked_before_a_crash_is_finished_as_asked_not_resumed() -> None:
+    w = charging(Rules(resume_after_power_loss=True))
+    effects = step(w, StopRequested(connector_id=1, reason=StopReason.REMOTE, stop_id_tag="X"))
+    tx_key = w.state.connector(1).tx.tx_key  # type: ignore[union-attr]
+    request = RecordStopRequest(connector_id=1, tx_key=tx_key, reason=StopReason.REMOTE,
+                                stop_id_tag="X")
+    assert effects.index(SetContactor(connector_id=1, closed=False)) < effects.index(request)
+    assert effects.index(request) < len(effects) - 1  # durable before the end is recorded
+    w.execute([request])  # the crash comes before the end is recorded
+    state, _ = rebuild(w.specs, w.storage.stored(), w.now, w.rules)
+    state, _ = machine.step(state, PilotSeen(connector_id=1, pilot=PilotState.C), w.now, w.rules)
+    state, effects = machine.step(state, Started(), w.now, w.rules)
+    assert not any(isinstance(e, SetContactor) and e.closed for e in effects)
+    assert EndTransaction(connector_id=1, tx_key=tx_key, reason=StopReason.REMOTE,
+                          stop_id_tag="X", end=EndPoint.AS_ASKED) in effects

@@ -20,8 +20,8 @@ from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, StopReason
 from ocppd.core.session import machine
 from ocppd.core.session.state import (
-    AvailabilitySet,
     Authorized,
+    AvailabilitySet,
     CableRated,
     EnergyRead,
     FaultSeen,

@@ -45,6 +45,7 @@ from ocppd.core.session.state import (
     ConnectorState,
     DrawCeiling,
     Effect,
+    EndPoint,
     EndTransaction,
     EnergyRead,
     Event,
@@ -54,8 +55,11 @@ from ocppd.core.session.state import (
     IdTagJudged,
     IllegalEvent,
     LimitSet,
+    LockMoved,
+    MoveLock,
     Offer,
     PilotSeen,
+    RecordStopRequest,
     ReportStatus,
     ReservationCancelled,
     Reserved,
@@ -72,7 +76,6 @@ from ocppd.core.session.state import (
     TimerKind,
     TxEnded,
     TxStarted,
-    Unlock,
     WaitCancelled,
     Waiting,
 )
@@ -100,16 +103,22 @@ class _Step:
     # --- rules shared by several events ----------------------------------------------------------
 
     def stop(self, c: ConnectorState, reason: StopReason, stop_id_tag: str | None = None,
-             *, unlock: bool = True, at_last_record: bool = False) -> None:
-        """Ask for a transaction's end; a second request while one is under way changes nothing."""
+             *, unlock: bool = True, end: EndPoint = EndPoint.NOW) -> None:
+        """Ask for a transaction's end; a second request while one is under way changes nothing.
+
+        The contactor opens in this very step (settle), the request is made durable next, and
+        only then may the shell wait on the meter and the disk to record the end."""
         if c.tx is None or c.stop is not None:
             return
         c = self.put(c, stop=Stop(reason=reason, stop_id_tag=stop_id_tag,
                                   unlock=unlock and c.spec.lockable))
         assert c.tx is not None
+        if end is EndPoint.NOW:
+            self.effects.append(RecordStopRequest(connector_id=c.connector_id,
+                                                  tx_key=c.tx.tx_key, reason=reason,
+                                                  stop_id_tag=stop_id_tag))
         self.effects.append(EndTransaction(connector_id=c.connector_id, tx_key=c.tx.tx_key,
-                                           reason=reason, stop_id_tag=stop_id_tag,
-                                           at_last_record=at_last_record))
+                                           reason=reason, stop_id_tag=stop_id_tag, end=end))
 
     def judge(self, c: ConnectorState) -> None:
         """What a refused idTag (§3.5.4) means for its session: stop, suspend, or allow up to
@@ -166,6 +175,9 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
         c = s.put(c, finishing=False)
         if c.waiting is not None and c.tx is None:
             s.begin(c, c.waiting)
+        elif c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
+            # the EV is back for a session whose lock failed (or was released): lock again
+            s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
     elif e.pilot is PilotState.A:
         c = s.put(c, finishing=False)
         if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
@@ -259,8 +271,18 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
     s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
     if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
         s.set_operative(c, c.scheduled_operative)
-    if unlock:
-        s.effects.append(Unlock(connector_id=c.connector_id))
+    if unlock:  # as at the end of any session: a lock left engaged keeps the driver's cable
+        s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
+
+
+def _lock_moved(s: _Step, e: LockMoved) -> None:
+    """Only a lock move that worked lets the contactor close (core/safety.py); after a failed
+    one the lock's position is not known. Its outcome sets or clears ConnectorLockFailure."""
+    c = s.c(e.connector_id)
+    faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.LOCK_FAILURE)
+    if not e.ok:
+        faults += (Fault.LOCK_FAILURE,)
+    s.put(c, locked=e.ok and e.locked, faults=faults)
 
 
 def _id_tag_judged(s: _Step, e: IdTagJudged) -> None:
@@ -323,16 +345,28 @@ def _timer(s: _Step, e: TimerFired) -> None:
 
 def _started(s: _Step, e: Started) -> None:
     """End of start-up: transactions the power cut left open resume or end (§4.10, TC_032);
-    a Scheduled availability whose transaction ended with the power applies."""
+    a Scheduled availability whose transaction ended with the power applies; plug locks are
+    brought where the sessions need them."""
     s.state = replace(s.state, running=True)
     for c in list(s.state.connectors.values()):
-        if c.tx is not None:
-            if s.rules.resume_after_power_loss and c.pilot.plugged:
-                s.judge(c)
-            else:
-                s.stop(c, StopReason.POWER_LOSS, unlock=False, at_last_record=True)
-        elif c.scheduled_operative is not None:
-            s.set_operative(c, c.scheduled_operative)
+        if c.tx is not None and c.stop is not None:
+            # A stop was asked before the restart: finished as asked, whatever power_loss says
+            # (its contactor was open from the moment it was asked).
+            stop, c = c.stop, s.put(c, stop=None)
+            s.stop(c, stop.reason, stop.stop_id_tag, end=EndPoint.AS_ASKED)
+        elif c.tx is not None and s.rules.resume_after_power_loss and c.pilot.plugged:
+            s.judge(c)
+            if c.spec.lockable and s.c(c.connector_id).stop is None:
+                # What the lock did while the daemon was down is unknown: no energy before the
+                # plug is locked again.
+                s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+        elif c.tx is not None:
+            s.stop(c, StopReason.POWER_LOSS, end=EndPoint.LAST_RECORD)
+        else:
+            if c.scheduled_operative is not None:
+                s.set_operative(c, c.scheduled_operative)
+            if c.spec.lockable:  # no session holds this plug: release it
+                s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
 
 
 def _shutting_down(s: _Step, e: ShuttingDown) -> None:
@@ -352,6 +386,7 @@ _RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
     StopRequested: _stop_requested,
     TxEnded: _tx_ended,
     IdTagJudged: _id_tag_judged,
+    LockMoved: _lock_moved,
     Reserved: _reserved,
     ReservationCancelled: _reservation_cancelled,
     AvailabilitySet: _availability,
@@ -496,6 +531,7 @@ def settle(
         close = safety.may_close(safety.SafetyInputs(
             pilot=c.pilot, faults=faults, tx_authorized=authorized,
             evse_suspended=evse_suspended(c), stopping=c.stop is not None,
+            lock_required=c.spec.lockable, locked=c.locked,
         ))
         if c.contactor_closed and not close:
             opens.append(SetContactor(connector_id=cid, closed=False))

@@ -5,9 +5,10 @@ hardware reports what it sees (pilots, faults, meters, restored limits) as ordin
 ``Started`` decides what the power cut left open (machine.py). Nothing else restores anything.
 
 What is stored, and so survives: availability (and a Scheduled change), reservations, running
-transactions with their idTag verdict and last register reading. What is not: an idTag waiting
-for the EV (a card shown before a power cut is not remembered), a session that had just ended
-(Finishing), the reduced-draw ceiling (measured afresh).
+transactions with their idTag verdict, last register reading and a stop asked for. What is
+not: an idTag waiting for the EV (a card shown before a power cut is not remembered), a session
+that had just ended (Finishing), the reduced-draw ceiling (measured afresh), whether a plug is
+locked (locked again at start-up when a session resumes).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ocppd.core.session.state import (
     ForgetReservation,
     Hold,
     Rules,
+    Stop,
     Tx,
     initial,
 )
@@ -34,6 +36,7 @@ class StoredTx:
     connector_id: int
     tx: Tx
     last_meter_wh: int | None  # the last register reading stored while it ran
+    stop: Stop | None = None  # a stop asked for and not recorded when the charger went down
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +77,6 @@ def rebuild(
         if t.connector_id in connectors:
             energy_wh = t.last_meter_wh if t.last_meter_wh is not None else t.tx.meter_start_wh
             connectors[t.connector_id] = replace(connectors[t.connector_id], tx=t.tx,
-                                                 energy_wh=float(energy_wh))
+                                                 energy_wh=float(energy_wh), stop=t.stop)
     state, settled = settle(start, replace(state, connectors=connectors), rules)
     return state, [*effects, *settled]

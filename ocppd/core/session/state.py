@@ -29,7 +29,7 @@ class ConnectorSpec:
     connector_id: int
     evse_id: int
     max_current_a: float
-    lockable: bool = False  # a socket with a lock actuator (a fixed cable has none)
+    lockable: bool = False  # a socket outlet with a lock actuator (IEC 61851-1 case B)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,7 +38,6 @@ class Rules:
 
     connection_timeout_s: int = 60  # idTag first, then plug in within this (§9.1.6)
     stop_on_ev_disconnect: bool = True  # §9.1.30 StopTransactionOnEVSideDisconnect
-    unlock_on_ev_disconnect: bool = True  # §9.1.35 UnlockConnectorOnEVSideDisconnect
     stop_on_invalid_id: bool = True  # §9.1.29 StopTransactionOnInvalidId
     max_energy_on_invalid_id_wh: int | None = None  # §9.1.15 MaxEnergyOnInvalidId
     charger_max_a: float | None = None  # the site's breaker ([hardware] max_current_a)
@@ -112,6 +111,7 @@ class ConnectorState:
     share_a: float | None = None  # its share of the charger-wide limit (None: no such limit)
     offer_a: float | None = None
     contactor_closed: bool = False
+    locked: bool = False  # the last lock move confirmed the plug locked (unknown at start-up)
     status: Status | None = None
 
     @property
@@ -243,6 +243,16 @@ class TxEnded:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class LockMoved:
+    """A lock move the shell made (asked by MoveLock, or by a start or a command), and whether
+    the lock reached the position asked."""
+
+    connector_id: int
+    locked: bool
+    ok: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class IdTagJudged:
     """The Central System's verdict on a running transaction's idTag (§3.5.4)."""
 
@@ -296,6 +306,7 @@ Event = (
     | StopRequested
     | TxEnded
     | IdTagJudged
+    | LockMoved
     | Reserved
     | ReservationCancelled
     | AvailabilitySet
@@ -348,16 +359,34 @@ class BeginTransaction:
     reservation_id: int | None
 
 
+class EndPoint(StrEnum):
+    """Which reading and time a transaction's end is recorded with."""
+
+    NOW = "now"  # a fresh meter reading, now
+    LAST_RECORD = "last_record"  # the power went while it ran: its last stored reading (§4.10)
+    AS_ASKED = "as_asked"  # a stop asked before a restart: its stored time, reason and idTag
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EndTransaction:
-    """Record a transaction's end; then TxEnded. ``at_last_record``: the power went while it
-    ran, so it ends at its last stored reading rather than a fresh one (§4.10)."""
+class RecordStopRequest:
+    """Make a stop durable at once, before anything can wait: a stop asked for is never undone
+    by a crash (start-up finishes it as asked instead of resuming the session)."""
 
     connector_id: int
     tx_key: str
     reason: StopReason
     stop_id_tag: str | None
-    at_last_record: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndTransaction:
+    """Record a transaction's end; then TxEnded."""
+
+    connector_id: int
+    tx_key: str
+    reason: StopReason
+    stop_id_tag: str | None
+    end: EndPoint = EndPoint.NOW
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,8 +398,11 @@ class ForgetDraw:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Unlock:
+class MoveLock:
+    """Move the plug lock; then LockMoved with the outcome."""
+
     connector_id: int
+    locked: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -399,9 +431,10 @@ Effect = (
     | ArmTimer
     | CancelTimer
     | BeginTransaction
+    | RecordStopRequest
     | EndTransaction
     | ForgetDraw
-    | Unlock
+    | MoveLock
     | StoreAvailability
     | StoreReservation
     | ForgetReservation
