@@ -540,7 +540,7 @@ class ControlApiImpl:
         stats = cp.link.stats
         connectors = []
         for c in st.connectors.values():
-            view = st.connector_view(c)
+            view = c.as_dict()
             status, fault = st.status_of(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ocppd.config import ConnectorConfig
 from ocppd.core.evse import Fault, MeterReading, PilotState
 from ocppd.core.model import Status
-from ocppd.core.session.machine import evse_suspended
+from ocppd.core.session.derive import evse_suspended
 from ocppd.core.session.state import ChargerState, ConnectorState, Waiting
 from ocppd.storage import TxRecord
 
@@ -113,3 +113,21 @@ class ConnectorView:
         if tx is None or energy_wh is None:
             return None
         return max(0.0, energy_wh - tx.meter_start_wh)
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain data for diagnostics and ocppctl."""
+        r, tx, waiting = self.last_reading, self.tx, self.waiting
+        return {
+            "id": self.id,
+            "status": self.status.value if self.status else None,
+            "fault": next(iter(self.faults), None),
+            "transaction_id": tx.tx_id if tx else None,
+            "local_tx_id": tx.local_id if tx else None,
+            "id_tag": tx.id_tag if tx else (waiting.id_tag if waiting else None),
+            "energy_wh": self.session_energy_wh,
+            "register_wh": self.register_wh,
+            "power_w": r.power_w if r else None,
+            "limit_a": self.offer_a,
+            "pilot": self.pilot.value,
+            "contactor": "closed" if self.contactor_closed else "open",
+        }

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from ocppd.core.evse import Fault, PilotState
-from ocppd.core.session import machine
+from ocppd.core.session import derive, machine
 from ocppd.core.session.restore import Stored, StoredHold, StoredTx, rebuild
 from ocppd.core.session.state import (
     BeginTransaction,
@@ -152,7 +152,7 @@ class World:
     def advance(self, seconds: float) -> None:
         """Time passes; the timers that fall due fire, in order."""
         self.now += timedelta(seconds=seconds)
-        for timer, at in sorted(machine.wanted_timers(self.state).items(), key=lambda x: x[1]):
+        for timer, at in sorted(derive.wanted_timers(self.state).items(), key=lambda x: x[1]):
             if at <= self.now:
                 self.step(TimerFired(timer=timer))
 
@@ -203,7 +203,7 @@ class World:
              c.scheduled_operative, c.hold, c.waiting, c.share_a, frozenset(c.faults))
             for c in s.connectors.values()
         )
-        return per_connector, s.status, s.operative, machine.wanted_timers(s)
+        return per_connector, s.status, s.operative, derive.wanted_timers(s)
 
 
 def reserve_hold(rid: int, tag: str, now: datetime, expiry_s: int) -> Hold:

@@ -188,7 +188,7 @@ events = st.lists(
 def test_core_outputs_follow_the_rules_after_every_event(seq: list[Event]) -> None:
     from safety_rig import Rig
 
-    from ocppd.core.session.machine import evse_suspended
+    from ocppd.core.session.derive import evse_suspended
 
     rig = Rig()
     assert rig.closed[1] is False  # open at start-up

@@ -9,7 +9,7 @@ from session_world import START, World, reserve_hold
 
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
-from ocppd.core.session import machine
+from ocppd.core.session import derive, machine
 from ocppd.core.session.restore import rebuild
 from ocppd.core.session.state import (
     ArmTimer,
@@ -169,9 +169,9 @@ def test_a_reservation_holds_the_connector_until_it_expires() -> None:
     timer = TimerId(kind=TimerKind.RESERVATION, key=7)
     assert ArmTimer(timer=timer, at=hold.expiry) in effects
     assert w.state.connector(1).status is Status.RESERVED
-    assert not machine.reserved_for(w.state.connector(1), "B", None)
-    assert machine.pick_free(w.state, "B", None) is None
-    assert machine.pick_free(w.state, "a", None) == 1  # idTags compare case-insensitively
+    assert not derive.reserved_for(w.state.connector(1), "B", None)
+    assert derive.pick_free(w.state, "B", None) is None
+    assert derive.pick_free(w.state, "a", None) == 1  # idTags compare case-insensitively
     w.now = hold.expiry
     effects = step(w, TimerFired(timer=timer))
     assert ForgetReservation(reservation_id=7, expired=True) in effects

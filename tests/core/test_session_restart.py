@@ -18,7 +18,7 @@ from session_world import World, reserve_hold
 
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, StopReason
-from ocppd.core.session import machine
+from ocppd.core.session import derive
 from ocppd.core.session.state import (
     Authorized,
     AvailabilitySet,
@@ -93,7 +93,7 @@ def apply(w: World, kind: str, target: Any, value: Any) -> None:
             apply(w, "authorize", target, value)
         case "authorize":
             c = w.state.connector(target)
-            if machine.usable(w.state, target) and machine.reserved_for(c, value, None):
+            if derive.usable(w.state, target) and derive.reserved_for(c, value, None):
                 rid = c.hold.reservation_id if c.hold is not None else None
                 w.step(Authorized(connector_id=target, id_tag=value, parent_id_tag=None,
                                   reservation_id=rid))

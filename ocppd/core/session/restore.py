@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from ocppd.core.session.machine import settle
+from ocppd.core.session.derive import settle
 from ocppd.core.session.state import (
     ChargerState,
     ConnectorSpec,

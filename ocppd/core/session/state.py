@@ -1,5 +1,9 @@
 """The charging session's state, the events that move it and the effects it asks for.
 
+(Above 400 lines on purpose: declarations only, no logic. The whole vocabulary of the core in
+one file reads against the rule table in machine.py; split, it would be three lists to keep
+in step.)
+
 All values are frozen: ``step`` (machine.py) returns a new state and a tuple of effects; the
 shell (ocppd/station.py) carries the effects out and feeds what happened back as events.
 
