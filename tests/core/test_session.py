@@ -271,3 +271,13 @@ def test_a_stop_asked_before_a_crash_is_finished_as_asked_not_resumed() -> None:
     assert not any(isinstance(e, SetContactor) and e.closed for e in effects)
     assert EndTransaction(connector_id=1, tx_key=tx_key, reason=StopReason.REMOTE,
                           stop_id_tag="X", end=EndPoint.AS_ASKED) in effects
+
+
+def test_a_later_accepted_verdict_lifts_the_suspension_as_a_restart_would() -> None:
+    """Found by the restart property: the stored verdict is the latest, so the running charger
+    must follow the latest verdict too, or a restart would change the decision."""
+    w = charging()
+    w.step(IdTagJudged(connector_id=1, status=AuthStatus.INVALID))
+    assert not w.state.connector(1).contactor_closed
+    w.step(IdTagJudged(connector_id=1, status=AuthStatus.ACCEPTED))
+    assert w.state.connector(1).contactor_closed and not w.state.connector(1).invalid_id

@@ -113,7 +113,11 @@ class _Step:
         """What a refused idTag (§3.5.4) means for its session: stop, suspend, or allow up to
         MaxEnergyOnInvalidId (§9.1.15). The one rule for a verdict just received and for a
         session resumed after a restart, so a suspended session never comes back with energy."""
-        if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED):
+        if c.tx is None:
+            return
+        if c.tx.id_tag_status in (None, AuthStatus.ACCEPTED):
+            # The latest verdict counts: the same rule a restart applies to the stored one.
+            self.put(c, invalid_id=False)
             return
         cap_wh = self.rules.max_energy_on_invalid_id_wh
         if self.rules.stop_on_invalid_id:
