@@ -60,7 +60,7 @@ class SessionsMixin:
         if connector_id is not None and running:
             raise Refused(f"connector {connector_id} is busy with another card")
         if not ok:
-            raise Refused(f"idTag {id_tag} not authorized")
+            raise Refused("the card is not authorized")  # no idTag: this text is logged
         if connector_id is not None:
             cid = self._connector(connector_id).id
             if not self.usable(cid) or not self.reserved_for(cid, id_tag, parent):
