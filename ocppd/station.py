@@ -226,7 +226,8 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                     self._draw[cid].reset()
                 case MoveLock(connector_id=cid, locked=locked):
                     jobs.append(self._lock_job(cid, locked))
-        self._outputs.show(c.status for c in self.state.connectors.values())
+        if self.state.running:  # the board is started by then
+            self._outputs.show(c.status for c in self.state.connectors.values())
         return jobs
 
     def _timer_fired(self, timer: TimerId) -> None:
