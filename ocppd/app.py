@@ -1,5 +1,7 @@
 """The one place that wires everything: config -> storage, hardware, station, OCPP, control.
 
+(Above 400 lines: it is the composition root, every feature is wired here and nowhere else.)
+
 Lifecycle (issue: a daemon that starts and stops like a real Linux service):
 - READY=1 once config, storage and hardware are up; the Central System may still be away.
 - STATUS= says what the daemon is doing; WATCHDOG=1 comes from the event loop itself.

@@ -1,6 +1,9 @@
 """OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics, with the Security
 Whitepaper's SignedUpdateFirmware and GetLog.
 
+(Above 400 lines: one service for the four commands, which share the persisted firmware job,
+its phases and the status notifications; the transfers themselves live in transfers.py.)
+
 Rules followed, with the spec section where they live:
 - UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
   ``retrieveDate``; FirmwareStatusNotification (§4.5, §7.25) reports Downloading, Downloaded,
