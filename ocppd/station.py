@@ -264,9 +264,9 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
             await self._read_meter(cid)
         for recovered in self.on_recovered:
             recovered()  # stored limits hold before a resumed session gets its first ampere
-        resumed = self.cfg.system.power_loss == "resume"
+        rules = self._rules()
         for cid, live in self._live.items():
-            if live.tx is not None and resumed and self.state.connector(cid).pilot.plugged:
+            if live.tx is not None and derive.resumes(self.state.connector(cid), rules):
                 log.info("connector %d: resuming transaction %d after restart", cid,
                          live.tx.local_id)
                 for hook in self.on_tx_started:

@@ -70,6 +70,12 @@ def pick_free(state: ChargerState, id_tag: str | None, parent_id_tag: str | None
     return candidates[0].connector_id if candidates else None
 
 
+def resumes(c: ConnectorState, rules: Rules) -> bool:
+    """Whether the transaction a restart found open on ``c`` goes on (§4.10): power_loss is
+    "resume", its EV is still plugged in, and no stop was asked before the restart."""
+    return c.tx is not None and c.stop is None and rules.resume_after_power_loss and c.pilot.plugged
+
+
 def wanted_timers(state: ChargerState) -> dict[TimerId, datetime]:
     """Every timer the state needs, and when it is due."""
     out: dict[TimerId, datetime] = {}

@@ -27,7 +27,7 @@ from ocppd.core.model import (
     AuthStatus,
     StopReason,
 )
-from ocppd.core.session.derive import settle, usable, wanted_timers
+from ocppd.core.session.derive import resumes, settle, usable, wanted_timers
 from ocppd.core.session.state import (
     ArmTimer,
     Authorized,
@@ -347,7 +347,7 @@ def _started(s: _Step, e: Started) -> None:
             # (its contactor was open from the moment it was asked).
             stop, c = c.stop, s.put(c, stop=None)
             s.stop(c, stop.reason, stop.stop_id_tag, end=EndPoint.AS_ASKED)
-        elif c.tx is not None and s.rules.resume_after_power_loss and c.pilot.plugged:
+        elif resumes(c, s.rules):
             s.judge(c)
             if c.spec.lockable and s.c(c.connector_id).stop is None:
                 # What the lock did while the daemon was down is unknown: no energy before the
