@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from ocppd import __version__, config, privacy, security
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
+from ocppd.core.evse import PilotState
 from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
-from ocppd.hw.base import Hardware, PilotState
+from ocppd.hw.base import Hardware
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint

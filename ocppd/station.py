@@ -168,6 +168,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         return Rules(
             connection_timeout_s=p.connection_timeout_s,
             stop_on_ev_disconnect=p.stop_on_ev_disconnect,
+            unlock_on_ev_disconnect=p.unlock_on_ev_disconnect,
             stop_on_invalid_id=p.stop_on_invalid_id,
             max_energy_on_invalid_id_wh=p.max_energy_on_invalid_id_wh,
             charger_max_a=self.cfg.hardware.max_current_a,

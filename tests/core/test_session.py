@@ -281,3 +281,12 @@ def test_a_later_accepted_verdict_lifts_the_suspension_as_a_restart_would() -> N
     assert not w.state.connector(1).contactor_closed
     w.step(IdTagJudged(connector_id=1, status=AuthStatus.ACCEPTED))
     assert w.state.connector(1).contactor_closed and not w.state.connector(1).invalid_id
+
+
+@pytest.mark.parametrize("unlock", [True, False])
+def test_ev_side_disconnect_unlocks_the_socket_only_if_configured(unlock: bool) -> None:
+    """§9.1.35 UnlockConnectorOnEVSideDisconnect."""
+    w = charging(Rules(stop_on_ev_disconnect=True, unlock_on_ev_disconnect=unlock))
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
+    effects = step(w, TxEnded(connector_id=1))
+    assert (MoveLock(connector_id=1, locked=False) in effects) is unlock

@@ -174,7 +174,8 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
     elif e.pilot is PilotState.A:
         c = s.put(c, finishing=False)
         if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
-            s.stop(c, StopReason.EV_DISCONNECTED)
+            # §9.1.35: the socket side is unlocked only if UnlockConnectorOnEVSideDisconnect
+            s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
 
 
 def _fault(s: _Step, e: FaultSeen) -> None:

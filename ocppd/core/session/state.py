@@ -42,6 +42,7 @@ class Rules:
 
     connection_timeout_s: int = 60  # idTag first, then plug in within this (§9.1.6)
     stop_on_ev_disconnect: bool = True  # §9.1.30 StopTransactionOnEVSideDisconnect
+    unlock_on_ev_disconnect: bool = True  # §9.1.35 UnlockConnectorOnEVSideDisconnect
     stop_on_invalid_id: bool = True  # §9.1.29 StopTransactionOnInvalidId
     max_energy_on_invalid_id_wh: int | None = None  # §9.1.15 MaxEnergyOnInvalidId
     charger_max_a: float | None = None  # the site's breaker ([hardware] max_current_a)
