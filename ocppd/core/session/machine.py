@@ -7,7 +7,7 @@ current state raises ``IllegalEvent`` instead of corrupting the state.
 A step has two halves:
 
 1. **Transition** (``_RULES``, one function per event type): what the event changes, plus the
-   effects only it can cause (record a start or an end, store availability, unlock).
+   effects only it can cause (record a start or an end, store availability, move the lock).
 2. **Settle** (derive.py), the same after every event: the charger-wide limit is re-shared,
    pilot offers and contactors follow from the facts through the safety rules (core/safety.py),
    statuses are derived (core/model.py) and reported when they change, and the timers the state
