@@ -178,10 +178,12 @@ class LedConfig:
 class HardwareConfig:
     """[hardware]: real board or simulator, and board-wide inputs."""
 
-    driver: str = _f("sim", choices=("sim", "gpio"))
+    driver: str = _f("sim", doc="a board driver: sim, gpio, evse_wb or an installed plugin")
     nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
     emergency_stop: InputConfig | None = _f(None)
     leds: LedConfig | None = _f(None)
+    # [hardware.DRIVER]: the driver's own settings, parsed by ocppd.hw.drivers.parse_options.
+    options: Any = _f(None, internal=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -277,15 +279,36 @@ def load(path: Path = DEFAULT_PATH) -> Config:
 def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     problems: list[str] = []
     where = str(source) if source else "<config>"
+    data, driver_table = _split_driver_table(data)
     value = _convert(Config, data, "", problems, where)
     if not problems:
         assert isinstance(value, Config)
         value = dataclasses.replace(value, source=source)
         _cross_checks(value, problems, where)
+    if not problems:  # the driver's own table, by the driver's own schema (ocppd.hw.drivers)
+        from ocppd.hw import drivers
+
+        assert isinstance(value, Config)
+        options = drivers.parse_options(value, driver_table, problems, where)
+        hardware = dataclasses.replace(value.hardware, options=options)
+        value = dataclasses.replace(value, hardware=hardware)
     if problems:
         raise ConfigError(problems)
     assert isinstance(value, Config)
     return value
+
+
+def _split_driver_table(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Take ``[hardware.DRIVER]`` out of [hardware]: its keys belong to the driver's schema."""
+    hw = data.get("hardware")
+    if not isinstance(hw, dict):
+        return data, None
+    name = hw.get("driver", "sim")
+    own_keys = {f.name for f in dataclasses.fields(HardwareConfig)}
+    if not isinstance(name, str) or name in own_keys or not isinstance(hw.get(name), dict):
+        return data, None
+    rest = {k: v for k, v in hw.items() if k != name}
+    return {**data, "hardware": rest}, hw[name]
 
 
 def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
