@@ -24,6 +24,7 @@ import dataclasses
 import importlib
 import importlib.metadata
 import logging
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,7 @@ def parse_options(cfg: Config, table: dict[str, Any] | None, problems: list[str]
             problems.append(f"{where}: {key}: the {name} driver takes no settings table")
             return None
     else:
+        _resolve_types(driver.options)
         before = len(problems)
         options = _convert(driver.options, table or {}, key, problems, where)
         if len(problems) > before:
@@ -148,6 +150,17 @@ def parse_options(cfg: Config, table: dict[str, Any] | None, problems: list[str]
         for sub, msg in driver.check(cfg, options):
             problems.append(f"{where}: {sub}: {msg}")
     return options
+
+
+def _resolve_types(cls: type) -> None:
+    """Turn string annotations (``from __future__ import annotations`` in the driver's module)
+    into the types the loader walks, in this dataclass and the ones nested in it."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        f.type = hints[f.name]
+        for inner in (f.type, *typing.get_args(f.type)):
+            if dataclasses.is_dataclass(inner) and isinstance(inner, type):
+                _resolve_types(inner)
 
 
 def build_hardware(cfg: Config) -> Hardware:

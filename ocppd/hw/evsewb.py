@@ -42,8 +42,8 @@ How the contract (hw/base.py) maps onto the board, and the board's quirks:
   after a charge when bit13 is set) offers nothing. The driver clears bit14 at start-up and
   whenever the core wants to offer current; it writes the EEPROM registers (2000, 2005) only
   when they differ, so a session costs at most one EEPROM write.
-- Faults: 1007 bit1 -> PILOT_FAULT, bit2 -> OTHER, bit5 -> GROUND_FAILURE, vehicle state 5 ->
-  pilot state F. The board opens its relay on these itself; the driver also sets the off bit
+- Faults: 1007 bit1 -> PILOT_FAULT, bit2 -> OTHER, bit5 -> GROUND_FAILURE; vehicle state 5
+  ("failure") is pilot state F only when no error bit explains it. The board opens its relay on these itself; the driver also sets the off bit
   at once, before it reports the fault. Older firmware reported the RCD error in bit4, where
   newer firmware reports a test in progress; this driver reads the newer layout.
 - The board answers 1000 with what it holds: a value other than the one written (the board was
@@ -330,6 +330,10 @@ class EvseWbBoard:
                                         active=fault in seen, detail=seen.get(fault, "")))
         u.faults = seen
         state = VEHICLE_STATES.get(vehicle, PilotState.F)
+        if vehicle == 5 and seen:
+            # "Failure" explained by an error bit: that fault is the news, not a pilot state F
+            # (which the core would report as an EV communication error).
+            state = u.pilot or PilotState.B
         if state is not u.pilot:
             u.pilot = state
             self._send(PilotChanged(connector_id=u.connector_id, state=state))

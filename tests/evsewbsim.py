@@ -15,6 +15,9 @@ a small model of the board's MCU and of an EV, with the quirks the driver must c
 - the board answers nothing while ``silent`` (a cut line, a board without power), and a request
   for another unit id is not answered either, as on a real RS-485 line.
 
+``meters`` holds register images of energy meters on the same line (other unit ids, read-only),
+so a test can show the board and a meter sharing one RS-485 bus and its one owner.
+
 The relay closes only when the EV is in C (or D, where allowed), the PWM is on, the off bit is
 clear and no error is present. Every relay change is recorded with the registers written before
 it, so a test can check that nothing closed without a command that allowed it.
@@ -28,7 +31,7 @@ import time
 import tty
 from dataclasses import dataclass
 
-from hwpeers import crc16
+from hw.hwpeers import Image, crc16
 
 RO = frozenset({1001, 1002, 1003, 1005, 1006, 1007, 2001, 2009})
 WRITABLE_RANGES = ((1000, 1007), (2000, 2017))
@@ -62,6 +65,7 @@ class EvseWbSim:
         self.errors = 0  # 1007 error bits injected
         self.charged_this_plug = False
         self.silent = False
+        self.meters: dict[int, Image] = {}
         self.requests = 0
         self.writes: list[tuple[int, int]] = []
         self.relay_log: list[RelayChange] = []
@@ -161,9 +165,21 @@ class EvseWbSim:
                 self._buf = b""  # resynchronise, as a slave does after a silent interval
                 return
             self.requests += 1
-            if self.silent or frame[0] != self.unit_id:
+            if self.silent:
                 continue
-            self._answer(self._pdu(frame))
+            if frame[0] == self.unit_id:
+                self._answer(self._pdu(frame))
+            elif frame[0] in self.meters:
+                self._answer(self._meter_pdu(frame))
+
+    def _meter_pdu(self, frame: bytes) -> bytes:
+        unit, fc = frame[0], frame[1]
+        addr, count = int.from_bytes(frame[2:4], "big"), int.from_bytes(frame[4:6], "big")
+        regs = self.meters[unit].get(fc, {})
+        if fc not in (3, 4) or any(a not in regs for a in range(addr, addr + count)):
+            return bytes([unit, fc | 0x80, 2])
+        body = b"".join(regs[a].to_bytes(2, "big") for a in range(addr, addr + count))
+        return bytes([unit, fc, len(body)]) + body
 
     def _pdu(self, frame: bytes) -> bytes:
         unit, fc = frame[0], frame[1]
