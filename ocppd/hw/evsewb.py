@@ -96,6 +96,7 @@ REG_CONFIG = 2005
 RUNTIME_BLOCK = (REG_CURRENT, 8)  # 1000..1007 in one read
 CONFIG_BLOCK = (REG_BOOT_CURRENT, 6)  # 2000..2005 in one read
 
+EVSE_STATE_PWM = 2  # 1006
 CMD_TURN_OFF = 1 << 0
 STATUS_RELAY_ON = 1 << 0
 STATUS_DIODE_FAIL = 1 << 1
@@ -139,7 +140,6 @@ class _Unit:
     written: dict[int, int] = field(default_factory=dict)  # register -> value it acknowledged
     configured: bool = False
     min_current_a: int = IEC_MIN_CURRENT_A
-    disabled: bool = False
     pilot: PilotState | None = None
     cable_a: float | None = None
     cable_known: bool = False
@@ -161,11 +161,13 @@ class EvseWbBoard:
         self._emit: Emit | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     # --- EvseBoard ----------------------------------------------------------------------------
 
     async def start(self, emit: Emit) -> None:
         self._emit = emit
+        self._closing = False
         now = self._clock()
         for u in self.units.values():
             u.last_ok_s = now
@@ -174,7 +176,10 @@ class EvseWbBoard:
     async def close(self) -> None:
         for u in self.units.values():
             u.want_off, u.want_offer_a = True, None
+        self._closing = True
         if self._task is not None:
+            # pymodbus may turn a cancellation inside a request into its own error: the flag
+            # ends the loop even then.
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -230,7 +235,7 @@ class EvseWbBoard:
         return amps if amps >= max(u.min_current_a, IEC_MIN_CURRENT_A) else 0
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             self._wake.clear()
             for u in self.units.values():
                 await self._service(u)
@@ -248,8 +253,12 @@ class EvseWbBoard:
             return
         self._answered(u)
         self._interpret(u, regs)
-        if u.disabled and self.amps_for(u) > 0:
-            u.configured = False  # re-enable at the next pass, before the offer matters
+        amps = self.amps_for(u)
+        if (amps > 0 and u.written.get(REG_CURRENT) == amps and u.written.get(REG_COMMANDS) == 0
+                and regs[6] != EVSE_STATE_PWM and u.pilot is not None and u.pilot.plugged):
+            # Told to offer, yet no PWM: the board disabled itself (2005 bit14, after a charge
+            # with bit13 set). Read the configuration again and enable it, at the next pass.
+            u.configured = False
         try:
             await self._sync(u)  # a fault seen just now sets the off bit: write it at once
         except HardwareError as exc:
@@ -289,7 +298,6 @@ class EvseWbBoard:
         if config & CONFIG_DISABLED:
             log.info("connector %d: enabling the board (2005 bit14 was set)", u.connector_id)
             await self.bus.write(u.unit_id, REG_CONFIG, [config & ~CONFIG_DISABLED])
-        u.disabled = False
         u.configured = True
 
     def _answered(self, u: _Unit) -> None:
