@@ -127,15 +127,23 @@ class Recorder:
 
 
 class Watcher:
-    """Samples the contactor while a check runs; remembers every close and what allowed it."""
+    """Samples the contactor while a check runs; remembers every close and what allowed it.
+
+    When the core withdraws its say-so the contactor has CONTACTOR_OPEN_DEADLINE_S to open: a
+    close seen within that grace is not a violation (a command on its way down a serial line).
+    """
 
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
         self.allowed: dict[int, bool] = {cid: False for cid in rig.connector_ids}
+        self.grace_until: dict[int, float] = {cid: 0.0 for cid in rig.connector_ids}
         self.violations: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
     def allow(self, connector_id: int, allowed: bool) -> None:
+        if self.allowed[connector_id] and not allowed:
+            now = asyncio.get_running_loop().time()
+            self.grace_until[connector_id] = now + CONTACTOR_OPEN_DEADLINE_S
         self.allowed[connector_id] = allowed
 
     async def __aenter__(self) -> Watcher:
@@ -151,8 +159,11 @@ class Watcher:
         assert not self.violations, "; ".join(self.violations[:3])
 
     def sample(self) -> None:
+        now = asyncio.get_running_loop().time()
         for cid in self.rig.connector_ids:
-            if self.rig.contactor_closed(cid) and not self.allowed[cid]:
+            if self.allowed[cid] or now < self.grace_until[cid]:
+                continue
+            if self.rig.contactor_closed(cid):
                 self.violations.append(f"connector {cid}: contactor closed without the "
                                        f"core's say-so")
 
