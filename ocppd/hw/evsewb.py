@@ -43,9 +43,10 @@ How the contract (hw/base.py) maps onto the board, and the board's quirks:
   whenever the core wants to offer current; it writes the EEPROM registers (2000, 2005) only
   when they differ, so a session costs at most one EEPROM write.
 - Faults: 1007 bit1 -> PILOT_FAULT, bit2 -> OTHER, bit5 -> GROUND_FAILURE; vehicle state 5
-  ("failure") is pilot state F only when no error bit explains it. The board opens its relay on these itself; the driver also sets the off bit
-  at once, before it reports the fault. Older firmware reported the RCD error in bit4, where
-  newer firmware reports a test in progress; this driver reads the newer layout.
+  ("failure") is pilot state F only when no error bit explains it. The board opens its relay
+  on these itself; the driver also sets the off bit at once, before it reports the fault.
+  Older firmware reported the RCD error in bit4, where newer firmware reports a test in
+  progress; this driver reads the newer layout.
 - The board answers 1000 with what it holds: a value other than the one written (the board was
   reset, another master wrote) is written again at the next poll.
 

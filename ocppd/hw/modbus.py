@@ -2,8 +2,9 @@
 
 This is the only module that imports pymodbus. ``ModbusBus`` owns one client (RTU or TCP) and
 serialises every request on it with an asyncio.Lock, so several meters (different unit ids) and
-an EVSE controller board (hw/evsewb.py, which also writes) can share one RS-485 line. ``ModbusMeter`` reads the registers its map names and checks them: a
-reading is either plausible or a MeterError, never a made-up number.
+an EVSE controller board (hw/evsewb.py, which also writes) can share one RS-485 line.
+``ModbusMeter`` reads the registers its map names and checks them: a reading is either plausible
+or a MeterError, never a made-up number.
 
 After a failure the bus drops its client and builds a new one on the next request, so a meter
 that was unplugged, or a TCP gateway that restarted, is picked up again without a restart.

@@ -21,9 +21,10 @@ What it models, per connector:
   nobody reads the meter.
 
 Test hooks: ``lock_fails`` (connectors whose lock does not move), ``inject_fault`` (opens the
-contactor, then reports) and ``meter_fails``. Everything runs on the event loop thread; events are handed to ``emit`` with
-``call_soon_threadsafe`` so they never re-enter the caller (the core calls ``set_offer`` while
-handling an event, and the EV's answer must arrive as a new event, as on real hardware).
+contactor, then reports) and ``meter_fails``. Everything runs on the event loop thread; events
+are handed to ``emit`` with ``call_soon_threadsafe`` so they never re-enter the caller (the core
+calls ``set_offer`` while handling an event, and the EV's answer must arrive as a new event, as
+on real hardware).
 """
 
 from __future__ import annotations

@@ -119,3 +119,12 @@ def test_example_driver_package_passes_the_conformance_kit() -> None:
                           cwd=EXAMPLE, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:]
     assert "7 passed" in done.stdout
+
+
+def test_readme_shows_the_example_driver_as_it_is() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "## Write your own driver" in readme
+    for rel in ("pyproject.toml", "lineevse_ocppd/__init__.py"):
+        body = (EXAMPLE / rel).read_text().rstrip()
+        assert f"`examples/lineevse/{rel}`:\n\n```" in readme
+        assert body in readme, f"README's copy of examples/lineevse/{rel} is out of date"

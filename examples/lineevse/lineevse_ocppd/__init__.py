@@ -51,7 +51,9 @@ class LineEvseBoard:
         self._buf = b""
         self._emit: Emit | None = None
         self._pinger: asyncio.Task[None] | None = None
-        self._want = {cid: (False, None) for cid in range(1, connectors + 1)}  # (closed, offer)
+        # What the core wants per connector: (contactor closed, offer in A or None).
+        self._want: dict[int, tuple[bool, float | None]] = {
+            cid: (False, None) for cid in range(1, connectors + 1)}
         self._last_heard_s = time.monotonic()
         self._lost = False
 

@@ -11,8 +11,8 @@ import tty
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-
 from lineevse_ocppd import LineEvseBoard
+
 from ocppd.hw import conformance
 
 
