@@ -35,7 +35,7 @@ Obligations of every implementation (``ocppd.hw.conformance`` checks each one):
      own. A board with a watchdog arms it; a board without one keeps its offer at 0 whenever
      no session is authorized, so a dead daemon leaves an idle board idle. What remains (a
      session in progress continuing at its last offer) is written in the driver's
-     ``Driver.fail_safe`` text, shown by ``ocppd --check-config``.
+     ``Driver.fail_safe`` text, which ocppd logs at start-up.
 7. Nothing here knows OCPP.
 """
 

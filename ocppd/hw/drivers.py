@@ -98,8 +98,12 @@ class DriverNotFound(LookupError):
 
 
 def find(name: str) -> Driver:
-    """Load the driver ``name``. Raises DriverNotFound with a one-line reason."""
-    where = available().get(name)
+    """Load the driver ``name``. Raises DriverNotFound with a one-line reason.
+
+    A built-in name is loaded without scanning the installed packages (that scan costs
+    start-up time on a small board); other names are looked up among the entry points.
+    """
+    where = BUILTIN.get(name) or available().get(name)
     if where is None:
         names = ", ".join(sorted(available()))
         raise DriverNotFound(f"unknown driver {name!r}; installed: {names}")
@@ -166,4 +170,6 @@ def _resolve_types(cls: type) -> None:
 def build_hardware(cfg: Config) -> Hardware:
     """The hardware for ``cfg``, built by its driver (the config loader validated it)."""
     driver = find(cfg.hardware.driver)
+    log.info("board driver %s: %s; when ocppd stops: %s", driver.name, driver.summary,
+             driver.fail_safe or "not stated by the driver")
     return driver.build(cfg, cfg.hardware.options)
