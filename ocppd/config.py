@@ -285,13 +285,18 @@ def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
         assert isinstance(value, Config)
         value = dataclasses.replace(value, source=source)
         _cross_checks(value, problems, where)
-    if not problems:  # the driver's own table, by the driver's own schema (ocppd.hw.drivers)
+    # The driver's own table, by the driver's own schema (ocppd.hw.drivers), reported together
+    # with the rest; its checks across tables need the rest to be valid first.
+    hw = data.get("hardware")
+    name = hw.get("driver", "sim") if isinstance(hw, dict) else "sim"
+    if isinstance(name, str):
         from ocppd.hw import drivers
 
-        assert isinstance(value, Config)
-        options = drivers.parse_options(value, driver_table, problems, where)
-        hardware = dataclasses.replace(value.hardware, options=options)
-        value = dataclasses.replace(value, hardware=hardware)
+        valid = value if not problems and isinstance(value, Config) else None
+        options = drivers.parse_options(name, driver_table, valid, problems, where)
+        if valid is not None and not problems:
+            hardware = dataclasses.replace(valid.hardware, options=options)
+            value = dataclasses.replace(valid, hardware=hardware)
     if problems:
         raise ConfigError(problems)
     assert isinstance(value, Config)

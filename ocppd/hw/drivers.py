@@ -120,16 +120,17 @@ def find(name: str) -> Driver:
     return obj
 
 
-def parse_options(cfg: Config, table: dict[str, Any] | None, problems: list[str],
-                  where: str) -> Any:
-    """Validate ``[hardware.NAME]`` for the selected driver; return its parsed options.
+def parse_options(name: str, table: dict[str, Any] | None, cfg: Config | None,
+                  problems: list[str], where: str) -> Any:
+    """Validate ``[hardware.NAME]`` for the driver ``name``; return its parsed options.
 
-    Called by the configuration loader (config.from_dict) once the rest of the file is valid.
+    Called by the configuration loader (config.from_dict) for every file, so these problems
+    are reported together with the others; ``cfg`` is None when the rest of the file has
+    problems, and then the driver's checks across tables are left for the next round.
     Appends one line per problem to ``problems``.
     """
     from ocppd.config import _convert  # the loader's own converter: the same error lines
 
-    name = cfg.hardware.driver
     key = f"hardware.{name}"
     if name in RESERVED:
         problems.append(f"{where}: hardware.driver: {name!r} is a [hardware] key, not a driver")
@@ -150,7 +151,7 @@ def parse_options(cfg: Config, table: dict[str, Any] | None, problems: list[str]
         options = _convert(driver.options, table or {}, key, problems, where)
         if len(problems) > before:
             return None
-    if driver.check is not None:
+    if driver.check is not None and cfg is not None:
         for sub, msg in driver.check(cfg, options):
             problems.append(f"{where}: {sub}: {msg}")
     return options

@@ -128,3 +128,11 @@ def test_readme_shows_the_example_driver_as_it_is() -> None:
         body = (EXAMPLE / rel).read_text().rstrip()
         assert f"`examples/lineevse/{rel}`:\n\n```" in readme
         assert body in readme, f"README's copy of examples/lineevse/{rel} is out of date"
+
+
+def test_driver_table_problems_come_with_the_others(tmp_path: Path) -> None:
+    hw = '[hardware]\ndriver = "evse_wb"\nnominal_voltage_v = 9\n[hardware.evse_wb]\nbus = 3\n'
+    assert sorted(problems(tmp_path, hw)) == [
+        "hardware.evse_wb.bus: must be a string, got 3",
+        "hardware.nominal_voltage_v: must be at least 100, got 9.0",
+    ]
