@@ -187,10 +187,15 @@ class EvseWbBoard:
             self._task = None
         self._emit = None
         # Last words to each board: off, 0 A (best effort: the line may be the thing that died).
-        for u in self.units.values():
-            u.written.clear()
-            with contextlib.suppress(HardwareError, TimeoutError):
-                await asyncio.wait_for(self._sync(u), self.bus.cfg.timeout_s * 2 + 1.0)
+        # One bound for all boards, so a dead line cannot eat the daemon's shutdown budget.
+        async def last_words() -> None:
+            for u in self.units.values():
+                u.written.clear()
+                with contextlib.suppress(HardwareError):
+                    await self._sync(u)
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(last_words(), self.bus.cfg.timeout_s * 2 + 1.0)
 
     def set_contactor(self, connector_id: int, closed: bool) -> None:
         u = self._unit(connector_id)
