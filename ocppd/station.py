@@ -218,6 +218,9 @@ class Station:
         self.on_tx_started: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_confirmed: list[Callable[[int, TxRecord], None]] = []
         self.on_tx_ended: list[Callable[[int, TxRecord], None]] = []
+        # Resume open transactions at start whatever system.power_loss says: the last run
+        # stopped for a restart that keeps the sessions (a package upgrade).
+        self.resume_open_transactions = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -775,7 +778,8 @@ class Station:
             c = self.connectors.get(tx.connector_id)
             if c is None:
                 continue
-            if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
+            resume = self.cfg.system.power_loss == "resume" or self.resume_open_transactions
+            if resume and c.pilot.plugged:
                 c.tx = tx
                 log.info("connector %d: resuming transaction %d after restart", c.id, tx.local_id)
                 continue
