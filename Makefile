@@ -43,9 +43,11 @@ deb-check:
 ## The installed package under a real systemd: boots clean Debian 12 and 13 containers
 ## (systemd-nspawn), apt installs dist/*.deb and checks unit, status, watchdog, upgrade, purge.
 ## Needs root, systemd-container and debootstrap; never part of `make test`.
+## SYSTEM_CHECK_ARGS=--arm64 adds an install and a session in an arm64 root (qemu-user-static).
 SYSTEM_SUITES ?= bookworm trixie
+SYSTEM_CHECK_ARGS ?=
 system-check: venv deb
-	$(PY) scripts/system_check.py --suites $(SYSTEM_SUITES)
+	$(PY) scripts/system_check.py --suites $(SYSTEM_SUITES) $(SYSTEM_CHECK_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench-results.json demo-run

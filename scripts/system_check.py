@@ -1,7 +1,8 @@
 """The installed package under a real systemd: boot clean Debian containers with systemd as
 PID 1 (systemd-nspawn --boot), `apt install` the built .deb, and check what an installer sees.
 
-    sudo .venv/bin/python scripts/system_check.py [--suites bookworm trixie] [--deb PATH]
+    sudo .venv/bin/python scripts/system_check.py [--suites bookworm trixie] [--arm64]
+                                                  [--deb PATH]
 
 Run by `make system-check` (never by `make test`). Needs root, systemd-container and
 debootstrap. The containers share the host's network, so the test Central System
@@ -369,9 +370,121 @@ async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one l
     return c.failed
 
 
+def arm64_tarball(suite: str) -> Path:
+    """A minbase arm64 root, bootstrapped once through qemu user-mode emulation."""
+    tarball = CACHE / f"{suite}-arm64-minbase.tar.gz"
+    if tarball.is_file():
+        return tarball
+    tmp = Path(tempfile.mkdtemp(prefix=f"bootstrap-{suite}-arm64-", dir=CACHE))
+    tmp.chmod(0o755)
+    say(f"debootstrap --arch=arm64 {suite} (qemu; cached afterwards in {tarball})")
+    try:
+        run("debootstrap", "--arch=arm64", "--variant=minbase", "--foreign", suite, str(tmp),
+            MIRROR, timeout=1800)
+        run("chroot", str(tmp), "/debootstrap/debootstrap", "--second-stage", timeout=1800)
+        run("tar", "-C", str(tmp), "-czf", f"{tarball}.part", ".", timeout=600)
+        os.replace(f"{tarball}.part", tarball)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return tarball
+
+
+async def check_arm64(suite: str, deb: Path) -> list[str]:
+    """Install and a short session in an arm64 root by qemu user-mode emulation: a chroot, not
+    a booted system (systemd under qemu-user is not what a Pi runs either way), so the daemon
+    runs in the foreground as user ocppd."""
+    from csms import CentralSystem
+
+    t0 = time.monotonic()
+    name = f"{suite}-arm64"
+    work = Path(tempfile.mkdtemp(prefix=f"system-{name}-", dir=CACHE))
+    root = work / "root"
+    root.mkdir(mode=0o755)
+    run("tar", "-C", str(root), "-xzf", str(arm64_tarball(suite)), timeout=600)
+    root.chmod(0o755)
+    shutil.copy(Path("/etc/resolv.conf"), root / "etc/resolv.conf")
+    (root / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")  # no services here
+    (root / "usr/sbin/policy-rc.d").chmod(0o755)
+    shutil.copy(deb, root / "tmp/ocppd.deb")
+    mounts: list[Path] = []
+    c = Checks(name)
+    daemon: subprocess.Popen[bytes] | None = None
+
+    def chroot(script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run("chroot", str(root), "env", "-i", PATH_ENV, "LANG=C.UTF-8",
+                   "DEBIAN_FRONTEND=noninteractive", "sh", "-c", script, check=check,
+                   timeout=1200)
+
+    async def sh(script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(chroot, script, check=check)
+
+    def start_daemon() -> subprocess.Popen[bytes]:
+        """ocppd in the foreground as user ocppd (setpriv execs it: signals reach it)."""
+        with open(work / "ocppd-arm64.log", "wb") as log:
+            return subprocess.Popen(
+                ["chroot", str(root), "env", "-i", PATH_ENV, "LANG=C.UTF-8",
+                 "setpriv", "--reuid=ocppd", "--regid=ocppd", "--init-groups",
+                 "ocppd", "--config", "/etc/ocppd.toml"],
+                stdout=log, stderr=subprocess.STDOUT)
+
+    try:
+        for target, args in (("proc", ("-t", "proc", "proc")), ("dev/pts", ("--bind", "/dev/pts"))):
+            run("mount", *args, str(root / target))
+            mounts.append(root / target)
+        async with CentralSystem() as cs:
+
+            async def install() -> str:
+                out = (await sh("apt-get update -q >/dev/null && apt-get install -y -q "
+                                "--no-install-recommends /tmp/ocppd.deb")).stdout
+                arch = (await sh("uname -m; python3 --version")).stdout.split()
+                return f"{out.count('Setting up')} packages on {arch[0]}, Python {arch[-1]}"
+
+            await c.check("apt install ./ocppd.deb", install)
+
+            async def check_config() -> str:
+                out = (await sh("ocppd --check-config")).stdout
+                assert "not configured" in out, out
+                return out.strip()[-40:]
+
+            await c.check("ocppd --check-config on the installed file", check_config)
+
+            async def session() -> str:
+                nonlocal daemon
+                await sh(f"cat >/etc/ocppd.toml <<'EOF'\n{config_text(cs.url)}\nEOF")
+                await sh("install -d -o ocppd -g ocppd -m 0750 /run/ocppd /var/lib/ocppd")
+                daemon = await asyncio.to_thread(start_daemon)
+                await cs.wait_for("BootNotification", timeout=120)
+                await cs.wait_for("StatusNotification", lambda p: p["connectorId"] == 1,
+                                  timeout=60)
+                await sh("ocppctl plug 1 && ocppctl swipe CARD-ARM64")
+                await cs.wait_for("StartTransaction", timeout=60)
+                await cs.wait_for("StatusNotification", lambda p: p["status"] == "Charging",
+                                  timeout=60)
+                daemon.terminate()
+                code = await asyncio.to_thread(daemon.wait, 60)
+                stop = (await cs.wait_for("StopTransaction", timeout=10))[0]
+                assert code == 0, code
+                return f"Charging, then SIGTERM: exit {code}, StopTransaction {stop['reason']}"
+
+            await c.check("a session on the simulator (user ocppd)", session)
+    finally:
+        if daemon is not None and daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        for m in reversed(mounts):
+            run("umount", str(m), check=False)
+        if run("grep", "-q", f" {work}/", "/proc/mounts", check=False).returncode != 0:
+            shutil.rmtree(work, ignore_errors=True)
+    say(f"[{name}] {'FAILED: ' + ', '.join(c.failed) if c.failed else 'passed'} "
+        f"in {time.monotonic() - t0:.0f} s")
+    return c.failed
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--suites", nargs="+", default=["bookworm", "trixie"])
+    p.add_argument("--suites", nargs="*", default=["bookworm", "trixie"])
+    p.add_argument("--arm64", action="store_true",
+                   help="also install and run a session in an arm64 bookworm root (qemu)")
     p.add_argument("--deb", type=Path, help="default: the newest dist/ocppd_*_all.deb")
     args = p.parse_args()
     if os.geteuid() != 0:
@@ -387,11 +500,18 @@ def main() -> int:
     if deb is None:
         print("system_check: no dist/ocppd_*_all.deb: run make deb first", file=sys.stderr)
         return 2
+    if args.arm64 and not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").is_file():
+        print("system_check: --arm64 needs qemu: apt-get install qemu-user-static "
+              "binfmt-support; update-binfmts --enable qemu-aarch64", file=sys.stderr)
+        return 2
     CACHE.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     failed = {s: asyncio.run(check_suite(s, deb)) for s in args.suites}
+    if args.arm64:
+        failed["arm64"] = asyncio.run(check_arm64("bookworm", deb))
     bad = [f"{s}: {', '.join(f)}" for s, f in failed.items() if f]
-    say(f"system check {'FAILED' if bad else 'passed'} for {' '.join(args.suites)} "
+    checked = " ".join([*args.suites, *(["arm64"] if args.arm64 else [])])
+    say(f"system check {'FAILED' if bad else 'passed'} for {checked} "
         f"in {time.monotonic() - t0:.0f} s" + (f" ({'; '.join(bad)})" if bad else ""))
     return 1 if bad else 0
 
