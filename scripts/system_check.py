@@ -338,6 +338,37 @@ async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one l
             await c.check("apt upgrade during a session: restart keeps the transaction open",
                           upgrade_during_session)
 
+            async def soft_reset() -> str:
+                from ocpp.v16 import call
+
+                before = await show("NRestarts", "MainPID")
+                conf = await cs.call(CP_ID, call.Reset(type="Soft"))
+                assert conf.status == "Accepted", conf
+                st = await unit(lambda s: s["NRestarts"] != before["NRestarts"] and
+                                s["ActiveState"] == "active" and
+                                s["StatusText"].startswith("connected"),
+                                "NRestarts", "ActiveState", "StatusText", "MainPID")
+                assert st["NRestarts"] != before["NRestarts"], st
+                assert st["MainPID"] != before["MainPID"], st
+                return f"exit 75, restarted by the unit (NRestarts {st['NRestarts']})"
+
+            await c.check("Reset Soft: exit 75 and systemd restarts the daemon", soft_reset)
+
+            async def hard_reset_allowed() -> str:
+                pid = (await show("MainPID"))["MainPID"]
+                ok = await sh(f"pkcheck --action-id org.freedesktop.login1.reboot "
+                              f"--process {pid}", check=False)
+                assert ok.returncode == 0, ok.stdout + ok.stderr
+                other = await sh("runuser -u nobody -- sleep 30 >/dev/null 2>&1 & sleep 1; "
+                                 "q=$(pgrep -u nobody -n -x sleep); [ -n \"$q\" ] || exit 99; "
+                                 "pkcheck --action-id org.freedesktop.login1.reboot "
+                                 "--process $q; r=$?; pkill -u nobody -x sleep; exit $r",
+                                 check=False)
+                assert other.returncode not in (0, 99), other.stdout + other.stderr
+                return "polkit allows the daemon to reboot, not user nobody"
+
+            await c.check("Reset Hard: polkit lets the daemon (only) reboot", hard_reset_allowed)
+
             async def watchdog() -> str:
                 before = await show("NRestarts", "MainPID")
                 await sh(f"kill -STOP {before['MainPID']}")
