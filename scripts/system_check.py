@@ -359,11 +359,12 @@ async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one l
                 ok = await sh(f"pkcheck --action-id org.freedesktop.login1.reboot "
                               f"--process {pid}", check=False)
                 assert ok.returncode == 0, ok.stdout + ok.stderr
-                other = await sh("runuser -u nobody -- sleep 30 >/dev/null 2>&1 & sleep 1; "
-                                 "q=$(pgrep -u nobody -n -x sleep); [ -n \"$q\" ] || exit 99; "
+                # setpriv execs sleep as nobody, so $! is a process of user nobody
+                other = await sh("setpriv --reuid=nobody --regid=nogroup --clear-groups "
+                                 "sleep 30 >/dev/null 2>&1 & q=$!; sleep 0.5; "
+                                 "[ \"$(stat -c %U /proc/$q)\" = nobody ] || exit 99; "
                                  "pkcheck --action-id org.freedesktop.login1.reboot "
-                                 "--process $q; r=$?; pkill -u nobody -x sleep; exit $r",
-                                 check=False)
+                                 "--process $q; r=$?; kill $q; exit $r", check=False)
                 assert other.returncode not in (0, 99), other.stdout + other.stderr
                 return "polkit allows the daemon to reboot, not user nobody"
 
