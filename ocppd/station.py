@@ -256,6 +256,9 @@ class Station:
         # after recovery, before any output is applied: restore limits from storage
         self.on_recovered: list[Callable[[], None]] = []
         self.charger_limit_a: float | None = None  # ChargePointMax (smart charging), A/phase
+        # Resume open transactions at start whatever system.power_loss says: the last run
+        # stopped for a restart that keeps the sessions (a package upgrade).
+        self.resume_open_transactions = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -1022,7 +1025,8 @@ class Station:
             if tx.stop_requested:
                 self._finish_asked_stop(c, tx)
                 continue
-            if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
+            resume = self.cfg.system.power_loss == "resume" or self.resume_open_transactions
+            if resume and c.pilot.plugged:
                 # Everything that decides the contactor comes back from storage: the session,
                 # its parentIdTag, the idTag verdict (and energy cap); availability and
                 # reservations were restored in start().

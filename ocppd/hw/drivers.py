@@ -171,6 +171,8 @@ def _resolve_types(cls: type) -> None:
 def build_hardware(cfg: Config) -> Hardware:
     """The hardware for ``cfg``, built by its driver (the config loader validated it)."""
     driver = find(cfg.hardware.driver)
+    hardware = driver.build(cfg, cfg.hardware.options)
+    # After the build: a set-up failure is its one line alone (HardwareError, exit 69).
     log.info("board driver %s: %s; when ocppd stops: %s", driver.name, driver.summary,
              driver.fail_safe or "not stated by the driver")
-    return driver.build(cfg, cfg.hardware.options)
+    return hardware
