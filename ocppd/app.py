@@ -62,6 +62,32 @@ log = logging.getLogger("ocppd")
 SHUTDOWN_BUDGET_S = 5.0
 CS_ROOTS_BUNDLE = "central-system-roots.pem"  # in the state directory, see _central_system_ca
 
+# A file of this name in the runtime directory ($RUNTIME_DIRECTORY, /run/ocppd under the unit)
+# asks the daemon to treat its next stop as a restart that keeps the charging sessions: the
+# package's postinst leaves it before the upgrade restart. Used once, then deleted.
+KEEP_SESSIONS_MARKER = "keep-sessions-on-stop"
+# In the store: the last run stopped for such a restart; its open transactions resume.
+RESUME_AFTER_RESTART_KEY = "daemon.resume_after_restart"
+
+
+def _take_keep_sessions_marker() -> bool:
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not runtime:
+        return False
+    try:
+        os.unlink(os.path.join(runtime, KEEP_SESSIONS_MARKER))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("keep-sessions marker: %s; sessions are kept anyway", exc)
+    return True
+
+
+def not_configured_message(cfg: Config) -> str:
+    where = cfg.source or config.DEFAULT_PATH
+    return (f"not configured: set {' and '.join(config.IDENTITY_KEYS)} in {where}, "
+            "then: systemctl restart ocppd")
+
 
 class WallClock:
     """UTC wall clock; optionally corrected by the Central System's currentTime."""
@@ -82,13 +108,24 @@ class WallClock:
 
 
 def build_hardware(cfg: Config) -> Hardware:
-    if cfg.hardware.driver == "sim":
-        from ocppd.hw.sim import build_sim_hardware
+    """The board driver named in [hardware] driver, from the plugin registry (hw/drivers.py)."""
+    from ocppd.hw import drivers
 
-        return build_sim_hardware(cfg)
-    from ocppd.hw.realboard import build_real_hardware
+    return drivers.build_hardware(cfg)
 
-    return build_real_hardware(cfg)
+
+async def close_hardware(hw: Hardware) -> None:
+    """Release hardware that no station took over (start-up failed before it existed)."""
+    with contextlib.suppress(Exception):
+        await hw.board.close()
+    for meter in hw.meters.values():
+        with contextlib.suppress(Exception):
+            await meter.close()
+    for closer in hw.extra_closers:
+        with contextlib.suppress(Exception):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 def _restore_sim_registers(hw: Hardware, store: Store) -> None:
@@ -163,8 +200,18 @@ class Daemon:
 
     # --- setup ------------------------------------------------------------------------------------
 
+    def _ensure_dir(self, key: str, directory: Path) -> None:
+        """Subdirectories of the unit's state and runtime directories are ours to create."""
+        try:
+            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                [f"{self.cfg.source}: {key}: cannot create directory {directory}: "
+                 f"{exc.strerror or exc}"]) from None
+
     def _open_store(self) -> Store:
         s = self.cfg.storage
+        self._ensure_dir("storage.path", s.path.parent)
         return Store.open(
             s.path,
             move_aside_corrupt=s.move_aside_corrupt,
@@ -312,12 +359,21 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if not cfg.configured:
+            return await self._run_not_configured()
         self.notifier.status("starting")
+        # The hardware first: its outputs go to the safe state (contactors open) before
+        # anything else, and a board that cannot be set up is the only line in the log.
+        hw = self._hardware or build_hardware(cfg)
         try:
             self.store = store = self._open_store()
         except StorageError as exc:
             log.error("storage: %s", exc)
+            await close_hardware(hw)
             return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
+        except BaseException:
+            await close_hardware(hw)
+            raise
         try:
             # the pseudonymisation key lives next to the database (the state directory)
             privacy.configure(cfg.storage.path.parent,
@@ -331,7 +387,6 @@ class Daemon:
             for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):
                 if secret:
                     register_secret(secret)  # never in a log line, whatever logs it
-            hw = self._hardware or build_hardware(cfg)
             if cfg.hardware.driver == "sim":
                 _restore_sim_registers(hw, store)
             self.station = station = Station(
@@ -381,6 +436,10 @@ class Daemon:
                 on_connect_failed=on_connect_failed,
             )
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
+            if store.get_setting(RESUME_AFTER_RESTART_KEY) is not None:
+                store.delete_setting(RESUME_AFTER_RESTART_KEY)
+                station.resume_open_transactions = True
+            self._ensure_dir("control.socket", cfg.control.socket.parent)
             self.control = ControlServer(
                 ControlApiImpl(self), cfg.control.socket, mode=cfg.control.mode
             )
@@ -389,6 +448,8 @@ class Daemon:
             if self.smart is not None:
                 self.smart.apply()
         except BaseException:
+            if self.station is None:
+                await close_hardware(hw)  # otherwise the station's close releases it
             await self._teardown(stop_reason=None)
             raise
         # Everything allocated so far lives as long as the daemon: keep it out of the cyclic
@@ -419,10 +480,39 @@ class Daemon:
             reason = None if cfg.system.power_loss == "resume" else StopReason.REBOOT
             if self.reset_hard is not None:
                 reason = None  # the reset already stopped the transactions
+            elif _take_keep_sessions_marker():
+                # A package upgrade restarts us: the car keeps its session. Transactions stay
+                # open, as after a power cut with power_loss = "resume", and the next start
+                # resumes those whose EV is still plugged in (the others stop, PowerLoss).
+                log.info("stopping for a restart: charging sessions stay open and resume")
+                reason = None
+                store.set_setting(RESUME_AFTER_RESTART_KEY, self.wall().isoformat())
             await self._teardown(stop_reason=reason, tasks=tasks)
         if self.reset_hard:
             self._reboot()
         return self.exit_code
+
+    async def _run_not_configured(self) -> int:
+        """The shipped configuration: no identity, no Central System. Stay up (no restart
+        loop), say what to do in ``systemctl status``, and start nothing of a charger."""
+        message = not_configured_message(self.cfg)
+        log.warning("%s", message)
+        self.notifier.ready()
+        self.notifier.status(message)
+        tasks: list[asyncio.Future[Any]] = []
+        interval = watchdog_interval_s()
+        if interval is not None:
+            tasks.append(asyncio.ensure_future(run_watchdog(self.notifier, interval)))
+        try:
+            await self.stop_event.wait()
+        finally:
+            self.notifier.stopping()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+        return 0
 
     async def _teardown(
         self, *, stop_reason: StopReason | None, tasks: list[asyncio.Future[Any]] | None = None

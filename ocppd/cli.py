@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ocppd import __version__, config
-from ocppd.errors import ConfigError
+from ocppd.errors import ConfigError, HardwareError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,28 +31,59 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def preflight(cfg: config.Config) -> list[str]:
+    """What the daemon would refuse at start beyond the schema, one line per problem naming
+    its key: the meter maps and the [ocpp] table. ``--check-config`` and the daemon both run
+    it, so a configuration the check passes does not fail at start for these reasons."""
+    from ocppd.hw.metermap import load_meter_map
+    from ocppd.ocpp.v16.keys import initial_problems, standard_keys
+
+    where = cfg.source or "<config>"
+    problems: list[str] = []
+    for name, meter in cfg.meters.items():
+        try:
+            load_meter_map(meter.model)
+        except ConfigError as exc:
+            problems.extend(f"{where}: meters.{name}.model: {p}" for p in exc.problems)
+    defs = standard_keys(connectors=max(1, len(cfg.connectors)))
+    problems.extend(f"{where}: {p}" for p in initial_problems(defs, cfg.ocpp))
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         cfg = config.load(args.config)
+        problems = preflight(cfg)
     except ConfigError as exc:
-        for line in exc.problems:
+        problems = exc.problems
+    if problems:
+        for line in problems:
             print(line, file=sys.stderr)
         return os.EX_CONFIG
     if args.check_config:
-        print(f"{args.config}: OK")
+        if not cfg.configured:
+            print(f"{args.config}: OK, but not configured: set "
+                  f"{' and '.join(config.IDENTITY_KEYS)}; until then ocppd starts no charger")
+        else:
+            print(f"{args.config}: OK")
         return 0
     from ocppd import app
     from ocppd.systemd import setup_logging
 
     setup_logging(cfg.logging.level, log_frames=cfg.logging.log_frames)
+    log = logging.getLogger("ocppd")
+    # From here on the log is the one channel: under systemd stderr is the journal too, so a
+    # line both logged and printed would appear twice.
     try:
         return app.run(cfg)
     except ConfigError as exc:
         for line in exc.problems:
-            logging.getLogger("ocppd").error("%s", line)
-            print(line, file=sys.stderr)
-        return os.EX_CONFIG
+            log.error("%s", line)
+        return exc.exit_code
+    except HardwareError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
     except KeyboardInterrupt:  # pragma: no cover - SIGINT is handled inside the loop
         return 0
 

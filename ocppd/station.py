@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -160,6 +161,9 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         self.on_tx_ended: list[Callable[[int, TxRecord], None]] = []
         # after recovery, before any output is applied: restore limits from storage
         self.on_recovered: list[Callable[[], None]] = []
+        # Resume open transactions at start whatever system.power_loss says: the last run
+        # stopped for a restart that keeps the sessions (a package upgrade).
+        self.resume_open_transactions = False
 
     # --- the core ---------------------------------------------------------------------------------
 
@@ -172,7 +176,9 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
             stop_on_invalid_id=p.stop_on_invalid_id,
             max_energy_on_invalid_id_wh=p.max_energy_on_invalid_id_wh,
             charger_max_a=self.cfg.hardware.max_current_a,
-            resume_after_power_loss=self.cfg.system.power_loss == "resume",
+            resume_after_power_loss=(
+                self.cfg.system.power_loss == "resume" or self.resume_open_transactions
+            ),
         )
 
     def _step(self, event: Event) -> list[Job]:
@@ -293,6 +299,11 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         for meter in self.hw.meters.values():
             with contextlib.suppress(Exception):
                 await meter.close()
+        for closer in self.hw.extra_closers:  # shared parts (a Modbus line), after their users
+            with contextlib.suppress(Exception):
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
         self._tasks.spawn(coro, name=name)

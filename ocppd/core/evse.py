@@ -43,6 +43,7 @@ class Fault(StrEnum):
     METER_FAILURE = "meter_failure"
     OVER_TEMPERATURE = "over_temperature"
     READER_FAILURE = "reader_failure"
+    BOARD_LINK_LOST = "board_link_lost"  # the driver cannot reach its board (serial/Modbus line)
     OTHER = "other"
 
 

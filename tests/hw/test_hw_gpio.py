@@ -287,3 +287,68 @@ async def test_factory_builds_board_meters_on_shared_buses_and_readers(rig: Rig)
             if asyncio.iscoroutine(result):
                 await result
         await server.stop()
+
+
+# --- issue 15: which pin library, and one clear line when there is none ------------------------
+
+
+async def test_board_logs_the_pin_factory_and_spi_in_use(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="ocppd.hw.realboard")
+    board = rig.board([connector()])
+    try:
+        line = next(r.getMessage() for r in caplog.records if "pin factory" in r.getMessage())
+    finally:
+        await board.close()
+    assert "MockFactory" in line, line
+    # under the mock factory the MCP3008 is bit-banged: that is worth a word in the log
+    assert "software SPI" in line, line
+
+
+def test_missing_pin_library_names_the_pin_and_what_to_install(tmp_path: Path) -> None:
+    """No usable gpiozero pin factory (this machine is no Pi): one line, no traceback, an exit
+    code the unit does not restart on."""
+    import os
+    import subprocess
+    import sys
+
+    from ocppd.errors import HardwareError
+
+    text = f"""
+[charge_point]
+id = "CP-1"
+[central_system]
+url = "ws://127.0.0.1:9/ocpp"
+[hardware]
+driver = "gpio"
+[[connectors]]
+meter = "main"
+[connectors.contactor]
+pins = [17]
+[connectors.pilot]
+pwm = "sysfs"
+[buses.rs485]
+type = "tcp"
+host = "127.0.0.1"
+tcp_port = 9
+[meters.main]
+model = "sdm630"
+bus = "rs485"
+[storage]
+path = "{tmp_path / "db.sqlite"}"
+[control]
+socket = "{tmp_path / "ctl.sock"}"
+"""
+    cfg = tmp_path / "ocppd.toml"
+    cfg.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPIOZERO_")}
+    env["JOURNAL_STREAM"] = ""
+    proc = subprocess.run([sys.executable, "-m", "ocppd", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == HardwareError.exit_code, (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "connectors[1].contactor" in lines[0] and "17" in lines[0], lines[0]
+    assert "python3-lgpio" in lines[0], lines[0]
