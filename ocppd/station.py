@@ -1,5 +1,8 @@
 """The station: the shell around the session core (ocppd/core/session).
 
+(A little above 400 lines: the effect executor, the lifecycle and the one-step commands stay
+together; sessions, metering and recording are its mixins in ocppd/shell.)
+
 The core decides; this module carries its effects out and tells it what happened. It speaks
 to the hardware through ocppd.hw.base, to storage through ocppd.storage.Store, and to the
 Central System only through ``CentralPort`` (ocppd/ports.py), which the OCPP 1.6 adapter
