@@ -21,9 +21,10 @@ import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ocppd import __version__, config
+from ocppd import __version__, config, privacy, security
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
 from ocppd.core.model import StopReason
@@ -36,7 +37,9 @@ from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
 from ocppd.ocpp.v16.profile_switch import SecurityProfileSwitch
+from ocppd.ocpp.v16.security import SecurityLog
 from ocppd.ocpp.validate import Validator
+from ocppd.security import SecurityEventType, security_event
 from ocppd.station import Refused as StationRefused
 from ocppd.station import Station
 from ocppd.storage import Store
@@ -50,12 +53,14 @@ from ocppd.systemd import (
 )
 
 if TYPE_CHECKING:
+    from ocppd.ocpp.v16.certificates import CertificateService
     from ocppd.ocpp.v16.firmware import FirmwareService
     from ocppd.ocpp.v16.smartcharging import SmartCharging
 
 log = logging.getLogger("ocppd")
 
 SHUTDOWN_BUDGET_S = 5.0
+CS_ROOTS_BUNDLE = "central-system-roots.pem"  # in the state directory, see _central_system_ca
 
 
 class WallClock:
@@ -71,6 +76,8 @@ class WallClock:
         offset = their_now - datetime.now(UTC)
         if abs((offset - self.offset).total_seconds()) > 2:
             log.warning("clock corrected by %.1f s from the Central System", offset.total_seconds())
+            security_event(SecurityEventType.SETTING_SYSTEM_TIME,
+                           f"time from the Central System: offset {offset.total_seconds():+.1f} s")
             self.offset = offset
 
 
@@ -153,6 +160,8 @@ class Daemon:
         self.security_profile: SecurityProfileSwitch | None = None
         self.bus: EventBus | None = None  # ocppctl watch and the web page
         self.web: Any = None  # ocppd.web.WebServer when [web] enabled
+        self.seclog: SecurityLog | None = None
+        self.certs: CertificateService | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -163,6 +172,7 @@ class Daemon:
             move_aside_corrupt=s.move_aside_corrupt,
             outbox_max_messages=s.outbox_max_messages,
             tx_samples_max=s.stop_txn_data_max_samples,
+            security_log_max=self.cfg.security.security_log_max_entries,
         )
 
     def _keys(self, store: Store) -> Keys:
@@ -190,7 +200,7 @@ class Daemon:
             charge_point_id=self.cfg.charge_point.id,
             security_profile=profile,
             password=password,
-            ca_file=cs.ca_file,
+            ca_file=self._central_system_ca(),
             client_cert_file=cs.client_cert_file,
             client_key_file=cs.client_key_file,
             insecure_skip_tls_verify=cs.insecure_skip_tls_verify,
@@ -202,6 +212,27 @@ class Daemon:
             ping_interval_s=float(keys.get_int("WebSocketPingInterval")),
             log_frames=self.cfg.logging.log_frames,
         )
+
+    def _central_system_ca(self) -> Path | None:
+        """What the link trusts for the Central System's certificate.
+
+        Security Whitepaper: installed CentralSystemRootCertificates are the trust anchors of
+        the Central System. With any installed, the link trusts exactly those and
+        central_system.ca_file (if set), no longer the system store: a bundle of them is
+        written next to the database and used from the next connection on. Without any, the
+        configuration decides alone (ca_file, else the system store).
+        """
+        cs = self.cfg.central_system
+        roots = [] if self.store is None else self.store.certificates("central_system_root")
+        if not roots:
+            return cs.ca_file
+        parts = [cs.ca_file.read_text()] if cs.ca_file else []
+        parts += [r.pem for r in roots]
+        bundle = self.cfg.storage.path.parent / CS_ROOTS_BUNDLE
+        tmp = bundle.with_name(bundle.name + ".tmp")
+        tmp.write_text("\n".join(p.strip() for p in parts) + "\n")
+        tmp.replace(bundle)
+        return bundle
 
     # --- features loaded on demand ----------------------------------------------------------------
     #
@@ -220,8 +251,10 @@ class Daemon:
 
         for action in ("SetChargingProfile", "ClearChargingProfile", "GetCompositeSchedule"):
             cp.handlers[action] = on_first(action, self.smart_charging)
-        for action in ("UpdateFirmware", "GetDiagnostics"):
+        for action in ("UpdateFirmware", "SignedUpdateFirmware", "GetDiagnostics", "GetLog"):
             cp.handlers[action] = on_first(action, self.firmware_management)
+        for action in ("InstallCertificate", "GetInstalledCertificateIds", "DeleteCertificate"):
+            cp.handlers[action] = on_first(action, self.certificate_management)
         cp.smart = self.smart_charging
         if store.has_profiles():
             self.smart_charging()
@@ -251,6 +284,21 @@ class Daemon:
             smart.register(self.cp.handlers)
             self.station.on_tx_started.append(lambda cid, tx: smart.apply())
         return self.smart
+
+    def certificate_management(self) -> CertificateService:
+        """Certificate management (Security Whitepaper), loaded and wired on first use."""
+        if self.certs is None:
+            from ocppd.ocpp.v16.certificates import CertificateService
+
+            assert self.store is not None and self.cp is not None
+            self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
+                                            wall=self.wall)
+            self.certs.register(self.cp.handlers)
+            keys, link = self.cp.keys, self.cp.link
+            # a changed Central System root applies from the next connection on
+            self.certs.on_central_system_roots_changed.append(
+                lambda: link.update(self.link_settings(keys)))
+        return self.certs
 
     def firmware_management(self) -> FirmwareService:
         """The Firmware Management profile, loaded and wired on first use."""
@@ -283,6 +331,14 @@ class Daemon:
             log.error("storage: %s", exc)
             return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
         try:
+            # the pseudonymisation key lives next to the database (the state directory)
+            privacy.configure(cfg.storage.path.parent,
+                              reveal_id_tags=cfg.security.reveal_id_tags)
+        except OSError as exc:
+            log.error("storage.path: cannot read or create the pseudonymisation key: %s", exc)
+            store.close()
+            return os.EX_CONFIG
+        try:
             keys = self._keys(store)
             for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):
                 if secret:
@@ -304,6 +360,10 @@ class Daemon:
                 sleep=self.sleep,
             )
             station.attach(cp)
+            self.seclog = SecurityLog(store=store, cp=cp, keys=keys, wall=self.wall,
+                                      monotonic=self.monotonic, sleep=self.sleep)
+            security.attach(self.seclog.record)
+            security_event(SecurityEventType.STARTUP_OF_THE_DEVICE, f"ocppd {__version__} started")
             cp.load_plugins = lambda: load_data_transfer_plugins(cp)
             # STATUS= follows events (connection, registration, connector statuses): no timer
             cp.on_change.append(lambda: self.notifier.status(self.status_line()))
@@ -353,8 +413,10 @@ class Daemon:
         gc.freeze()
         self.notifier.ready()
         self.notifier.status(self.status_line())
+        assert self.seclog is not None
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),
+            asyncio.ensure_future(self.seclog.run()),
         ]
         interval = watchdog_interval_s()
         if interval is not None:
@@ -416,6 +478,8 @@ class Daemon:
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.stop()
+        if self.seclog is not None:
+            security.detach()  # later events wait in memory for the next recorder
         if self.store is not None:
             self.store.close()
 
@@ -424,6 +488,8 @@ class Daemon:
     def _key_changed(self, keys: Keys, name: str) -> None:
         if name == "AuthorizationKey":
             register_secret(keys.get(name))
+            security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+                           "AuthorizationKey changed")
         if name in ("AuthorizationKey", "SecurityProfile", "WebSocketPingInterval"):
             assert self.cp is not None
             self.cp.link.update(self.link_settings(keys))
@@ -431,6 +497,8 @@ class Daemon:
                 self.cp.request_reconnect(f"{name} changed")
 
     def _on_reset(self, hard: bool) -> None:
+        security_event(SecurityEventType.RESET_OR_REBOOT,
+                       "hard reset: reboot" if hard else "soft reset: service restart")
         self.reset_hard = hard
         # Soft: exit with the code the unit restarts on; Hard: reboot after a clean shutdown.
         self.exit_code = 0 if hard else self.cfg.system.soft_reset_exit_code

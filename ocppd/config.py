@@ -267,6 +267,17 @@ class SystemConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecurityConfig:
+    """[security]: firmware trust, file-transfer TLS, personal data, the security log."""
+
+    allow_unsigned_firmware: bool = _f(False, doc="install UpdateFirmware images (no signature)")
+    allow_insecure_firmware_download: bool = _f(False, doc="http:// and ftp:// for UpdateFirmware")
+    transfer_ca_file: Path | None = _f(None, doc="CA for HTTPS/FTPS file servers")
+    reveal_id_tags: bool = _f(False, doc="idTags in clear in logs and exports")
+    security_log_max_entries: int = _f(10_000, lo=100, hi=1_000_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     """The whole /etc/ocppd.toml, validated."""
 
@@ -283,6 +294,7 @@ class Config:
     web: WebConfig = _f(WebConfig())
     logging: LoggingConfig = _f(LoggingConfig())
     system: SystemConfig = _f(SystemConfig())
+    security: SecurityConfig = _f(SecurityConfig())
     ocpp: dict[str, str | int | bool | float] = _f({}, doc="initial OCPP configuration keys")
     source: Path | None = _f(None, internal=True)
 
@@ -350,6 +362,9 @@ def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
         p = getattr(cfg.central_system, key)
         if p is not None and not p.is_file():
             bad(f"central_system.{key}", f"no such file: {p}")
+    p = cfg.security.transfer_ca_file
+    if p is not None and not p.is_file():
+        bad("security.transfer_ca_file", f"no such file: {p}")
     if cfg.central_system.reconnect_min_s > cfg.central_system.reconnect_max_s:
         bad("central_system.reconnect_min_s", "is larger than reconnect_max_s")
     if not cfg.connectors:

@@ -47,6 +47,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
+from ocppd.privacy import tag
 from ocppd.storage import AuthEntry, Reservation, Store, TxRecord
 from ocppd.tasks import TaskSet
 
@@ -544,9 +545,9 @@ class Station:
     async def _card(self, id_tag: str) -> None:
         try:
             msg = await self.swipe(id_tag, None)
-            log.info("card %s: %s", id_tag, msg)
+            log.info("card %s: %s", tag(id_tag), msg)
         except Refused as exc:
-            log.info("card %s refused: %s", id_tag, exc)
+            log.info("card %s refused: %s", tag(id_tag), exc)
 
     # --- sessions ---------------------------------------------------------------------------------
 
@@ -811,7 +812,7 @@ class Station:
                 "connector %d: transaction %d started for %s at %d Wh",
                 c.id,
                 local_id,
-                id_tag,
+                tag(id_tag),
                 meter_start,
                 extra={"CONNECTOR_ID": c.id},
             )
@@ -922,7 +923,7 @@ class Station:
                     log.warning(
                         "connector %d: idTag %s rejected by the Central System (%s)",
                         c.id,
-                        c.tx.id_tag,
+                        tag(c.tx.id_tag if c.tx else None),
                         cred.status.value,
                     )
                 self._judge_id_tag(c)
@@ -1016,7 +1017,7 @@ class Station:
         if self.policy.authorize_remote_tx:  # §5.11: behave like a local start
             ok, cred = await self._authorize(id_tag)
             if not ok:
-                log.info("remote start for %s refused by authorization", id_tag)
+                log.info("remote start for %s refused by authorization", tag(id_tag))
                 return
             parent = cred.parent_id_tag if cred else None
         if self._usable(c):

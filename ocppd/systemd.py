@@ -24,8 +24,9 @@ Journal field convention: pass upper-case keys through ``extra=`` and they becom
 Names must match journald's rules (``[A-Z0-9_]``, not starting with ``_``); the stderr format
 ignores them. Every record is also tagged ``SYSLOG_IDENTIFIER=ocppd``.
 
-Secrets (the AuthorizationKey, FTP passwords, ...) are registered with ``register_secret`` and
-replaced by ``***`` in every message that reaches a handler set up here.
+Secrets (the AuthorizationKey, ...) are registered with ``register_secret`` and replaced by
+``***`` in every message that reaches a handler set up here; so are passwords inside URLs, and
+idTags in frames and payloads are pseudonymised (``ocppd.privacy.scrub``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ import socket
 import sys
 import time
 from typing import Any, TextIO
+
+from ocppd import privacy
 
 # python3-systemd is optional (Recommends, not Depends) and imported when first needed: the
 # journal module only when logging to the journal, the daemon module at the first notification.
@@ -238,23 +241,22 @@ def redact(text: str) -> str:
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces registered secrets in the message and any traceback of a record.
+    """Replaces registered secrets, URL credentials and idTags (privacy.scrub) in the message
+    and any traceback of a record.
 
     The record is rewritten in place (message formatted, args dropped) because the journal
     handler also sends the raw ``msg``/``args`` attributes.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _secrets:
-            return True
         message = record.getMessage()
-        clean = redact(message)
+        clean = privacy.scrub(redact(message))
         if clean != message:
             record.msg, record.args = clean, None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            clean_exc = redact(record.exc_text)
+            clean_exc = privacy.scrub(redact(record.exc_text))
             if clean_exc != record.exc_text:
                 # exc_info would be formatted again from the live exception: drop it
                 record.exc_text, record.exc_info = clean_exc, None

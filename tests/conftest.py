@@ -46,3 +46,16 @@ async def no_task_leaks() -> None:  # type: ignore[misc]
     for t in pending:
         t.cancel()
     assert not pending, f"test left tasks running: {[t.get_coro() for t in pending]}"
+
+
+@pytest.fixture(autouse=True)
+def no_stray_security_events() -> Iterator[None]:
+    """Security events are buffered process-wide until a daemon attaches its security log
+    (ocppd.security): one test's events must not land in the next test's daemon."""
+    from ocppd import security
+
+    security.detach()
+    security.clear_pending()
+    yield
+    security.detach()
+    security.clear_pending()

@@ -155,6 +155,20 @@ class _CP(OcppChargePoint):
     async def on_fw(self, **_: Any) -> Any:
         return call_result.FirmwareStatusNotification()
 
+    # OCPP 1.6 Security Whitepaper messages the charge point initiates
+    @on(Action.security_event_notification)
+    async def on_security_event(self, **_: Any) -> Any:
+        self._maybe_fail("SecurityEventNotification")
+        return call_result.SecurityEventNotification()
+
+    @on(Action.signed_firmware_status_notification)
+    async def on_signed_fw(self, **_: Any) -> Any:
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    async def on_log_status(self, **_: Any) -> Any:
+        return call_result.LogStatusNotification()
+
 
 class CentralSystem:
     """Start with ``async with CentralSystem() as cs:``; ``cs.url`` is the base URL."""

@@ -10,24 +10,29 @@ Web routes:
 - PUT  /postonly/{name}   405; POST (multipart, field "file") stores it
 - PUT  /fail/{name}       500
 Every request is recorded in ``hits`` as "METHOD path".
+
+Both serve TLS when given a server certificate (``WebPeer(ssl=...)``: https://;
+``FtpPeer(root, tls=(cert, key))``: explicit FTPS, AUTH TLS with protected data connections).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl as ssl_module
 import threading
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.handlers import FTPHandler, TLS_FTPHandler
 from pyftpdlib.servers import FTPServer
 
 
 class WebPeer:
-    def __init__(self) -> None:
+    def __init__(self, ssl: ssl_module.SSLContext | None = None) -> None:
+        self.ssl = ssl
         self.files: dict[str, bytes] = {}
         self.uploads: dict[str, bytes] = {}
         self.hits: list[str] = []
@@ -39,7 +44,7 @@ class WebPeer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> WebPeer:
         app = web.Application()
@@ -52,7 +57,7 @@ class WebPeer:
         app.router.add_put("/fail/{name}", self._fail)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
@@ -126,20 +131,28 @@ class FtpPeer:
 
     user, password = "fw", "pw"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, tls: tuple[Path, Path] | None = None,
+                 user: str | None = None, password: str | None = None) -> None:
         self.root = root
+        self.tls = tls
+        self.user = user or self.user
+        self.password = password or self.password
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         authorizer = DummyAuthorizer()
         authorizer.add_user(self.user, self.password, str(root), perm="elradfmwMT")
-        handler = type("Handler", (FTPHandler,), {"authorizer": authorizer,
-                                                   "passive_ports": None})
+        attrs: dict[str, Any] = {"authorizer": authorizer, "passive_ports": None}
+        if tls is not None:
+            attrs.update(certfile=str(tls[0]), keyfile=str(tls[1]), tls_control_required=True,
+                         tls_data_required=True)
+        handler = type("Handler", (TLS_FTPHandler if tls else FTPHandler,), attrs)
         self._server = FTPServer(("127.0.0.1", 0), handler)
         self.port = self._server.socket.getsockname()[1]
 
     @property
     def url(self) -> str:
-        return f"ftp://{self.user}:{self.password}@127.0.0.1:{self.port}"
+        scheme = "ftps" if self.tls else "ftp"
+        return f"{scheme}://{self.user}:{self.password}@127.0.0.1:{self.port}"
 
     def _serve(self) -> None:
         while not self._stop.is_set():

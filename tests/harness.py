@@ -35,6 +35,7 @@ def sim_config_text(
     hardware: dict[str, Any] | None = None,
     cable: str = "socket",
     db: Path | None = None,
+    security: dict[str, Any] | None = None,
 ) -> str:
     def table(values: dict[str, Any] | None) -> str:
         out = []
@@ -76,6 +77,8 @@ socket = "{tmp_path / "control.sock"}"
 level = "debug"
 [system]
 {table({"reboot_command": ["/bin/true"], **(system or {})})}
+[security]
+{table(security)}
 [ocpp]
 {table(o)}
 """

@@ -48,6 +48,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
+from ocppd.privacy import tag
 
 log = logging.getLogger(__name__)
 
@@ -420,7 +421,7 @@ class SimCardReader:
         """A card is held to the reader: ``on_card(id_tag)`` runs on the loop, soon."""
         if self._on_card is None or self._loop is None:
             raise HardwareError("simulated card reader is not started")
-        log.info("sim card reader: card %s presented", id_tag)
+        log.info("sim card reader: card %s presented", tag(id_tag))
         self._loop.call_soon_threadsafe(self._on_card, id_tag)
 
 

@@ -53,6 +53,7 @@ from ocppd.ocpp.rpc import (
     Reply,
 )
 from ocppd.ocpp.validate import Validator
+from ocppd.security import SecurityEventType, security_event
 
 log = logging.getLogger("ocppd.link")
 frames_log = logging.getLogger("ocppd.ocpp.frames")  # ocppd.systemd.FRAMES_LOGGER
@@ -159,6 +160,14 @@ def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def _security_event_of(exc: BaseException, message: str) -> None:
+    """Security Whitepaper security events a failed connect may be."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        security_event(SecurityEventType.INVALID_CENTRAL_SYSTEM_CERTIFICATE, message)
+    elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
+        security_event(SecurityEventType.FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM, message)
 
 
 def _explain(exc: BaseException, s: LinkSettings, url: str) -> str:
@@ -572,7 +581,10 @@ class Link:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             await session.close()
-            self._fail(_explain(exc, s, url))
+            message = _explain(exc, s, url)
+            if message != self.stats.last_error:  # a change of error, not every retry
+                _security_event_of(exc, message)
+            self._fail(message)
             return None
         if ws.protocol != SUBPROTOCOL:
             # OCPP-J §3.1.2: without the agreed subprotocol the server may speak anything

@@ -113,6 +113,35 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE transactions ADD COLUMN parent_id_tag TEXT;
     """,
+    # 4: OCPP 1.6 Security Whitepaper: the security log and the certificate store.
+    # security_log: every security event, the newest ``security_log_max_entries``; critical
+    # ones are delivered to the Central System (SecurityEventNotification), queued here until
+    # confirmed. delivery: 'none' (not critical), 'pending', 'sent', 'failed' (given up after
+    # TransactionMessageAttempts).
+    """
+    CREATE TABLE security_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        tech_info TEXT,
+        delivery TEXT NOT NULL CHECK (delivery IN ('none', 'pending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL
+    );
+    CREATE INDEX security_log_pending ON security_log(id) WHERE delivery = 'pending';
+    CREATE INDEX security_log_by_time ON security_log(at);
+    -- Security Whitepaper certificate management: installed root certificates (PEM), by use
+    -- ('central_system_root' or 'manufacturer_root'); the fingerprint (SHA-256 of the DER)
+    -- makes installing the same certificate twice a no-op
+    CREATE TABLE certificates (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        use TEXT NOT NULL CHECK (use IN ('central_system_root', 'manufacturer_root')),
+        fingerprint TEXT NOT NULL,
+        pem TEXT NOT NULL,
+        installed_at TEXT NOT NULL,
+        UNIQUE (use, fingerprint)
+    );
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ocppd.storage.auth import AuthMixin
+from ocppd.storage.certs import CertificatesMixin
 from ocppd.storage.db import Database
 from ocppd.storage.outbox import OutboxMixin, dumps
 from ocppd.storage.records import (
@@ -26,14 +27,17 @@ from ocppd.storage.records import (
     dt_from_text,
     dt_to_text,
 )
+from ocppd.storage.seclog import SecurityLogMixin
 from ocppd.storage.transactions import TransactionsMixin
 
 EVENTS_MAX = 5000  # diagnostics ring: newest events kept
 
 
-class Store(TransactionsMixin, OutboxMixin, AuthMixin):
-    def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int) -> None:
+class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
+    def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int,
+                 security_log_max: int = 10_000) -> None:
         self._db = db
+        self._seclog_max = security_log_max
         self._outbox_max = outbox_max_messages
         self._outbox_n: int | None = None
         self._over_cap_warned = False
@@ -45,7 +49,7 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
     @classmethod
     def open(cls, path: Path, *, move_aside_corrupt: bool = False,
              outbox_max_messages: int = 50_000, tx_samples_max: int = 1000,
-             max_size_bytes: int | None = None) -> Store:
+             max_size_bytes: int | None = None, security_log_max: int = 10_000) -> Store:
         """Open (creating or upgrading) the store at ``path``.
 
         A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
@@ -57,7 +61,8 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
             raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
         db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt,
                            max_size_bytes=max_size_bytes)
-        return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max)
+        return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max,
+                   security_log_max=security_log_max)
 
     def close(self) -> None:
         try:
@@ -194,6 +199,18 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin):
     def reservation_delete(self, reservation_id: int) -> None:
         with self._db.write("delete a reservation"):
             self._db.exec("DELETE FROM reservations WHERE reservation_id = ?", (reservation_id,))
+
+    def id_tags_seen(self) -> set[str]:
+        """Every idTag the store holds (transactions, cache, local list, reservations): what an
+        export must not show in clear (ocppd.privacy.scrub_known)."""
+        rows = self._db.rows(
+            "read idTags",
+            "SELECT id_tag FROM transactions UNION SELECT stop_id_tag FROM transactions"
+            " UNION SELECT parent_id_tag FROM transactions"
+            " UNION SELECT id_tag FROM auth_cache UNION SELECT parent_id_tag FROM auth_cache"
+            " UNION SELECT id_tag FROM local_list UNION SELECT parent_id_tag FROM local_list"
+            " UNION SELECT id_tag FROM reservations UNION SELECT parent_id_tag FROM reservations")
+        return {r[0] for r in rows if r[0]}
 
     # --- diagnostics events (a ring of the newest EVENTS_MAX) ---------------------------------
 

@@ -64,10 +64,13 @@ def fw_config(tmp_path: Path, cs: CentralSystem, *, installer: str = "ok") -> Co
         "fail": 'echo "image rejected" >&2; exit 3',
     }
     cmd = script(tmp_path, f"install-{installer}.sh", bodies[installer])
+    # These tests are about the §5.19 sequence, over plain HTTP/FTP with unsigned images: both
+    # need the installer's explicit opt-in (the defaults are tested in test_firmware_security).
     return sim_config(
         tmp_path,
         cs.url,
         system={"firmware_install_command": [str(cmd)], "firmware_dir": str(tmp_path / "fw")},
+        security={"allow_unsigned_firmware": True, "allow_insecure_firmware_download": True},
     )
 
 
@@ -336,7 +339,8 @@ async def test_tc_045_1_get_diagnostics_uploads_the_logs(
         await wait_diag(cs, "Uploaded")
         assert diag_statuses(cs) == ["Uploading", "Uploaded"]
         files = members(webpeer.uploads[conf.file_name])
-        assert set(files) == {"state.json", "events.log", "journal.log"}
+        assert set(files) == {"state.json", "events.log", "security.log", "journal.log"}
+        assert "StartupOfTheDevice" in files["security.log"]
         assert "meter_backwards connector 1" in files["events.log"]
         assert "old_event" not in files["events.log"]  # startTime honoured
         state = json.loads(files["state.json"])

@@ -222,7 +222,7 @@ async def test_charging_profiles_persist_across_restart(cs: CentralSystem, tmp_p
         assert d.smart is not None  # loaded at start-up: a stored profile must limit at once
         await booted(cs)
         await charging(cs, d)
-        await wait_until(lambda: sim(d).view(1).offer_a == 20, timeout=1.0, what="persisted max")
+        await wait_until(lambda: sim(d).view(1).offer_a == 20, timeout=5.0, what="persisted max")
 
 
 # --- Local Auth List ------------------------------------------------------------------------------

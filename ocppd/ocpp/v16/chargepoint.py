@@ -36,6 +36,7 @@ from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCa
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.keys import ChangeResult, Keys
 from ocppd.ocpp.validate import Validator
+from ocppd.privacy import scrub, tag
 from ocppd.station import Station
 from ocppd.storage import AuthEntry, OutboxItem, Store, TxRecord
 from ocppd.tasks import TaskSet
@@ -153,7 +154,7 @@ class ChargePoint:
         try:
             conf = await self.link.call("Authorize", {"idTag": id_tag})
         except (LinkDown, CallTimeout, OcppCallError) as exc:
-            log.warning("Authorize for %s failed: %s", id_tag, exc)
+            log.warning("Authorize for %s failed: %s", tag(id_tag), exc)
             return None
         return mapping.credential(conf["idTagInfo"])
 
@@ -565,7 +566,8 @@ class ChargePoint:
                 attempts,
                 why,
             )
-            self.store.log_event(self.wall(), "outbox_discarded", f"{item.action} {item.payload}")
+            self.store.log_event(self.wall(), "outbox_discarded",
+                                 scrub(f"{item.action} {item.payload}"))
             self.store.outbox_remove(item.seq)
             self._retry_due.pop(item.seq, None)
             return True

@@ -1,4 +1,5 @@
-"""OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics.
+"""OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics, with the Security
+Whitepaper's SignedUpdateFirmware and GetLog.
 
 Rules followed, with the spec section where they live:
 - UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
@@ -18,58 +19,68 @@ Rules followed, with the spec section where they live:
   Uploading, then Uploaded or UploadFailed (§4.4, §7.24), with the same retry rules.
 - Idle (§7.25, §7.24) is only what TriggerMessage reports while nothing happens.
 
-Transfers: HTTP(S) with aiohttp (download GET; upload PUT, POST multipart/form-data if the
-server answers 405), FTP(S) with ftplib in a worker thread. For FTP the URL's path is relative to
-the login directory (RFC 1738) and GetDiagnostics' location is a directory; for HTTP the file
-name is appended only when the location ends with "/".
+Security (Security Whitepaper ed. 3; issue "a charger nobody can take over"):
+- UpdateFirmware images carry no signature, and the install command runs as root: they are
+  refused (InstallationFailed, nothing downloaded) unless the installer set
+  ``security.allow_unsigned_firmware``; then every install is a WARNING and a security event.
+  Signed images come with SignedUpdateFirmware (signed_firmware.py).
+- http:// and ftp:// give neither server authentication nor integrity: refused for firmware
+  (DownloadFailed) unless ``security.allow_insecure_firmware_download``.
+- https:// and ftps:// verify the server's certificate chain and host name against the CA the
+  OCPP link trusts (``central_system.ca_file``; ``security.transfer_ca_file`` when set; the
+  system store otherwise), TLS 1.2 or newer (whitepaper: TLS 1.2 minimum). ftplib's FTP_TLS
+  verifies nothing by default: it gets that same context.
+- The downloaded file is mode 0600 in a 0700 directory, and is only handed to the install
+  command after the checks above; it is never executed by ocppd itself.
+- Credentials in a location (``ftp://user:password@host/``) never reach a log line or the
+  persisted job: only ``privacy.redact_url(location)`` is logged and stored.
+
+- GetLog (Security Whitepaper): DiagnosticsLog is the GetDiagnostics archive, SecurityLog the
+  security log as text; LogStatusNotification with the requestId.
+
+Transfers (HTTP(S), FTP(S), retries) live in transfers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ftplib
+import hashlib
 import json
 import logging
 import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
-
-from ocppd import __version__
+from ocppd import __version__, pki, privacy
 from ocppd.config import Config
-from ocppd.errors import OcppdError
 from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
+from ocppd.ocpp.v16.certificates import trusted_roots
+from ocppd.ocpp.v16.transfers import CHUNK_BYTES, RetryPolicy, download, tls_context, upload
+from ocppd.privacy import redact_url
+from ocppd.security import SecurityEventType, security_event
 from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
 log = logging.getLogger("ocppd.firmware")
 
-_T = TypeVar("_T")
-
 JOB_KEY = FIRMWARE_JOB_KEY  # the persisted UpdateFirmware job (JSON), see Phase
-DEFAULT_ATTEMPTS = 3  # §5.19: when retries is absent "the Charge Point decides"
-DEFAULT_RETRY_INTERVAL_S = 60
-CONNECT_TIMEOUT_S = 30.0
-READ_TIMEOUT_S = 60.0
 JOURNAL_TIMEOUT_S = 30.0
 IDLE_RECHECK_S = 5.0
-CHUNK_BYTES = 64 * 1024
 
 
 class FirmwareStatus(StrEnum):
-    """OCPP 1.6 §7.25 FirmwareStatus."""
+    """OCPP 1.6 §7.25 FirmwareStatus; the last three only in SignedFirmwareStatusNotification
+    (Security Whitepaper FirmwareStatusEnumType)."""
 
     DOWNLOADED = "Downloaded"
     DOWNLOAD_FAILED = "DownloadFailed"
@@ -78,6 +89,15 @@ class FirmwareStatus(StrEnum):
     INSTALLATION_FAILED = "InstallationFailed"
     INSTALLING = "Installing"
     INSTALLED = "Installed"
+    SIGNATURE_VERIFIED = "SignatureVerified"
+    INVALID_SIGNATURE = "InvalidSignature"
+    INSTALL_SCHEDULED = "InstallScheduled"
+
+
+#: what FirmwareStatusNotification (unsigned) may carry, OCPP 1.6 §7.25
+PLAIN_STATUSES = frozenset(FirmwareStatus) - {
+    FirmwareStatus.SIGNATURE_VERIFIED, FirmwareStatus.INVALID_SIGNATURE,
+    FirmwareStatus.INSTALL_SCHEDULED}
 
 
 class DiagnosticsStatus(StrEnum):
@@ -100,166 +120,22 @@ class Phase(StrEnum):
     INSTALLED = "installed"  # the command succeeded; restarting into the new firmware
 
 
-class TransferError(OcppdError):
-    """A download or upload failed (HTTP status, truncated body, refused connection, FTP)."""
-
-
-class UnsupportedProtocol(TransferError):
-    """The location's scheme is none of ftp, ftps, http, https: retrying cannot help."""
-
-
-# what aiohttp, ftplib and the file system raise; translated to TransferError once, below
-_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError, OSError, TimeoutError, *ftplib.all_errors)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
-    attempts: int
-    interval_s: float
-
-    @classmethod
-    def from_request(cls, p: dict[str, Any]) -> RetryPolicy:
-        retries = p.get("retries")
-        interval = p.get("retryInterval")
-        return cls(attempts=DEFAULT_ATTEMPTS if retries is None else max(1, int(retries)),
-                   interval_s=float(DEFAULT_RETRY_INTERVAL_S if interval is None
-                                    else max(0, interval)))
-
-    async def run(self, what: str, transfer: Callable[[], Awaitable[_T]]) -> _T | None:
-        """``transfer()`` until it succeeds, at most ``attempts`` times ``interval_s`` apart; an
-        unsupported protocol is not retried. None when every attempt failed (each is logged)."""
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await transfer()
-            except (TransferError, OSError) as exc:
-                log.warning("%s failed (attempt %d of %d): %s", what, attempt, self.attempts, exc)
-                if isinstance(exc, UnsupportedProtocol):
-                    break
-                if attempt < self.attempts:
-                    await asyncio.sleep(self.interval_s)
-        log.error("%s failed", what)
-        return None
-
-
-# --- transfers ------------------------------------------------------------------------------------
-
-
-def _scheme(url: str) -> str:
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in ("http", "https", "ftp", "ftps"):
-        raise UnsupportedProtocol(f"unsupported protocol {scheme or '(none)'!r} in {url}")
-    return scheme
-
-
-def _timeout() -> aiohttp.ClientTimeout:
-    return aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_S,
-                                 sock_read=READ_TIMEOUT_S)
-
-
-def _ftp_login(url: str) -> tuple[ftplib.FTP, str]:
-    u = urlsplit(url)
-    ftp: ftplib.FTP = ftplib.FTP_TLS(timeout=READ_TIMEOUT_S) if u.scheme == "ftps" \
-        else ftplib.FTP(timeout=READ_TIMEOUT_S)
-    try:
-        ftp.connect(u.hostname or "", u.port or 21, timeout=CONNECT_TIMEOUT_S)
-        ftp.login(unquote(u.username or "anonymous"), unquote(u.password or ""))
-        if isinstance(ftp, ftplib.FTP_TLS):
-            ftp.prot_p()
-    except BaseException:
-        ftp.close()
-        raise
-    return ftp, unquote(u.path).lstrip("/")  # RFC 1738: relative to the login directory
-
-
-def _ftp_get(url: str, dest: Path) -> int:
-    ftp, path = _ftp_login(url)
-    with contextlib.closing(ftp), dest.open("wb") as f:
-        try:
-            expected: int | None = ftp.size(path)
-        except ftplib.error_perm:
-            expected = None  # SIZE is optional (RFC 3659)
-        ftp.retrbinary(f"RETR {path}", f.write, blocksize=CHUNK_BYTES)
-        got = f.tell()
-        with contextlib.suppress(*ftplib.all_errors):
-            ftp.quit()
-    if expected is not None and got != expected:
-        raise TransferError(f"truncated download: {got} of {expected} bytes")
-    return got
-
-
-def _ftp_put(url: str, src: Path, name: str) -> None:
-    ftp, directory = _ftp_login(url)
-    target = str(PurePosixPath(directory) / name) if directory else name
-    with contextlib.closing(ftp), src.open("rb") as f:
-        ftp.storbinary(f"STOR {target}", f, blocksize=CHUNK_BYTES)
-        with contextlib.suppress(*ftplib.all_errors):
-            ftp.quit()
-
-
-async def download(url: str, dest: Path) -> int:
-    """Fetch ``url`` into ``dest`` (through a .part file); the number of bytes. TransferError."""
-    scheme = _scheme(url)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        if scheme in ("ftp", "ftps"):
-            got = await asyncio.to_thread(_ftp_get, url, part)
-        else:
-            got = await _http_get(url, part)
-        part.replace(dest)
-        return got
-    except TransferError:
-        raise
-    except _LIBRARY_ERRORS as exc:
-        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
-    finally:
-        part.unlink(missing_ok=True)
-
-
-async def _http_get(url: str, part: Path) -> int:
-    async with aiohttp.ClientSession(timeout=_timeout()) as session, session.get(url) as resp:
-        if resp.status != 200:
-            raise TransferError(f"HTTP {resp.status} {resp.reason}")
-        expected, got = resp.content_length, 0
-        with part.open("wb") as f:
-            async for chunk in resp.content.iter_chunked(CHUNK_BYTES):
-                f.write(chunk)
-                got += len(chunk)
-    if expected is not None and got != expected:
-        raise TransferError(f"truncated download: {got} of {expected} bytes")
-    return got
-
-
-async def upload(url: str, src: Path, name: str) -> None:
-    """Send ``src`` as ``name`` to the location ``url``. TransferError."""
-    scheme = _scheme(url)
-    try:
-        if scheme in ("ftp", "ftps"):
-            await asyncio.to_thread(_ftp_put, url, src, name)
-        else:
-            await _http_put(url + name if url.endswith("/") else url, src, name)
-    except TransferError:
-        raise
-    except _LIBRARY_ERRORS as exc:
-        raise TransferError(f"{type(exc).__name__}: {exc}") from exc
-
-
-async def _http_put(url: str, src: Path, name: str) -> None:
-    body = await asyncio.to_thread(src.read_bytes)  # a diagnostics archive: small
-    async with aiohttp.ClientSession(timeout=_timeout()) as session:
-        async with session.put(url, data=body,
-                               headers={"Content-Type": "application/octet-stream"}) as resp:
-            status, reason = resp.status, resp.reason
-        if status == 405:  # the server only takes form uploads
-            form = aiohttp.FormData()
-            form.add_field("file", body, filename=name, content_type="application/octet-stream")
-            async with session.post(url, data=form) as resp:
-                status, reason = resp.status, resp.reason
-    if not 200 <= status < 300:
-        raise TransferError(f"HTTP {status} {reason}")
-
-
 # --- the service ----------------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _scrub_file(path: Path, id_tags: set[str]) -> None:
+    text = path.read_text(errors="replace")
+    clean = privacy.scrub_known(privacy.scrub(text), id_tags)
+    if clean != text:
+        path.write_text(clean)
 
 
 def _safe_name(text: str) -> str:
@@ -284,6 +160,7 @@ class FirmwareService:
         self._inherited = self._load()  # a job a previous run left: its outcome is reported
         self._update: asyncio.Task[None] | None = None
         self._diag: asyncio.Task[None] | None = None
+        self._getlog: asyncio.Task[None] | None = None
         self._tasks = TaskSet(log, "firmware")
         self._tx_ended = asyncio.Event()
         self.cp.firmware_status = FirmwareStatus.IDLE.value
@@ -291,7 +168,9 @@ class FirmwareService:
 
     def register(self, handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]) -> None:
         handlers["UpdateFirmware"] = self._on_update_firmware
+        handlers["SignedUpdateFirmware"] = self._on_signed_update_firmware
         handlers["GetDiagnostics"] = self._on_get_diagnostics
+        handlers["GetLog"] = self._on_get_log
         self.cp.on_accepted.append(self._on_accepted)
         self.station.on_tx_ended.append(lambda cid, tx: self._tx_ended.set())
         if getattr(self.cp, "online", False):
@@ -329,10 +208,19 @@ class FirmwareService:
 
     # --- statuses ---------------------------------------------------------------------------------
 
-    async def _firmware(self, status: FirmwareStatus) -> bool:
-        self.cp.firmware_status = status.value
+    async def _firmware(self, status: FirmwareStatus,
+                        job: dict[str, Any] | None = None) -> bool:
+        """Report ``status``: SignedFirmwareStatusNotification for a SignedUpdateFirmware job
+        (with its requestId), FirmwareStatusNotification otherwise."""
+        request_id = None if job is None else job.get("request_id")
+        if status in PLAIN_STATUSES:  # what a triggered FirmwareStatusNotification reports
+            self.cp.firmware_status = status.value
         log.info("firmware status %s", status.value)
-        conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
+        if request_id is None:
+            conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
+        else:
+            conf = await self.cp.send("SignedFirmwareStatusNotification",
+                                      {"status": status.value, "requestId": request_id})
         return conf is not None
 
     async def _diagnostics(self, status: DiagnosticsStatus) -> None:
@@ -348,57 +236,160 @@ class FirmwareService:
         policy = RetryPolicy.from_request(p)
 
         async def start() -> None:
-            if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
-                log.warning("UpdateFirmware %s ignored: an installation is under way", location)
+            refused = self._refusal(location)
+            if refused is not None:  # the update in progress, if any, goes on
+                await self._firmware(refused)
+                self.cp.firmware_status = FirmwareStatus.IDLE.value
                 return
-            if self._update is not None and not self._update.done():
-                log.warning("UpdateFirmware %s replaces the update in progress", location)
-                self._update.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._update
-            self._inherited = None  # a new request supersedes what a previous run left
-            self._update = self._spawn(self._run_update(location, retrieve_at, policy))
+            job = self._new_job(location)
+            await self._start(job, self._run_update(job, location, retrieve_at, policy))
 
         return Reply({}, then=start)
 
-    async def _run_update(self, location: str, retrieve_at: datetime, policy: RetryPolicy) -> None:
-        job: dict[str, Any] = {"location": location,
-                               "previous_version": self.cfg.charge_point.firmware_version,
-                               "blocked": []}
+    # --- SignedUpdateFirmware (Security Whitepaper, secure firmware update) ----------------------
+
+    async def _on_signed_update_firmware(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        """The signing certificate is checked before answering (InvalidCertificate), the
+        signature over the image after the download and before anything is installed
+        (SignatureVerified or InvalidSignature). The transport may be plain: the signature, not
+        the server, vouches for the image."""
+        fw, request_id = p["firmware"], int(p["requestId"])
+        location = fw["location"]
+        try:
+            chain = pki.load_pem_chain(fw["signingCertificate"])
+            pki.verify_chain(chain, trusted_roots(self.store, "manufacturer_root"), self.wall())
+        except pki.CertificateError as exc:
+            log.error("SignedUpdateFirmware %d (%s) refused: signing certificate: %s",
+                      request_id, redact_url(location), exc)
+            security_event(SecurityEventType.INVALID_FIRMWARE_SIGNING_CERTIFICATE, str(exc))
+            return {"status": "InvalidCertificate"}
+        if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
+            return {"status": "Rejected"}  # an installation cannot be cancelled
+        busy = self._update is not None and not self._update.done()
+        retrieve_at = mapping.parse_iso(fw["retrieveDateTime"])
+        install_at = mapping.parse_iso(fw["installDateTime"]) if fw.get("installDateTime") \
+            else None
+        policy = RetryPolicy.from_request(p)
+        job = self._new_job(location, request_id=request_id)
+
+        async def verify(path: Path) -> bool:
+            try:
+                await asyncio.to_thread(pki.verify_file_signature, path, fw["signature"],
+                                        chain[0])
+            except pki.SignatureError as exc:
+                log.error("firmware %s: %s; not installed", path.name, exc)
+                security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                               f"request {request_id}: {path.name}: {exc}")
+                await self._firmware(FirmwareStatus.INVALID_SIGNATURE, job)
+                return False
+            log.info("firmware %s: signature verified", path.name)
+            await self._firmware(FirmwareStatus.SIGNATURE_VERIFIED, job)
+            delay_s = 0.0 if install_at is None else (install_at - self.wall()).total_seconds()
+            if delay_s > 0:
+                await self._firmware(FirmwareStatus.INSTALL_SCHEDULED, job)
+                await asyncio.sleep(delay_s)
+            return True
+
+        async def start() -> None:
+            await self._start(job, self._update_steps(job, location, retrieve_at, policy, verify))
+
+        # Whitepaper: a new request cancels the one in progress, said with AcceptedCanceled
+        return Reply({"status": "AcceptedCanceled" if busy else "Accepted"}, then=start)
+
+    def _new_job(self, location: str, **extra: Any) -> dict[str, Any]:
+        # the persisted job never holds the location's credentials
+        return {"location": redact_url(location),
+                "previous_version": self.cfg.charge_point.firmware_version, "blocked": [],
+                **extra}
+
+    async def _start(self, job: dict[str, Any], run: Coroutine[Any, Any, None]) -> None:
+        shown = job["location"]
+        if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
+            log.warning("firmware update %s ignored: an installation is under way", shown)
+            run.close()
+            return
+        if self._update is not None and not self._update.done():
+            log.warning("firmware update %s replaces the update in progress", shown)
+            self._update.cancel()
+            with contextlib.suppress(BaseException):
+                await self._update
+        self._inherited = None  # a new request supersedes what a previous run left
+        log.info("firmware update from %s", shown)
+        self._update = self._spawn(run)
+
+    def _refusal(self, location: str) -> FirmwareStatus | None:
+        """Why an UpdateFirmware (unsigned) request is not even downloaded; None: go ahead."""
+        sec, shown = self.cfg.security, redact_url(location)
+        if not sec.allow_unsigned_firmware:
+            log.error("UpdateFirmware %s refused: the image has no signature and"
+                      " security.allow_unsigned_firmware is false (signed firmware comes with"
+                      " SignedUpdateFirmware)", shown)
+            security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                           f"unsigned firmware refused: {shown}")
+            return FirmwareStatus.INSTALLATION_FAILED
+        scheme = urlsplit(location).scheme.lower()
+        if scheme in ("http", "ftp") and not sec.allow_insecure_firmware_download:
+            log.error("UpdateFirmware %s refused: %s:// neither authenticates the server nor"
+                      " protects the image (use https:// or ftps://, or set"
+                      " security.allow_insecure_firmware_download)", shown, scheme)
+            return FirmwareStatus.DOWNLOAD_FAILED
+        return None
+
+    async def _run_update(self, job: dict[str, Any], location: str, retrieve_at: datetime,
+                          policy: RetryPolicy) -> None:
         # Cancelled (shutdown, or replaced by a newer request): the persisted phase stays, so
         # after a restart the outcome is still reported; a replacing job overwrites it.
-        await self._update_steps(job, retrieve_at, policy)
+        await self._update_steps(job, location, retrieve_at, policy, self._accept_unsigned)
 
-    async def _update_steps(self, job: dict[str, Any], retrieve_at: datetime,
-                            policy: RetryPolicy) -> None:
-        location = job["location"]
+    async def _accept_unsigned(self, path: Path) -> bool:
+        """The installer allowed unsigned images (checked in ``_refusal``): said every time."""
+        digest = await asyncio.to_thread(_sha256, path)
+        log.warning("installing UNSIGNED firmware %s (sha256 %s): allowed by"
+                    " security.allow_unsigned_firmware", path.name, digest)
+        security_event(SecurityEventType.INVALID_FIRMWARE_SIGNATURE,
+                       f"unsigned firmware installed (allowed by configuration): {path.name}"
+                       f" sha256 {digest}")
+        return True
+
+    async def _update_steps(self, job: dict[str, Any], location: str, retrieve_at: datetime,
+                            policy: RetryPolicy,
+                            verify: Callable[[Path], Awaitable[bool]]) -> None:
+        """Download, ``verify``, wait for idle, install. ``location`` may hold credentials: it
+        is used for the transfer only; logs and the job show ``job["location"]``."""
+        shown = job["location"]
         self._save(job, Phase.WAITING)
         delay_s = (retrieve_at - self.wall()).total_seconds()
         if delay_s > 0:
-            log.info("firmware %s: download at %s (in %.0f s)", location,
+            log.info("firmware %s: download at %s (in %.0f s)", shown,
                      mapping.iso(retrieve_at), delay_s)
             await asyncio.sleep(delay_s)
         self._save(job, Phase.DOWNLOADING)
-        await self._firmware(FirmwareStatus.DOWNLOADING)
+        await self._firmware(FirmwareStatus.DOWNLOADING, job)
         path = await self._download(location, policy)
         if path is None:
             self._forget()
-            await self._firmware(FirmwareStatus.DOWNLOAD_FAILED)
+            await self._firmware(FirmwareStatus.DOWNLOAD_FAILED, job)
             self.cp.firmware_status = FirmwareStatus.IDLE.value
             return
         self._save(job, Phase.AWAITING_IDLE)
-        await self._firmware(FirmwareStatus.DOWNLOADED)
+        await self._firmware(FirmwareStatus.DOWNLOADED, job)
+        # Nothing downloaded reaches the install command before it passed ``verify``.
+        if not await verify(path):
+            path.unlink(missing_ok=True)
+            self._forget()
+            self.cp.firmware_status = FirmwareStatus.IDLE.value
+            return
         await self._wait_idle()
         # §5.19: RECOMMENDED: no new session may start while the firmware is installed
         job["blocked"] = self._block()
         self._save(job, Phase.INSTALLING)
-        await self._firmware(FirmwareStatus.INSTALLING)
+        await self._firmware(FirmwareStatus.INSTALLING, job)
         installed = await self._install(path)
         path.unlink(missing_ok=True)  # a Pi's storage is small; the image is not needed again
         if not installed:
             self._unblock(job["blocked"])
             self._forget()
-            await self._firmware(FirmwareStatus.INSTALLATION_FAILED)
+            await self._firmware(FirmwareStatus.INSTALLATION_FAILED, job)
             self.cp.firmware_status = FirmwareStatus.IDLE.value
             return
         self._save(job, Phase.INSTALLED)
@@ -410,10 +401,11 @@ class FirmwareService:
         name = _safe_name(PurePosixPath(unquote(urlsplit(location).path)).name or "firmware.bin")
 
         async def fetch() -> int:
-            directory.mkdir(parents=True, exist_ok=True)
-            return await download(location, directory / name)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)  # images wait here for root's install command: ours only
+            return await download(location, directory / name, tls_context(self.cfg))
 
-        size = await policy.run(f"firmware download {location}", fetch)
+        size = await policy.run(f"firmware download {redact_url(location)}", fetch)
         if size is None:
             return None
         log.info("firmware %s downloaded: %d bytes", name, size)
@@ -489,6 +481,8 @@ class FirmwareService:
                 phase is Phase.INSTALLING and now_version != job.get("previous_version")):
             final = FirmwareStatus.INSTALLED
             log.info("running firmware %s (was %s)", now_version, job.get("previous_version"))
+            security_event(SecurityEventType.FIRMWARE_UPDATED,
+                           f"firmware {job.get('previous_version')} -> {now_version}")
         elif phase is Phase.INSTALLING:
             final = FirmwareStatus.INSTALLATION_FAILED
             log.error("the firmware installation was interrupted by a restart; still %s",
@@ -498,7 +492,7 @@ class FirmwareService:
             log.warning("the firmware update %s was interrupted by a restart (%s)",
                         job.get("location"), phase.value)
         self._unblock(job.get("blocked", []))
-        if await self._firmware(final):
+        if await self._firmware(final, job):
             if self._inherited is None and self.phase is Phase.IDLE:
                 self.store.delete_setting(JOB_KEY)
         else:
@@ -534,10 +528,10 @@ class FirmwareService:
             await self._diagnostics(DiagnosticsStatus.UPLOADING)
 
             async def send() -> bool:
-                await upload(location, archive, name)
+                await upload(location, archive, name, tls_context(self.cfg))
                 return True
 
-            if await policy.run(f"diagnostics upload to {location}", send):
+            if await policy.run(f"diagnostics upload to {redact_url(location)}", send):
                 log.info("diagnostics %s uploaded (%d bytes)", name, archive.stat().st_size)
                 await self._diagnostics(DiagnosticsStatus.UPLOADED)
             else:
@@ -546,21 +540,93 @@ class FirmwareService:
             self.cp.diagnostics_status = DiagnosticsStatus.IDLE.value
             shutil.rmtree(workdir, ignore_errors=True)
 
+    # --- GetLog (Security Whitepaper: DiagnosticsLog and SecurityLog) ----------------------------
+
+    async def _on_get_log(self, p: dict[str, Any]) -> Reply:
+        """DiagnosticsLog: the GetDiagnostics archive; SecurityLog: the security log as text.
+        Both for [oldestTimestamp, latestTimestamp], scrubbed; LogStatusNotification reports
+        Uploading, then Uploaded or UploadFailure, with the requestId. A new request cancels
+        the one in progress (AcceptedCanceled)."""
+        spec, request_id = p["log"], int(p["requestId"])
+        security_log = p["logType"] == "SecurityLog"
+        oldest, latest = spec.get("oldestTimestamp"), spec.get("latestTimestamp")
+        start = mapping.parse_iso(oldest) if oldest else None
+        stop = mapping.parse_iso(latest) if latest else None
+        stamp = self.wall().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        cp_id = _safe_name(self.cfg.charge_point.id)
+        name = (f"securitylog-{cp_id}-{stamp}.log" if security_log
+                else f"diagnostics-{cp_id}-{stamp}.tar.gz")
+        policy = RetryPolicy.from_request(p)
+        busy = self._getlog is not None and not self._getlog.done()
+
+        async def begin() -> None:
+            if self._getlog is not None and not self._getlog.done():
+                log.warning("GetLog %d replaces the upload in progress", request_id)
+                self._getlog.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._getlog
+            self._getlog = self._spawn(self._run_log(
+                spec["remoteLocation"], name, request_id, security_log, start, stop, policy))
+
+        return Reply({"status": "AcceptedCanceled" if busy else "Accepted", "filename": name},
+                     then=begin)
+
+    async def _run_log(self, location: str, name: str, request_id: int, security_log: bool,
+                       start: datetime | None, stop: datetime | None,
+                       policy: RetryPolicy) -> None:
+        async def status(value: str) -> None:
+            log.info("log upload %d: %s", request_id, value)
+            await self.cp.send("LogStatusNotification", {"status": value, "requestId": request_id})
+
+        workdir = Path(tempfile.mkdtemp(prefix="ocppd-log-"))
+        try:
+            path = workdir / name
+            if security_log:
+                path.write_text(self._security_log_text(start, stop))
+            else:
+                await self._collect(path, workdir, start, stop)
+            await status("Uploading")
+
+            async def send() -> bool:
+                await upload(location, path, name, tls_context(self.cfg))
+                return True
+
+            if await policy.run(f"log upload to {redact_url(location)}", send):
+                await status("Uploaded")
+            else:
+                await status("UploadFailure")
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _security_log_text(self, start: datetime | None, stop: datetime | None) -> str:
+        lines = [privacy.scrub(f"{mapping.iso(e.at)} {e.kind} {e.tech_info or ''}".rstrip())
+                 + "\n" for e in self.store.seclog_entries(start, stop)]
+        return "".join(lines) or "(no security events in the window)\n"
+
     async def _collect(self, archive: Path, workdir: Path, start: datetime | None,
                        stop: datetime | None) -> None:
-        """journal.log, events.log and state.json of the window, in one .tar.gz."""
+        """journal.log, events.log, security.log and state.json of the window, in one .tar.gz.
+
+        Everything goes out through ``privacy.scrub``: URL credentials redacted, idTags as
+        pseudonyms (unless security.reveal_id_tags); also the journal, which may hold lines
+        written before this rule existed.
+        """
         journal = workdir / "journal.log"
         await self._journal(journal, start, stop)
+        await asyncio.to_thread(_scrub_file, journal, self.store.id_tags_seen())
         events = workdir / "events.log"
-        lines = [f"{mapping.iso(at)} {kind} {detail}\n"
+        lines = [privacy.scrub(f"{mapping.iso(at)} {kind} {detail}") + "\n"
                  for at, kind, detail in self.store.events(start, stop)]
         events.write_text("".join(lines) or "(no events in the window)\n")
         state = workdir / "state.json"
-        state.write_text(json.dumps(self._snapshot(start, stop), indent=2, default=str))
+        snapshot = json.loads(json.dumps(self._snapshot(start, stop), default=str))
+        state.write_text(json.dumps(privacy.scrub_tree(snapshot), indent=2))
+        seclog = workdir / "security.log"
+        seclog.write_text(self._security_log_text(start, stop))
 
         def pack() -> None:
             with tarfile.open(archive, "w:gz") as tar:
-                for f in (state, events, journal):
+                for f in (state, events, seclog, journal):
                     tar.add(f, arcname=f.name)
 
         await asyncio.to_thread(pack)
