@@ -264,7 +264,8 @@ class Daemon:
     def _wire_events(self, api: ControlApiImpl) -> None:
         """The local event stream (ocppd.events) on the hooks the parts already have."""
         assert self.station is not None and self.cp is not None
-        self.bus = api.bus = bus = EventBus(api.status, redact=redact)
+        self.bus = api.bus = bus = EventBus(
+            api.status, redact=lambda text: privacy.scrub(redact(text)))
         self.cp.on_change.append(bus.changed)
         self.cp.link.on_frame.append(bus.frame)
         self.station.on_tx_started.append(bus.session_started)

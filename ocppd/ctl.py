@@ -203,10 +203,10 @@ def render_keys(result: dict[str, Any]) -> str:
 
 def config_answer(key: str, answer: str, hint: str | None) -> str:
     """The line for a config set answer; a rejected value says what the key takes."""
+    if answer == "Rejected" and hint == "read-only":
+        return f"{key}: Rejected (read-only)"
     if answer == "Rejected" and hint:
         return f"{key}: Rejected (expects {hint})"
-    if answer == "NotSupported":
-        return f"{key}: NotSupported (no such key)"
     if answer == "RebootRequired":
         return f"{key}: RebootRequired (takes effect after a restart)"
     return f"{key}: {answer}"
@@ -423,7 +423,8 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_REFUSED
         case "config":
             answer = ask("config_set", key=args.key, value=args.value)
-            print(config_answer(args.key, answer, ask("config_hint", key=args.key)))
+            hint = ask("config_hint", key=args.key) if answer == "Rejected" else None
+            print(config_answer(args.key, answer, hint))
             return EXIT_OK if answer in CONFIG_SET_OK else EXIT_REFUSED
         case "stop" | "unlock":
             print(ask(args.verb, connector_id=args.connector))

@@ -26,7 +26,7 @@ session_started    "connector_id", "local_tx_id", "id_tag", "meter_start_wh"
 session_confirmed  "connector_id", "local_tx_id", "transaction_id"
 session_stopped    "connector_id", "local_tx_id", "transaction_id", "energy_wh", "reason"
 ocpp               "direction": "out" | "in", "frame": str (only with frames=True; secrets
-                   registered with the journal are masked)
+                   and idTags masked as in the journal)
 overflow           "lost": int (the subscriber was too slow; events were dropped)
 =================  ==============================================================================
 
@@ -42,6 +42,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from ocppd import privacy
+
 log = logging.getLogger("ocppd.events")
 
 READING_INTERVAL_S = 1.0  # live values for the page and watchers, meters read at most this often
@@ -52,19 +54,9 @@ _STATUS_FIELDS = ("status", "error", "pilot", "contactor", "limit_a")
 
 
 def display_id_tag(id_tag: str | None) -> str | None:
-    """An idTag as shown outside the daemon's own storage: enough to recognise one's own card,
-    not enough to copy it. The one place that decides it (swap in a pseudonym here)."""
-    if id_tag is None:
-        return None
-    try:  # the project-wide helper, once there is one
-        from ocppd.privacy import show_id_tag  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        pass
-    else:
-        return str(show_id_tag(id_tag))
-    if len(id_tag) <= 4:
-        return "…" + id_tag[-1:]
-    return f"{id_tag[:2]}…{id_tag[-2:]}"
+    """An idTag as shown outside the daemon's own storage: its pseudonym (ocppd.privacy), the
+    one the journal shows too, unless the installer chose to reveal idTags."""
+    return None if id_tag is None else privacy.tag(id_tag)
 
 
 def safe_status(status: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +118,7 @@ class EventBus:
         self,
         snapshot: Callable[[], Awaitable[dict[str, Any]]],
         *,
-        redact: Callable[[str], str] = lambda s: s,
+        redact: Callable[[str], str] = privacy.scrub,
         reading_interval_s: float = READING_INTERVAL_S,
     ) -> None:
         self._snapshot = snapshot

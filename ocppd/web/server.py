@@ -35,6 +35,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from ocppd import privacy
 from ocppd.config import WebConfig
 from ocppd.control import Refused, UsageError, dispatch
 from ocppd.ctl import config_answer
@@ -82,7 +83,8 @@ class LogTail(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         with contextlib.suppress(Exception):
             at = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-            self.lines.append(f"{at} {record.levelname.lower()}: {redact(record.getMessage())}")
+            text = privacy.scrub(redact(record.getMessage()))
+            self.lines.append(f"{at} {record.levelname.lower()}: {text}")
 
 
 class Api:
@@ -365,7 +367,8 @@ class WebServer:
             raise web.HTTPSeeOther("/config")
         try:
             answer = await self.api.run("config_set", key=key, value=value)
-            hint = await self.api.run("config_hint", key=key)
+            hint = (await self.api.run("config_hint", key=key)
+                    if answer == "Rejected" else None)
         except (UsageError, Refused) as exc:
             session.flash.append(("error", f"{key}: {exc}"))
         else:
