@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ocppd import privacy
 from ocppd.control import Refused
 from ocppd.core.model import StopReason
 from ocppd.events import EventBus, Subscription, display_id_tag
@@ -185,9 +186,14 @@ class InstallerActions:
                 "source": str(getattr(self._config, "source", None))}
 
     def events(self, limit: int) -> list[dict[str, Any]]:
-        rows = self._store.events()[-limit:]
-        return [{"at": at.isoformat(), "kind": kind, "detail": detail}
-                for at, kind, detail in reversed(rows)]
+        """The diagnostics events and the security log, merged, newest first."""
+        found = [(at, kind, detail) for at, kind, detail in self._store.events()[-limit:]]
+        seclog = getattr(self._store, "seclog_entries", None)
+        if seclog is not None:
+            found += [(e.at, f"security: {e.kind}", e.tech_info or "") for e in seclog()[-limit:]]
+        found.sort(key=lambda row: row[0], reverse=True)
+        return [{"at": at.isoformat(), "kind": kind, "detail": privacy.scrub(detail)}
+                for at, kind, detail in found[:limit]]
 
     async def subscribe(self, frames: bool) -> Subscription:
         if self.bus is None:

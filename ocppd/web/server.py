@@ -60,6 +60,7 @@ COOKIE = "ocppd_session"
 LOGIN_COOKIE = "ocppd_login"
 HISTORY_POINTS = 3600  # per connector: an hour of one-second readings
 LOG_LINES = 200
+FAULTS_KEPT = 50
 SSE_KEEPALIVE_S = 15.0
 PAGES = ("/", "/config", "/check")
 # the actions the page offers, and the control command each maps to
@@ -129,6 +130,7 @@ class WebServer:
         self._runner: web.AppRunner | None = None
         self.tail = LogTail()
         self.history: dict[int, collections.deque[dict[str, Any]]] = {}
+        self.faults: collections.deque[dict[str, Any]] = collections.deque(maxlen=FAULTS_KEPT)
         self._history_tx: dict[int, int | None] = {}
         self._feed: asyncio.Task[None] | None = None
         self._sse: set[Subscription] = set()
@@ -222,7 +224,9 @@ class WebServer:
         cid = ev.get("connector_id")
         if not isinstance(cid, int):
             return
-        if kind == "session_started":
+        if kind == "fault":
+            self.faults.appendleft(ev)
+        elif kind == "session_started":
             self.history[cid] = collections.deque(maxlen=HISTORY_POINTS)
             self._history_tx[cid] = ev.get("local_tx_id")
         elif kind == "reading" and ev.get("local_tx_id") is not None:
@@ -345,7 +349,7 @@ class WebServer:
                           and self._history_tx.get(cid) == c.get("local_tx_id")
                           for c in status["connectors"])}
         return {
-            "st": status, "transactions": txs, "events": events,
+            "st": status, "transactions": txs, "events": events, "faults": list(self.faults),
             "log": list(self.tail.lines)[-40:],
             "history_json": json.dumps(history),
             "chart_js": self.chart_js.is_file(),

@@ -185,3 +185,33 @@ async def test_config_set_rejection_says_what_the_key_takes(
         out = capsys.readouterr().out
         assert code == 1
         assert "HeartbeatInterval: Rejected (expects a whole number" in out
+
+
+async def test_watch_shows_a_fault_and_its_clearing(tmp_path: Path, cs: CentralSystem) -> None:
+    from ocppd.hw.base import Fault
+
+    cfg = sim_config(tmp_path, cs.url)
+    async with running(cfg) as d:
+        await booted(cs)
+        gen = watcher(cfg.control.socket, "--json")
+        w = await gen.__anext__()
+        try:
+            assert json.loads(await w.line())["kind"] == "snapshot"
+            assert d.station is not None
+            d.station.hw.sim.inject_fault(1, Fault.GROUND_FAILURE, True, "RCD tripped")
+            raised = json.loads(await w.until(_json_kind("fault", connector_id=1, active=True),
+                                              what="fault raised"))
+            assert raised["error"] == "GroundFailure"
+            await w.until(_json_kind("status", connector_id=1, status="Faulted"), what="Faulted")
+            checks = await ask(d, "checks")
+            rcd = next(i for i in checks[0]["items"] if i["name"].startswith("RCD"))
+            assert (rcd["value"], rcd["verdict"]) == ("tripped", "problem")
+            d.station.hw.sim.inject_fault(1, Fault.GROUND_FAILURE, False)
+            cleared = json.loads(await w.until(_json_kind("fault", connector_id=1, active=False),
+                                               what="fault cleared"))
+            assert cleared["error"] == "GroundFailure"
+            checks = await ask(d, "checks")
+            rcd = next(i for i in checks[0]["items"] if i["name"].startswith("RCD"))
+            assert rcd["verdict"] == "ok"
+        finally:
+            await gen.aclose()
