@@ -6,7 +6,8 @@ home-automation bridge can do the same over the control socket (ocppd.control, `
 One source of truth: connector and connection events are differences between two successive
 answers of the control socket's ``status`` command, the dict ``ocppctl status`` prints. The bus
 takes a new snapshot when the charge point reports a change (connection, registration, a
-connector status) and, while anybody is subscribed, once a second for live readings. Sessions
+connector status) and, while anybody is subscribed and a session runs, once a second for live
+readings (every 10 s otherwise). Sessions
 come from the station's transaction hooks, the moment they happen; OCPP frames from the link, to
 subscribers that asked for them.
 
@@ -47,6 +48,8 @@ from ocppd import privacy
 log = logging.getLogger("ocppd.events")
 
 READING_INTERVAL_S = 1.0  # live values for the page and watchers, meters read at most this often
+# with no session running, changes arrive through changed(); a slow look keeps nothing stale
+IDLE_INTERVAL_S = 10.0
 QUEUE_MAX = 1000  # events held for one slow subscriber before it loses some
 
 # connector fields whose change is a "status" event
@@ -216,8 +219,9 @@ class EventBus:
 
     async def _run(self) -> None:
         while self._subs:
+            interval_s = self._interval_s if self._charging() else IDLE_INTERVAL_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), self._interval_s)
+                await asyncio.wait_for(self._dirty.wait(), interval_s)
             self._dirty.clear()
             try:
                 status = await self._snapshot()
@@ -226,6 +230,11 @@ class EventBus:
                 continue
             self._diff(self._last, status)
             self._last = status
+
+    def _charging(self) -> bool:
+        """A session runs or power flows: readings once a second are worth the meter reads."""
+        return any(c.get("local_tx_id") is not None or c.get("power_w")
+                   for c in (self._last or {}).get("connectors", []))
 
     def _diff(self, old: dict[str, Any] | None, new: dict[str, Any]) -> None:
         old = old or {}
