@@ -79,6 +79,9 @@ def write_password_file(path: Path, password: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
             os.fchmod(f.fileno(), 0o640)
+            if os.geteuid() == 0:  # root sets it, the daemon's user must read it
+                owner = path.parent.stat()
+                os.fchown(f.fileno(), owner.st_uid, owner.st_gid)
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
