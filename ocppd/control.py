@@ -62,7 +62,9 @@ The status dict::
                      "power_w": float | None, "limit_a": float | None,
                      # energy and power: the meters are read for the answer (at most once a
                      # second), not taken from the last sample sent to the Central System
-                     "pilot": str | None (IEC 61851 state "A".."F")}]}
+                     "pilot": str | None (IEC 61851 state "A".."F"),
+                     # every limit on the offer, lowest first: why it offers what it does
+                     "limits": [{"source": str, "limit_a": float}, ...]}]}
 
 A transaction dict (``transactions``, newest first)::
 

@@ -151,6 +151,9 @@ async def test_installer_commands_keep_the_safety_rules(tmp_path: Path, cs: Cent
         assert c.offer_a == 32.0
         await ask(d, "limit", connector_id=1, limit_a=10)
         assert c.offer_a == 10.0
+        # a meter reading on demand reaches the Central System, as TriggerMessage's would
+        await ask(d, "meter", connector_id=1)
+        await cs.wait_for("MeterValues", lambda p: p["connectorId"] == 1)
         st = await ask(d, "status")
         reasons = st["connectors"][0]["limits"]
         assert reasons[0] == {"source": "local limit", "limit_a": 10.0}

@@ -88,3 +88,17 @@ async def test_chart_js_comes_from_debian_or_the_page_says_why_not(web: Web,
     async with aiohttp.ClientSession() as anonymous:
         async with anonymous.get(web.url + "/static/style.css") as r:
             assert r.status == 200  # the login page needs its style before any login
+
+
+async def test_events_stream_ends_with_the_session(web: Web) -> None:
+    async with client() as http:
+        csrf = await login(http, web.url)
+        async with http.get(web.url + "/events") as stream:
+            assert await stream.content.readline() == b"event: snapshot\n"
+            async with http.post(web.url + "/logout", data={"csrf": csrf}) as r:
+                assert r.url.path == "/login"
+            # the next event finds the session gone: the stream says so and ends
+            sock = web.daemon.cfg.control.socket
+            await asyncio.to_thread(ctl.call, sock, "plug", {"connector_id": 1}, timeout_s=5)
+            rest = await asyncio.wait_for(stream.content.read(), 10)
+        assert rest.rstrip().endswith(b"event: logout\ndata: {}")
