@@ -646,7 +646,7 @@ class Station:
         if connector_id is not None and running:
             raise Refused(f"connector {connector_id} is busy with another card")
         if not ok:
-            raise Refused(f"idTag {id_tag} not authorized")
+            raise Refused("the card is not authorized")  # no idTag: this text is logged
         if connector_id is not None:
             c = self._connector(connector_id)
             if not self._usable(c) or not self._reserved_for(c, id_tag, parent):
