@@ -51,9 +51,10 @@ def web_config(tmp_path: Path, url: str, *, web: dict[str, Any] | None = None,
 
 @pytest.fixture
 async def cs() -> AsyncIterator[CentralSystem]:
-    from csms import CentralSystem
-
-    async with CentralSystem() as server:
+    # the test-side Central System needs the `ocpp` package, which Debian does not ship: the
+    # tests that need it skip there, the others run
+    csms = pytest.importorskip("csms", reason="the ocpp package is not installed")
+    async with csms.CentralSystem() as server:
         yield server
 
 
