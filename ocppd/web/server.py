@@ -39,6 +39,7 @@ from ocppd import privacy
 from ocppd.config import WebConfig
 from ocppd.control import Refused, UsageError, dispatch
 from ocppd.ctl import config_answer
+from ocppd.errors import ConfigError
 from ocppd.events import Subscription, display_id_tag, safe_status
 from ocppd.systemd import redact
 from ocppd.web.auth import (
@@ -174,12 +175,22 @@ class WebServer:
             assert self.cfg.cert_file is not None and self.cfg.key_file is not None
             ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
-        logging.getLogger("ocppd").addHandler(self.tail)
+            try:
+                ctx.load_cert_chain(self.cfg.cert_file, self.cfg.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError([f"web.cert_file: cannot use {self.cfg.cert_file} with "
+                                   f"{self.cfg.key_file}: {exc}"]) from None
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.cfg.listen, self.cfg.port, ssl_context=ctx)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError([f"web.port: cannot listen on {self.cfg.listen} port "
+                               f"{self.cfg.port}: {exc.strerror or exc}"]) from None
+        logging.getLogger("ocppd").addHandler(self.tail)
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.cfg.port

@@ -254,3 +254,19 @@ async def test_https_when_certificates_are_configured(tmp_path: Path, cs: object
             async with http.get(f"http://127.0.0.1:{d.web.port}/login") as r:
                 await r.read()
         await asyncio.sleep(0)
+
+
+async def test_a_port_in_use_is_a_config_error_naming_the_key(tmp_path: Path, cs: object) -> None:
+    import socket
+
+    from harness import running
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = web_config(tmp_path, cs.url, web={"port": str(port)})  # type: ignore[attr-defined]
+        with pytest.raises(config.ConfigError) as err:
+            async with running(config.load(path)):
+                pass
+    assert err.value.problems[0].startswith(f"web.port: cannot listen on 127.0.0.1 port {port}")
