@@ -216,5 +216,9 @@ async def test_watch_shows_a_fault_and_its_clearing(tmp_path: Path, cs: CentralS
             checks = await ask(d, "checks")
             rcd = next(i for i in checks[0]["items"] if i["name"].startswith("RCD"))
             assert rcd["verdict"] == "ok"
+            # the board's own raw inputs come along (here the simulator's)
+            items = {i["name"]: i for i in checks[0]["items"]}
+            assert items["pilot high level"]["value"] == "+12.0 V"
+            assert items["contactor feedback input"]["value"] == "open"
         finally:
             await gen.aclose()
