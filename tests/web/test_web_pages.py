@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -102,3 +103,37 @@ async def test_events_stream_ends_with_the_session(web: Web) -> None:
             await asyncio.to_thread(ctl.call, sock, "plug", {"connector_id": 1}, timeout_s=5)
             rest = await asyncio.wait_for(stream.content.read(), 10)
         assert rest.rstrip().endswith(b"event: logout\ndata: {}")
+
+
+async def test_daemon_stops_promptly_with_a_browser_following_events(
+    tmp_path: Path, cs: object
+) -> None:
+    from harness import booted, wait_until
+
+    from ocppd import config
+    from ocppd.app import Daemon
+
+    from .conftest import web_config
+
+    d = Daemon(config.load(web_config(tmp_path, cs.url)),  # type: ignore[attr-defined]
+               install_signals=False)
+    task = asyncio.ensure_future(d.run())
+    try:
+        await wait_until(lambda: d.web is not None and d.web.port is not None
+                         and d.station is not None and d.station._started, what="start")
+        await booted(cs)
+        assert d.web is not None
+        url = f"http://127.0.0.1:{d.web.port}"
+        async with client() as http:
+            await login(http, url)
+            async with http.get(url + "/events") as stream:
+                assert await stream.content.readline() == b"event: snapshot\n"
+                d.stop_event.set()
+                # the open stream does not hold the shutdown up (its budget: 5 s)
+                assert await asyncio.wait_for(task, 5.0) == 0
+                await asyncio.wait_for(stream.content.read(), 5.0)  # and it ends
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
