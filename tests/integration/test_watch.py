@@ -142,6 +142,7 @@ async def test_installer_commands_keep_the_safety_rules(tmp_path: Path, cs: Cent
     async with running(cfg) as d:
         await booted(cs)
         assert d.station is not None
+        assert d.web is None  # the web page is off unless [web] enabled = true
         c = d.station.connectors[1]
         # a local limit above the connector's rating does not raise the offer
         await ask(d, "limit", connector_id=1, limit_a=60)
