@@ -107,6 +107,7 @@ class Session:
     created_s: float
     seen_s: float
     flash: list[tuple[str, str]] = field(default_factory=list)  # (level, message)
+    streams: int = 0  # open event streams (pages following live updates)
 
 
 class Sessions:

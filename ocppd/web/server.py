@@ -63,6 +63,7 @@ HISTORY_POINTS = 3600  # per connector: an hour of one-second readings
 LOG_LINES = 200
 FAULTS_KEPT = 50
 SSE_KEEPALIVE_S = 15.0
+STREAMS_PER_SESSION = 4  # a few tabs; each stream holds a queue of events
 PAGES = ("/", "/config", "/check")
 # the actions the page offers, and the control command each maps to
 ACTIONS = {"start": "swipe", "stop": "stop", "unlock": "unlock", "availability": "availability",
@@ -434,14 +435,20 @@ class WebServer:
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the event stream, while the session lasts."""
         token = request.cookies.get(COOKIE)
+        session = request[SESSION_KEY]
+        assert isinstance(session, Session)
+        if session.streams >= STREAMS_PER_SESSION:
+            return web.json_response({"error": "too many open pages"}, status=429)
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "Cache-Control": "no-store",
                                            "Content-Security-Policy": CSP,
                                            "X-Content-Type-Options": "nosniff"})
-        await resp.prepare(request)
-        sub: Subscription = await self._raw_api.subscribe(False)
-        self._sse.add(sub)
+        session.streams += 1
+        sub: Subscription | None = None
         try:
+            await resp.prepare(request)
+            sub = await self._raw_api.subscribe(False)
+            self._sse.add(sub)
             while self.sessions.get(token, touch=False) is not None:
                 try:
                     ev = await asyncio.wait_for(sub.get(), SSE_KEEPALIVE_S)
@@ -458,8 +465,10 @@ class WebServer:
         except ConnectionError:
             pass  # the browser went away
         finally:
-            sub.close()
-            self._sse.discard(sub)
+            session.streams -= 1
+            if sub is not None:
+                sub.close()
+                self._sse.discard(sub)
         return resp
 
 

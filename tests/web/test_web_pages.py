@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import aiohttp
+from harness import wait_until
 
 from ocppd import ctl
 
@@ -137,3 +138,26 @@ async def test_daemon_stops_promptly_with_a_browser_following_events(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+async def test_a_session_may_follow_a_few_pages_not_any_number(web: Web) -> None:
+    from ocppd.web.server import STREAMS_PER_SESSION
+
+    async with client() as http:
+        await login(http, web.url)
+        streams = [await http.get(web.url + "/events") for _ in range(STREAMS_PER_SESSION)]
+        for s in streams:
+            assert s.status == 200 and await s.content.readline() == b"event: snapshot\n"
+        async with http.get(web.url + "/events") as extra:
+            assert extra.status == 429
+        streams.pop().close()  # a tab closes: its place is free again, once the server
+        # writes to it next (an event, or the keep-alive) and finds it gone
+        sock = web.daemon.cfg.control.socket
+        await asyncio.to_thread(ctl.call, sock, "plug", {"connector_id": 1}, timeout_s=5)
+        assert web.daemon.web is not None
+        sessions = list(web.daemon.web.sessions._by_token.values())
+        await wait_until(lambda: sessions[0].streams < STREAMS_PER_SESSION, what="stream gone")
+        async with http.get(web.url + "/events") as again:
+            assert again.status == 200
+        for s in streams:
+            s.close()
