@@ -82,13 +82,10 @@ class WallClock:
 
 
 def build_hardware(cfg: Config) -> Hardware:
-    if cfg.hardware.driver == "sim":
-        from ocppd.hw.sim import build_sim_hardware
+    """The board driver named in [hardware] driver, from the plugin registry (hw/drivers.py)."""
+    from ocppd.hw import drivers
 
-        return build_sim_hardware(cfg)
-    from ocppd.hw.realboard import build_real_hardware
-
-    return build_real_hardware(cfg)
+    return drivers.build_hardware(cfg)
 
 
 def _restore_sim_registers(hw: Hardware, store: Store) -> None:

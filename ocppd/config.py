@@ -178,13 +178,15 @@ class LedConfig:
 class HardwareConfig:
     """[hardware]: real board or simulator, and board-wide inputs."""
 
-    driver: str = _f("sim", choices=("sim", "gpio"))
+    driver: str = _f("sim", doc="a board driver: sim, gpio, evse_wb or an installed plugin")
     nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
     max_current_a: float | None = _f(
         None, lo=6, hi=1000, doc="site/breaker limit for the whole charger, A per phase"
     )
     emergency_stop: InputConfig | None = _f(None)
     leds: LedConfig | None = _f(None)
+    # [hardware.DRIVER]: the driver's own settings, parsed by ocppd.hw.drivers.parse_options.
+    options: Any = _f(None, internal=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -320,15 +322,41 @@ def load(path: Path = DEFAULT_PATH) -> Config:
 def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     problems: list[str] = []
     where = str(source) if source else "<config>"
+    data, driver_table = _split_driver_table(data)
     value = _convert(Config, data, "", problems, where)
     if not problems:
         assert isinstance(value, Config)
         value = dataclasses.replace(value, source=source)
         _cross_checks(value, problems, where)
+    # The driver's own table, by the driver's own schema (ocppd.hw.drivers), reported together
+    # with the rest; its checks across tables need the rest to be valid first.
+    hw = data.get("hardware")
+    name = hw.get("driver", "sim") if isinstance(hw, dict) else "sim"
+    if isinstance(name, str):
+        from ocppd.hw import drivers
+
+        valid = value if not problems and isinstance(value, Config) else None
+        options = drivers.parse_options(name, driver_table, valid, problems, where)
+        if valid is not None and not problems:
+            hardware = dataclasses.replace(valid.hardware, options=options)
+            value = dataclasses.replace(valid, hardware=hardware)
     if problems:
         raise ConfigError(problems)
     assert isinstance(value, Config)
     return value
+
+
+def _split_driver_table(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Take ``[hardware.DRIVER]`` out of [hardware]: its keys belong to the driver's schema."""
+    hw = data.get("hardware")
+    if not isinstance(hw, dict):
+        return data, None
+    name = hw.get("driver", "sim")
+    own_keys = {f.name for f in dataclasses.fields(HardwareConfig)}
+    if not isinstance(name, str) or name in own_keys or not isinstance(hw.get(name), dict):
+        return data, None
+    rest = {k: v for k, v in hw.items() if k != name}
+    return {**data, "hardware": rest}, hw[name]
 
 
 def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:

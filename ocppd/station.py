@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -332,6 +333,11 @@ class Station:
         for meter in self.hw.meters.values():
             with contextlib.suppress(Exception):
                 await meter.close()
+        for closer in self.hw.extra_closers:  # shared parts (a Modbus line), after their users
+            with contextlib.suppress(Exception):
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
         self._tasks.spawn(coro, name=name)

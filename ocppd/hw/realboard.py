@@ -10,6 +10,7 @@ from typing import Any
 from ocppd.config import Config, ConnectorConfig, HardwareConfig
 from ocppd.errors import HardwareError
 from ocppd.hw.base import BoardEvent, CardReader, Emit, Fault, FaultChanged, Hardware, Meter
+from ocppd.hw.drivers import Driver
 from ocppd.hw.gpio import ConnectorLock, Contactor, FaultInput, StatusLeds
 from ocppd.hw.metermap import load_meter_map
 from ocppd.hw.modbus import ModbusBus, ModbusMeter
@@ -67,6 +68,7 @@ class GpioBoard:
         self.estop: FaultInput | None = None
         self.leds: StatusLeds | None = None
         self._closables: list[Any] = []
+        self._closed = False
         try:
             # Contactors first: their relays are created open (the safe state) before anything.
             for cid, conn in enumerate(connectors, start=1):
@@ -181,8 +183,11 @@ class GpioBoard:
             pilot.start(emit, loop)
 
     async def close(self) -> None:
+        if self._closed:  # the contract: close() may be called again (devices are gone)
+            return
         self._open_all_now()
         self._release()
+        self._closed = True
 
     def _release(self) -> None:
         for pilot in self.pilots.values():
@@ -234,9 +239,11 @@ class GpioBoard:
             self.leds.set(ready=ready, charging=charging, fault=fault)
 
 
-def build_real_hardware(cfg: Config, *, pin_factory: Any = None,
-                        pwm_root: Path = SYSFS_PWM_ROOT) -> Hardware:
-    """Board, meters (one ModbusBus per [buses.NAME]) and card readers from the configuration."""
+def build_buses_meters_readers(cfg: Config) -> tuple[dict[str, ModbusBus], dict[int, Meter],
+                                                     list[CardReader]]:
+    """The parts every real driver shares: one ModbusBus per [buses.NAME] in use (the single
+    owner of its line, whatever else talks on it), a meter per connector that names one, and
+    the card readers."""
     from ocppd.hw.rfid import make_reader
 
     buses: dict[str, ModbusBus] = {}
@@ -251,6 +258,26 @@ def build_real_hardware(cfg: Config, *, pin_factory: Any = None,
         meters[cid] = ModbusMeter(bus, load_meter_map(mcfg.model), unit_id=mcfg.unit_id,
                                   name=conn.meter)
     readers: list[CardReader] = [make_reader(r) for r in cfg.rfid]
+    return buses, meters, readers
+
+
+def build_real_hardware(cfg: Config, *, pin_factory: Any = None,
+                        pwm_root: Path = SYSFS_PWM_ROOT) -> Hardware:
+    """Board, meters (one ModbusBus per [buses.NAME]) and card readers from the configuration."""
+    buses, meters, readers = build_buses_meters_readers(cfg)
     board = GpioBoard(cfg.connectors, cfg.hardware, pin_factory=pin_factory, pwm_root=pwm_root)
     return Hardware(board=board, meters=meters, readers=readers,
                     extra_closers=[bus.close for bus in buses.values()])
+
+
+def _build(cfg: Config, options: object) -> Hardware:
+    return build_real_hardware(cfg)
+
+
+DRIVER = Driver(
+    name="gpio",
+    summary="a Raspberry Pi generating the pilot and switching the contactor on its GPIO",
+    build=_build,
+    fail_safe=("relays are driven only while ocppd holds the pins: when it stops, the pins "
+               "are released and the relay drivers fall back to open (wire them so)"),
+)
