@@ -154,6 +154,7 @@ class Connector:
     reservation_tag: tuple[str, str | None] | None = None
     cable_max_a: float | None = None
     smart_limit_a: float | None = None
+    local_limit_a: float | None = None  # the installer's own limit (ocppctl limit, web page)
     share_a: float | None = None  # its share of the charger-wide limit (None: no such limit)
     draw: sharing.DrawWatch = field(default_factory=sharing.DrawWatch)
     offer_a: float | None = None
@@ -183,10 +184,16 @@ class Connector:
         )
 
     @property
+    def own_limit_a(self) -> float | None:
+        """The lower of the smart-charging and the local limit (None: neither)."""
+        limits = [x for x in (self.smart_limit_a, self.local_limit_a) if x is not None]
+        return min(limits) if limits else None
+
+    @property
     def withheld(self) -> bool:
         """Energy withheld for this connector's own reasons: its limit below 6 A, an invalid
         idTag, or no working meter."""
-        low_limit = self.smart_limit_a is not None and self.smart_limit_a < safety.MIN_OFFER_A
+        low_limit = self.own_limit_a is not None and self.own_limit_a < safety.MIN_OFFER_A
         return self.invalid_id or low_limit or Fault.METER_FAILURE in self.faults
 
     @property
@@ -412,7 +419,7 @@ class Station:
         return safety.offer_a(
             connector_max_a=c.cfg.max_current_a,
             cable_max_a=c.cable_max_a,
-            smart_limit_a=c.smart_limit_a,
+            smart_limit_a=c.own_limit_a,
             tx_authorized=c.tx is not None and not c.stopping,
             evse_suspended=c.withheld,
             faults=c.all_faults(self.charger_faults),
@@ -429,7 +436,7 @@ class Station:
         """Recompute pilot offer, contactor and status from the facts. Synchronous on purpose."""
         faults = c.all_faults(self.charger_faults)
         authorized = c.tx is not None and not c.stopping
-        limits = [x for x in (c.smart_limit_a, c.share_a) if x is not None]
+        limits = [x for x in (c.own_limit_a, c.share_a) if x is not None]
         offer = safety.offer_a(
             connector_max_a=c.cfg.max_current_a,
             cable_max_a=c.cable_max_a,
@@ -1204,6 +1211,13 @@ class Station:
         c = self.connectors.get(connector_id)
         if c is not None and c.smart_limit_a != limit_a:
             c.smart_limit_a = limit_a
+            self._apply(c)
+
+    def set_local_limit(self, connector_id: int, limit_a: float | None) -> None:
+        """The installer's limit for a connector (None: none); never raises another limit."""
+        c = self._connector(connector_id)
+        if c.local_limit_a != limit_a:
+            c.local_limit_a = limit_a
             self._apply(c)
 
     # --- reservations (§5.13): stored, held on a connector, one expiry timer each ---------------
