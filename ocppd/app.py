@@ -32,7 +32,9 @@ from ocppd.control import ControlServer, Refused
 from ocppd.core.evse import PilotState
 from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
+from ocppd.events import EventBus
 from ocppd.hw.base import Hardware
+from ocppd.installer import InstallerActions, limit_reasons
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
@@ -46,6 +48,7 @@ from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.systemd import (
     Notifier,
+    redact,
     register_secret,
     run_watchdog,
     setup_logging,
@@ -195,6 +198,8 @@ class Daemon:
         self.smart: SmartCharging | None = None
         self.firmware: FirmwareService | None = None
         self.security_profile: SecurityProfileSwitch | None = None
+        self.bus: EventBus | None = None  # ocppctl watch and the web page
+        self.web: Any = None  # ocppd.web.WebServer when [web] enabled
         self.seclog: SecurityLog | None = None
         self.certs: CertificateService | None = None
 
@@ -305,6 +310,17 @@ class Daemon:
             self.smart_charging()
         if store.get_setting(FIRMWARE_JOB_KEY) is not None:
             self.firmware_management()  # its outcome is reported after the next boot
+
+    def _wire_events(self, api: ControlApiImpl) -> None:
+        """The local event stream (ocppd.events) on the hooks the parts already have."""
+        assert self.station is not None and self.cp is not None
+        self.bus = api.bus = bus = EventBus(
+            api.status, redact=lambda text: privacy.scrub(redact(text)))
+        self.cp.on_change.append(bus.changed)
+        self.cp.link.on_frame.append(bus.frame)
+        self.station.on_tx_started.append(bus.session_started)
+        self.station.on_tx_confirmed.append(bus.session_confirmed)
+        self.station.on_tx_ended.append(bus.session_stopped)
 
     def smart_charging(self) -> SmartCharging:
         """The Smart Charging profile, loaded and wired on first use."""
@@ -440,10 +456,15 @@ class Daemon:
                 store.delete_setting(RESUME_AFTER_RESTART_KEY)
                 station.resume_open_transactions = True
             self._ensure_dir("control.socket", cfg.control.socket.parent)
-            self.control = ControlServer(
-                ControlApiImpl(self), cfg.control.socket, mode=cfg.control.mode
-            )
+            api = ControlApiImpl(self)
+            self._wire_events(api)
+            self.control = ControlServer(api, cfg.control.socket, mode=cfg.control.mode)
             await self.control.start()
+            if cfg.web.enabled:
+                from ocppd.web import WebServer
+
+                self.web = WebServer(cfg.web, api)
+                await self.web.start()
             await station.start()
             if self.smart is not None:
                 self.smart.apply()
@@ -543,6 +564,11 @@ class Daemon:
         for t in tasks or []:
             with contextlib.suppress(BaseException):
                 await t
+        if self.web is not None:
+            with contextlib.suppress(Exception):
+                await self.web.stop()
+        if self.bus is not None:
+            await self.bus.close()
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.stop()
@@ -611,11 +637,20 @@ class Daemon:
         return f"{state} {self.cfg.central_system.url}{reg}; {n} connectors, {charging} charging"
 
 
-class ControlApiImpl:
+class ControlApiImpl(InstallerActions):
     """What ocppctl can see and do, on top of the daemon's parts."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+
+    @property
+    def _store(self) -> Store:
+        assert self.d.store is not None
+        return self.d.store
+
+    @property
+    def _config(self) -> Config:
+        return self.d.cfg
 
     @property
     def _station(self) -> Station:
@@ -637,6 +672,7 @@ class ControlApiImpl:
             status, fault = st.status_of(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
+            view["limits"] = limit_reasons(c, st.charger_limit_a, cfg.hardware.max_current_a)
             connectors.append(view)
         since = getattr(stats, "connected_since", None)
         return {

@@ -27,6 +27,11 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="validate the configuration and exit: 0 if valid, 78 otherwise",
     )
+    p.add_argument(
+        "--set-web-password",
+        action="store_true",
+        help="set the web page's password (asked for, or one line on stdin) and exit",
+    )
     p.add_argument("--version", action="version", version=f"ocppd {__version__}")
     return p
 
@@ -50,6 +55,34 @@ def preflight(cfg: config.Config) -> list[str]:
     return problems
 
 
+def set_web_password(cfg: config.Config) -> int:
+    """Store the scrypt hash of a new web password in ``web.password_file``."""
+    import getpass
+
+    from ocppd.web.auth import PasswordError, check_password, write_password_file
+
+    path = cfg.web.password_file
+    if sys.stdin.isatty():
+        password = getpass.getpass("New web password: ")
+        if getpass.getpass("Again: ") != password:
+            print("ocppd: the passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        check_password(password)
+        write_password_file(path, password)
+    except PasswordError as exc:
+        print(f"ocppd: {exc}; nothing changed", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"ocppd: web.password_file: cannot write {path}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return os.EX_CANTCREAT
+    print(f"web password stored in {path} (scrypt hash); it applies to the next login")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -61,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(line, file=sys.stderr)
         return os.EX_CONFIG
+    if args.set_web_password:
+        return set_web_password(cfg)
     if args.check_config:
         if not cfg.configured:
             print(f"{args.config}: OK, but not configured: set "

@@ -235,6 +235,29 @@ class ControlConfig:
     mode: int = _f(0o660, lo=0, hi=0o777)
 
 
+# "The local network": loopback, the private IPv4 ranges (RFC 1918), link-local (RFC 3927,
+# RFC 4291) and IPv6 unique local addresses (RFC 4193). Nothing routable from the Internet.
+LOCAL_NETWORKS = [
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebConfig:
+    """[web]: the installer's web page (off unless enabled)."""
+
+    enabled: bool = _f(False)
+    listen: str = _f("0.0.0.0", doc="address to listen on; '::' for IPv6 too")
+    port: int = _f(8080, lo=1, hi=65535)
+    allow_from: list[str] = _f(LOCAL_NETWORKS, doc="client networks (CIDR) that may connect")
+    password_file: Path = _f(Path("/var/lib/ocppd/web-password"),
+                             doc="scrypt hash, written by ocppd --set-web-password")
+    session_timeout_s: float = _f(900.0, lo=60, hi=86400, doc="idle time before logging out")
+    cert_file: Path | None = _f(None, doc="TLS certificate (PEM); with key_file: HTTPS only")
+    key_file: Path | None = _f(None)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoggingConfig:
     """[logging]: log level and OCPP frame logging."""
@@ -281,6 +304,7 @@ class Config:
     rfid: list[RfidConfig] = _f([])
     storage: StorageConfig = _f(StorageConfig())
     control: ControlConfig = _f(ControlConfig())
+    web: WebConfig = _f(WebConfig())
     logging: LoggingConfig = _f(LoggingConfig())
     system: SystemConfig = _f(SystemConfig())
     security: SecurityConfig = _f(SecurityConfig())
@@ -446,6 +470,7 @@ def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
         problem = _directory_problem(path.parent)
         if problem:
             bad(key, problem)
+    _check_web(cfg.web, bad)
 
 
 def _directory_problem(directory: Path) -> str | None:
@@ -461,6 +486,26 @@ def _directory_problem(directory: Path) -> str | None:
     except OSError:
         pass
     return f"directory {directory} does not exist"
+
+
+def _check_web(web: WebConfig, bad: Any) -> None:
+    import ipaddress
+
+    for i, net in enumerate(web.allow_from):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            bad(f"web.allow_from[{i}]", f"not a network in CIDR notation: {net!r}")
+    try:
+        ipaddress.ip_address(web.listen)
+    except ValueError:
+        bad("web.listen", f"not an IP address: {web.listen!r}")
+    if (web.cert_file is None) != (web.key_file is None):
+        bad("web.cert_file" if web.cert_file is None else "web.key_file",
+            "cert_file and key_file go together")
+    for key, path in (("web.cert_file", web.cert_file), ("web.key_file", web.key_file)):
+        if web.enabled and path is not None and not path.is_file():
+            bad(key, f"{path} does not exist")
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

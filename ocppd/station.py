@@ -50,6 +50,7 @@ from ocppd.core.session.state import (
     ForgetReservation,
     Hold,
     LimitSet,
+    LocalLimitSet,
     MoveLock,
     Offer,
     PilotSeen,
@@ -87,7 +88,7 @@ from ocppd.shell.sampling import Samplers
 from ocppd.shell.sampling import next_boundary as next_boundary  # re-exported
 from ocppd.shell.sessions import SessionsMixin
 from ocppd.shell.timers import Timers
-from ocppd.shell.views import ConnectorView, Live
+from ocppd.shell.views import ConnectorView, Live, with_details
 from ocppd.storage import Reservation, Store, TxRecord
 from ocppd.tasks import TaskSet
 
@@ -136,6 +137,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         ]
         self.state: ChargerState = initial(self._specs)  # outputs safe until start() rebuilds
         self._live = {s.connector_id: Live() for s in self._specs}
+        self._charger_fault_details: dict[Fault, str] = {}
         self.connectors = {
             s.connector_id: ConnectorView(s.connector_id, cfg.connectors[s.connector_id - 1],
                                           lambda: self.state, self._live[s.connector_id])
@@ -333,6 +335,11 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
             case FaultChanged(connector_id=cid, fault=fault, active=active, detail=detail):
                 if cid != 0 and cid not in self.connectors:
                     return
+                details = self._live[cid].fault_details if cid else self._charger_fault_details
+                if active:
+                    details[fault] = detail
+                else:
+                    details.pop(fault, None)
                 if active:
                     log.warning("fault %s on %s: %s", fault.value, cid or "charger", detail)
                 else:
@@ -391,6 +398,16 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         """The smart-charging limit for a connector (None: unconstrained)."""
         if connector_id in self.connectors:
             self._step_soon(LimitSet(connector_id=connector_id, limit_a=limit_a))
+
+    def set_local_limit(self, connector_id: int, limit_a: float | None) -> None:
+        """The installer's limit for a connector (None: none); never raises another limit."""
+        self._connector(connector_id)
+        self._step_soon(LocalLimitSet(connector_id=connector_id, limit_a=limit_a))
+
+    @property
+    def charger_faults(self) -> dict[Fault, str]:
+        """The faults of the charger as a whole (connector 0), with their details."""
+        return with_details(self.state.faults, self._charger_fault_details)
 
     def set_charger_limit(self, limit_a: float | None) -> None:
         """The ChargePointMax limit of the whole charger, A per phase (None: none)."""

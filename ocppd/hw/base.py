@@ -104,6 +104,9 @@ class EvseBoard(Protocol):
       - ``FaultChanged``: faults (``Fault``), per connector or for the whole charger (id 0);
       - meter readings, when the board has a meter, through a ``Meter`` in ``Hardware.meters``.
     Commands: ``set_offer``, ``set_contactor``, ``set_pilot_error``, ``lock``.
+    Optional: ``diagnostics(connector_id) -> dict[str, tuple[str, str, str]]``, the board's raw
+    inputs for the installer's set-up check (name -> reading, verdict "ok" | "problem" |
+    "unknown", why); without it the check shows what the daemon knows (ocppd.installer).
     """
 
     async def start(self, emit: Emit) -> None:

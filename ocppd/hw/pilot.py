@@ -296,6 +296,7 @@ class LocalPilot:
         self._pp_debounce = Debouncer(cfg.debounce_ms / 1000.0)
         self._diode_fault = False
         self.windows = 0  # sample windows processed (for tests and diagnostics)
+        self.levels_v: tuple[float, float] | None = None  # last (high, low) plateau, set-up check
         self._window_done = threading.Condition()
 
     def start(self, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
@@ -343,6 +344,7 @@ class LocalPilot:
         duty = self._duty
         oscillating = 0.0 < duty < DIODE_CHECK_MAX_DUTY
         state, diode_ok = classify(max(volts), min(volts), oscillating=oscillating)
+        self.levels_v = (max(volts), min(volts))
         now = self._clock()
         if self._debounce.update(state, now):
             reported = self._debounce.reported

@@ -15,7 +15,15 @@ from ocppd.hw.drivers import Driver
 from ocppd.hw.gpio import ConnectorLock, Contactor, FaultInput, StatusLeds
 from ocppd.hw.metermap import load_meter_map
 from ocppd.hw.modbus import ModbusBus, ModbusMeter
-from ocppd.hw.pilot import GpioPwm, LocalPilot, PilotPort, PwmOutput, SysfsPwm, open_adc
+from ocppd.hw.pilot import (
+    DIODE_LOW_MAX_V,
+    GpioPwm,
+    LocalPilot,
+    PilotPort,
+    PwmOutput,
+    SysfsPwm,
+    open_adc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +147,54 @@ class GpioBoard:
         log.info("GPIO: pin factory %s; pilot ADC over %s", name, spi_text)
         for text in fallbacks:
             log.debug("GPIO: %s", text)
+
+    # --- set-up check (the installer's web page, ocppctl check) ------------------------------
+
+    def diagnostics(self, connector_id: int) -> dict[str, tuple[str, str, str]]:
+        """The raw inputs of a connector: name -> (reading, verdict, why); verdict is "ok",
+        "problem" or "unknown"."""
+        out: dict[str, tuple[str, str, str]] = {}
+        pilot = self.pilots.get(connector_id)
+        levels = getattr(pilot, "levels_v", None)
+        if levels is not None:
+            high, low = levels
+            # IEC 61851-1 Table A.4: +12/+9/+6/+3 V plateaus, ±1 V
+            near = min(abs(high - nominal) for nominal in (12.0, 9.0, 6.0, 3.0))
+            out["pilot high level"] = (f"{high:+.1f} V", "ok" if near <= 1.0 else "problem",
+                                       "on a nominal level (±1 V)" if near <= 1.0
+                                       else "between nominal levels: check the front end")
+            if high - low > 3.0:  # oscillating: the EV's diode clamps the low plateau
+                ok = low <= DIODE_LOW_MAX_V
+                out["pilot low level"] = (f"{low:+.1f} V", "ok" if ok else "problem",
+                                          "-12 V: the EV's diode is there" if ok
+                                          else "above -10 V: diode missing or shorted")
+        contactor = self.contactors.get(connector_id)
+        if contactor is not None:
+            if contactor.feedback is None:
+                out["contactor feedback input"] = ("not wired", "unknown",
+                                                   "no feedback_pin configured")
+            else:
+                closed = bool(contactor.feedback.is_active)
+                agrees = closed == contactor.commanded_closed
+                out["contactor feedback input"] = (
+                    "closed" if closed else "open", "ok" if agrees else "problem",
+                    "agrees with the command" if agrees else
+                    f"commanded {'closed' if contactor.commanded_closed else 'open'}")
+        lock = self.locks.get(connector_id)
+        if lock is not None and lock.feedback is not None:
+            locked = bool(lock.feedback.is_active)
+            out["lock feedback input"] = ("locked" if locked else "unlocked",
+                                          "problem" if lock.failed else "ok",
+                                          "the last move failed" if lock.failed else
+                                          "the last move reached its position")
+        rcd = self.rcds.get(connector_id)
+        if rcd is not None:
+            out["RCD input"] = ("tripped" if rcd.tripped else "normal",
+                                "problem" if rcd.tripped else "ok", "")
+        if self.estop is not None:
+            out["emergency stop input"] = ("pressed" if self.estop.tripped else "released",
+                                           "problem" if self.estop.tripped else "ok", "")
+        return out
 
     # --- safety paths (any thread) ------------------------------------------------------------
 

@@ -189,6 +189,19 @@ class SimBoard:
     def has_lock(self, connector_id: int) -> bool:
         return self._port(connector_id).cfg.cable == "socket"
 
+    def diagnostics(self, connector_id: int) -> dict[str, tuple[str, str, str]]:
+        """The set-up check's raw inputs, as a real board's would read them (IEC 61851-1
+        Table A.4 plateaus; the simulated EV always has its diode)."""
+        port = self._port(connector_id)
+        high_v = {PilotState.A: 12.0, PilotState.B: 9.0, PilotState.C: 6.0, PilotState.D: 3.0,
+                  PilotState.E: 0.0, PilotState.F: -12.0}[port.state]
+        out = {"pilot high level": (f"{high_v:+.1f} V", "ok", "simulated: on a nominal level")}
+        if port.offer_a is not None and port.state.plugged:
+            out["pilot low level"] = ("-12.0 V", "ok", "simulated: the EV's diode is there")
+        out["contactor feedback input"] = ("closed" if port.contactor_closed else "open", "ok",
+                                           "simulated: follows the command")
+        return out
+
     # --- SimulatorControls ----------------------------------------------------------------
 
     def plug(self, connector_id: int) -> None:

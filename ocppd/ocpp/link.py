@@ -264,6 +264,8 @@ class Link:
         self._clock = clock
         self.stats = LinkStats()
         self.last_activity: float = clock()
+        # observers of every frame, ("out" | "in", text): the local event stream (ocppd.events)
+        self.on_frame: list[Callable[[str, str], None]] = []
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._pending: _Pending | None = None
         self._deadline_timer: asyncio.TimerHandle | None = None
@@ -737,6 +739,8 @@ class Link:
         except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
             raise LinkDown(f"send failed: {exc}") from None
         self.stats.frames_out += 1
+        for observe in self.on_frame:
+            observe("out", text)
         self.last_activity = self._clock()
 
     def _on_text(self, ws: aiohttp.ClientWebSocketResponse, text: str) -> None:
@@ -744,6 +748,8 @@ class Link:
         self.last_activity = self._clock()
         if self._settings.log_frames:
             frames_log.debug("<< %s", _for_log(text))
+        for observe in self.on_frame:
+            observe("in", text)
         try:
             msg = rpc.parse(text)
         except rpc.FrameError as exc:

@@ -27,6 +27,7 @@ class MeteringMixin:
         except MeterError as exc:
             if Fault.METER_FAILURE not in c.faults:
                 log.error("connector %d: meter failure: %s", cid, exc)
+                self._live[cid].fault_details[Fault.METER_FAILURE] = str(exc)
                 self._step_soon(FaultSeen(connector_id=cid, fault=Fault.METER_FAILURE,
                                           active=True))
             return None

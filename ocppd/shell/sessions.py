@@ -169,6 +169,9 @@ class SessionsMixin:
         """Every lock move goes through here and its outcome goes to the core, which lets the
         contactor close only on a plug confirmed locked and sets ConnectorLockFailure."""
         ok = await self.hw.board.lock(cid, locked)
+        if not ok:
+            self._live[cid].fault_details[Fault.LOCK_FAILURE] = (
+                "lock failed" if locked else "unlock failed")
         if ok and Fault.LOCK_FAILURE in self.state.connector(cid).faults:
             log.info("connector %d: lock fault cleared", cid)
         self._step_soon(LockMoved(connector_id=cid, locked=locked, ok=ok))

@@ -4,7 +4,7 @@ of the moment, with the stored transaction record and the last meter reading bes
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ocppd.config import ConnectorConfig
 from ocppd.core.evse import Fault, MeterReading, PilotState
@@ -21,6 +21,13 @@ class Live:
     tx: TxRecord | None = None  # the stored record of the running transaction
     last_reading: MeterReading | None = None
     last_read_s: float | None = None  # monotonic time of last_reading
+    # what the hardware said about each fault (the core keeps only which faults are active)
+    fault_details: dict[Fault, str] = field(default_factory=dict)
+
+
+def with_details(faults: tuple[Fault, ...], details: dict[Fault, str]) -> dict[Fault, str]:
+    """Active faults in the order they appeared, each with what was said about it."""
+    return {f: details.get(f, "") for f in faults}
 
 
 class ConnectorView:
@@ -45,8 +52,9 @@ class ConnectorView:
         return self._c.pilot
 
     @property
-    def faults(self) -> tuple[Fault, ...]:
-        return self._c.faults
+    def faults(self) -> dict[Fault, str]:
+        """The connector's own active faults, first first, with their details."""
+        return with_details(self._c.faults, self._live.fault_details)
 
     def all_faults(self) -> tuple[Fault, ...]:
         """The connector's faults, then the charger's: the first one is the one reported."""
@@ -94,6 +102,14 @@ class ConnectorView:
     @property
     def smart_limit_a(self) -> float | None:
         return self._c.smart_limit_a
+
+    @property
+    def local_limit_a(self) -> float | None:
+        return self._c.local_limit_a
+
+    @property
+    def share_a(self) -> float | None:
+        return self._c.share_a
 
     @property
     def offer_a(self) -> float | None:

@@ -352,3 +352,30 @@ socket = "{tmp_path / "ctl.sock"}"
     assert "Traceback" not in proc.stderr
     assert "connectors[1].contactor" in lines[0] and "17" in lines[0], lines[0]
     assert "python3-lgpio" in lines[0], lines[0]
+
+
+async def test_diagnostics_show_each_input_and_its_verdict(rig: Rig) -> None:
+    """The set-up check's raw inputs: pilot plateaus, contactor and lock feedback, RCD."""
+    board = rig.board([connector()])
+    await board.start(rig.events.put_nowait)
+    try:
+        await rig.wait_for(lambda e: isinstance(e, PilotChanged))
+        diag = board.diagnostics(1)
+        assert diag["pilot high level"] == ("+12.0 V", "ok", "on a nominal level (±1 V)")
+        assert "pilot low level" not in diag  # not oscillating: no diode to judge
+        assert diag["contactor feedback input"][:2] == ("open", "ok")
+        assert diag["RCD input"][:2] == ("normal", "ok")
+        assert diag["emergency stop input"][:2] == ("released", "ok")
+        # an EV without its diode, while a current is offered: the low plateau says so
+        board.set_offer(1, 16)
+        rig.slave.channels[0] = [PILOT.adc_offset_v + 6.0 / PILOT.adc_gain,
+                                 PILOT.adc_offset_v - 6.0 / PILOT.adc_gain]
+        await rig.wait_for(lambda e: isinstance(e, PilotChanged) and e.state is PilotState.F)
+        diag = board.diagnostics(1)
+        assert diag["pilot low level"][:2] == ("-6.0 V", "problem")
+        # feedback that disagrees with the command
+        rig.pin(22).drive_high()
+        assert diag != board.diagnostics(1)
+        assert board.diagnostics(1)["contactor feedback input"][:2] == ("closed", "problem")
+    finally:
+        await board.close()

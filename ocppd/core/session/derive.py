@@ -106,7 +106,7 @@ def _shares(state: ChargerState, rules: Rules) -> dict[int, float | None]:
         own = safety.offer_a(
             connector_max_a=c.spec.max_current_a,
             cable_max_a=c.cable_max_a,
-            smart_limit_a=c.smart_limit_a,
+            smart_limit_a=c.own_limit_a,
             tx_authorized=_authorized_now(state, c),
             evse_suspended=c.withheld,
             faults=frozenset(_all_faults(state, c)),
@@ -147,7 +147,7 @@ def settle(
         c = replace(c, share_a=shares[cid])
         faults = frozenset(_all_faults(state, c))
         authorized = _authorized_now(state, c)
-        limits = [x for x in (c.smart_limit_a, c.share_a) if x is not None]
+        limits = [x for x in (c.own_limit_a, c.share_a) if x is not None]
         offer = safety.offer_a(
             connector_max_a=c.spec.max_current_a,
             cable_max_a=c.cable_max_a,

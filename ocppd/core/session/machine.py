@@ -48,6 +48,7 @@ from ocppd.core.session.state import (
     IdTagJudged,
     IllegalEvent,
     LimitSet,
+    LocalLimitSet,
     LockMoved,
     MoveLock,
     PilotSeen,
@@ -218,6 +219,10 @@ def _limit(s: _Step, e: LimitSet) -> None:
         s.put(s.c(e.connector_id), smart_limit_a=e.limit_a)
 
 
+def _local_limit(s: _Step, e: LocalLimitSet) -> None:
+    s.put(s.c(e.connector_id), local_limit_a=e.limit_a)
+
+
 def _authorized(s: _Step, e: Authorized) -> None:
     c = s.c(e.connector_id)
     if not usable(s.state, c.connector_id):
@@ -374,6 +379,7 @@ _RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
     EnergyRead: _energy,
     DrawCeiling: _draw,
     LimitSet: _limit,
+    LocalLimitSet: _local_limit,
     Authorized: _authorized,
     WaitCancelled: _wait_cancelled,
     TxStarted: _tx_started,

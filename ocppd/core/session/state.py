@@ -112,6 +112,7 @@ class ConnectorState:
     finishing: bool = False
     hold: Hold | None = None
     smart_limit_a: float | None = None
+    local_limit_a: float | None = None  # the installer's own limit (ocppctl limit, web page)
     # what was last commanded and reported (outputs change only through effects)
     share_a: float | None = None  # its share of the charger-wide limit (None: no such limit)
     offer_a: float | None = None
@@ -124,10 +125,16 @@ class ConnectorState:
         return self.spec.connector_id
 
     @property
+    def own_limit_a(self) -> float | None:
+        """The lower of the smart-charging and the local limit (None: neither)."""
+        limits = [x for x in (self.smart_limit_a, self.local_limit_a) if x is not None]
+        return min(limits) if limits else None
+
+    @property
     def withheld(self) -> bool:
         """Energy withheld for this connector's own reasons: its limit below 6 A, an invalid
         idTag, or no working meter."""
-        low = self.smart_limit_a is not None and self.smart_limit_a < MIN_OFFER_A
+        low = self.own_limit_a is not None and self.own_limit_a < MIN_OFFER_A
         return self.invalid_id or low or Fault.METER_FAILURE in self.faults
 
 
@@ -206,6 +213,14 @@ class DrawCeiling:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LimitSet:
     connector_id: int  # 0: the charger-wide limit
+    limit_a: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LocalLimitSet:
+    """The installer's limit for a connector (ocppctl, the web page); it never raises another."""
+
+    connector_id: int
     limit_a: float | None
 
 
@@ -305,6 +320,7 @@ Event = (
     | EnergyRead
     | DrawCeiling
     | LimitSet
+    | LocalLimitSet
     | Authorized
     | WaitCancelled
     | TxStarted
