@@ -6,7 +6,6 @@ images made in the test. OCTT security test cases TC_075_1/2, TC_076, TC_080, TC
 from __future__ import annotations
 
 import asyncio
-
 import base64
 import dataclasses
 import hashlib
