@@ -235,11 +235,15 @@ def new_private_key() -> PrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def write_private_key(path: Path, key: PrivateKey) -> None:
-    """PEM (PKCS#8, unencrypted: the daemon starts unattended) in a file created with mode
-    0600 from the first byte, replacing ``path`` atomically. The key never leaves this file."""
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PEM, PKCS#8, unencrypted: the daemon starts unattended; the file's mode protects it."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file created with mode 0600 from its first byte, replacing ``path``
+    atomically (a crash leaves the old file or the new one, never half of either)."""
     tmp = path.with_name(path.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -253,8 +257,11 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
 
 
 def load_private_key(path: Path) -> PrivateKey:
+    """The (first) private key of a PEM file; PrivateKeyError when there is none."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+        start = data.index(b"-----BEGIN PRIVATE KEY-----")
+        key = serialization.load_pem_private_key(data[start:], password=None)
     except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise PrivateKeyError(f"cannot read private key {path}: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):

@@ -58,6 +58,7 @@ class Behaviour:
     parent_of: dict[str, str] = field(default_factory=dict)
     fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
     clock_offset_s: float = 0.0  # the Central System's clock runs this far ahead
+    sign_status: str = "Accepted"  # the answer to SignCertificate
     # action -> gate: a CALL of that action is answered only once its gate is set (while held,
     # further frames are still read, so a CALL that overtakes it is seen)
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -168,6 +169,10 @@ class _CP(OcppChargePoint):
     @on(Action.log_status_notification)
     async def on_log_status(self, **_: Any) -> Any:
         return call_result.LogStatusNotification()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, **_: Any) -> Any:
+        return call_result.SignCertificate(status=self.server.behaviour.sign_status)
 
 
 class CentralSystem:

@@ -222,6 +222,7 @@ class FirmwareService:
             self._update_over = True  # before the send: its answer may take a while
         if status in PLAIN_STATUSES:  # what a triggered FirmwareStatusNotification reports
             self.cp.firmware_status = status.value
+            self.cp.firmware_request_id = request_id
         log.info("firmware status %s", status.value)
         if request_id is None:
             conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
@@ -584,6 +585,9 @@ class FirmwareService:
                        policy: RetryPolicy) -> None:
         async def status(value: str) -> None:
             log.info("log upload %d: %s", request_id, value)
+            # a triggered LogStatusNotification reports Uploading while it lasts, then Idle
+            self.cp.log_status, self.cp.log_request_id = (
+                ("Uploading", request_id) if value == "Uploading" else ("Idle", None))
             await self.cp.send("LogStatusNotification", {"status": value, "requestId": request_id})
 
         workdir = Path(tempfile.mkdtemp(prefix="ocppd-log-"))
@@ -604,6 +608,7 @@ class FirmwareService:
             else:
                 await status("UploadFailure")
         finally:
+            self.cp.log_status, self.cp.log_request_id = "Idle", None
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _security_log_text(self, start: datetime | None, stop: datetime | None) -> str:

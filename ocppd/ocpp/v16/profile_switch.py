@@ -57,13 +57,16 @@ def missing_prerequisites(profile: int, s: LinkSettings) -> list[str]:
         if not _readable(s.ca_file):
             missing.append("a Central System root certificate (central_system.ca_file)")
     if profile >= 3:
-        if not (_readable(s.client_cert_file) and _readable(s.client_key_file)):
+        # the key may share the certificate's file (a certificate from CertificateSigned)
+        if not (_readable(s.client_cert_file)
+                and (s.client_key_file is None or _readable(s.client_key_file))):
             missing.append("a client certificate and key (central_system.client_cert_file,"
-                           " client_key_file)")
+                           " client_key_file, or one from CertificateSigned)")
         else:
             try:  # a certificate that does not match its key would never connect
                 ssl.create_default_context().load_cert_chain(
-                    str(s.client_cert_file), str(s.client_key_file))
+                    str(s.client_cert_file),
+                    str(s.client_key_file) if s.client_key_file else None)
             except (OSError, ssl.SSLError) as exc:
                 missing.append(f"a usable client certificate ({exc})")
     return missing
