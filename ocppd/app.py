@@ -38,6 +38,7 @@ from ocppd.ocpp.v16.chargepoint import ChargePoint
 from ocppd.ocpp.v16.client_cert import ClientCertificates
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
 from ocppd.ocpp.v16.profile_switch import SecurityProfileSwitch
+from ocppd.ocpp.v16.root_trial import RootTrial
 from ocppd.ocpp.v16.security import SecurityLog
 from ocppd.ocpp.validate import Validator
 from ocppd.security import SecurityEventType, security_event
@@ -201,6 +202,7 @@ class Daemon:
         self.seclog: SecurityLog | None = None
         self.certs: CertificateService | None = None
         self.client_certs: ClientCertificates | None = None
+        self.root_trial: RootTrial | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -293,8 +295,12 @@ class Daemon:
         roots = [] if self.store is None else self.store.certificates("central_system_root")
         if not roots:
             return cs.ca_file
-        parts = [cs.ca_file.read_text()] if cs.ca_file else []
-        parts += [r.pem for r in roots]
+        if self.root_trial is not None and self.root_trial.pending is not None:
+            # AdditionalRootCertificateCheck: the new root alone, so a connection proves it
+            parts = [r.pem for r in self.root_trial.trusted(roots)]
+        else:
+            parts = [cs.ca_file.read_text()] if cs.ca_file else []
+            parts += [r.pem for r in roots]
         bundle = self.cfg.storage.path.parent / CS_ROOTS_BUNDLE
         tmp = bundle.with_name(bundle.name + ".tmp")
         tmp.write_text("\n".join(p.strip() for p in parts) + "\n")
@@ -359,8 +365,12 @@ class Daemon:
             from ocppd.ocpp.v16.certificates import CertificateService
 
             assert self.store is not None and self.cp is not None
-            self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
-                                            wall=self.wall)
+            cp = self.cp
+            self.certs = CertificateService(
+                cfg=self.cfg, store=self.store, keys=cp.keys, wall=self.wall,
+                root_trial=self.root_trial, reconnect=lambda why: cp.link.reconnect_now(why),
+                profile=lambda: max(self.cfg.central_system.security_profile,
+                                    cp.keys.get_int("SecurityProfile")))
             self.certs.register(self.cp.handlers)
             keys, link = self.cp.keys, self.cp.link
             # a changed Central System root applies from the next connection on
@@ -460,7 +470,9 @@ class Daemon:
             cp.request_csr = client_certs.request_soon
             # security changes on trial (ocpp/v16/trial.py): confirmed by a connection, undone
             # when they cannot connect
-            trials = [switch.trial, client_certs.trial]
+            self.root_trial = RootTrial(
+                store=store, on_changed=lambda: cp.link.update(self.link_settings(keys)))
+            trials = [switch.trial, client_certs.trial, self.root_trial.trial]
 
             async def on_connected() -> None:
                 for trial in trials:

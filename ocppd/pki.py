@@ -164,6 +164,17 @@ def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
                                f" ({type(exc).__name__})") from None
 
 
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` issued ``cert`` (names match and the signature verifies)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        _check_signed_by(cert, issuer)
+    except CertificateError:
+        return False
+    return True
+
+
 def verify_chain(chain: list[x509.Certificate], roots: Iterable[x509.Certificate],
                  now: datetime | None = None) -> x509.Certificate:
     """Check that ``chain[0]`` (the leaf, followed by intermediates in any order) chains up to

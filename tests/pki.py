@@ -93,6 +93,12 @@ class CA:
         return Issued(self.certify(key.public_key(), _name(cn), ips=ips, dns=dns, server=server,
                                    valid_days=valid_days, age_days=age_days), key)
 
+    def cross_sign(self, other: CA) -> x509.Certificate:
+        """``other``'s root (its name and key) issued by this CA: a new root signed by the one
+        it replaces."""
+        return self.certify(other.key.public_key(), other.cert.subject, server=False, ca=True,
+                            valid_days=30)
+
     def sign_csr(self, csr_pem: str, *, valid_days: float = 7) -> x509.Certificate:
         """A client certificate for a CSR, as a Central System's CA would issue it."""
         csr = x509.load_pem_x509_csr(csr_pem.encode())
@@ -101,7 +107,7 @@ class CA:
 
     def certify(self, public_key: object, subject: x509.Name, *, ips: tuple[str, ...] = (),
                 dns: tuple[str, ...] = (), server: bool = True, valid_days: float = 7,
-                age_days: float = 1 / 24) -> x509.Certificate:
+                age_days: float = 1 / 24, ca: bool = False) -> x509.Certificate:
         now = datetime.now(UTC)
         b = (
             x509.CertificateBuilder()
@@ -110,7 +116,7 @@ class CA:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=age_days))
             .not_valid_after(now + timedelta(days=valid_days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.key.public_key()), critical=False)
         )

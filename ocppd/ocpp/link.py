@@ -169,6 +169,10 @@ def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
         raise _Setup(f"cannot load ca_file {s.ca_file}: {exc}") from None
     ctx.minimum_version = TLS_MINIMUM_VERSION
     ctx.set_ciphers(TLS12_CIPHERS)
+    if s.ca_file:
+        # Every installed root is a trust anchor as it is, also one issued by another root
+        # (AdditionalRootCertificateCheck: the new root is issued by the one it replaces)
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if s.security_profile >= 3:
         if not s.client_cert_file:
             raise _Setup("security profile 3 needs client_cert_file (and client_key_file)")
