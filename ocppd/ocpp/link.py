@@ -64,6 +64,9 @@ SHORT_BACKOFF_S = 60.0
 #: after that, one "still offline" line per this long at most (and one when the error changes):
 #: the journal shows the charger is still trying without a line per attempt
 OFFLINE_REPORT_EVERY_S = 600.0
+#: at most one InvalidMessages security event per this long (Security Whitepaper security
+#: events): a broken or hostile Central System must not flood the bounded security log
+INVALID_MESSAGES_EVENT_EVERY_S = 3600.0
 _T = TypeVar("_T")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
@@ -319,6 +322,8 @@ class Link:
         self._drop_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offline: _Offline | None = _Offline(since=datetime.now(UTC))  # until connected
+        self._invalid_unreported = 0  # invalid frames since the last InvalidMessages event
+        self._invalid_reported_at = -math.inf  # link clock of that event
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -487,6 +492,7 @@ class Link:
                 self.stats.incoming_errors += 1
                 log.warning("invalid %s response from the Central System: %s", action,
                             exc.description)
+                self._invalid_message(f"invalid {action} response: {exc.description}")
                 raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
                                       exc.details) from None
         return answer.payload
@@ -816,9 +822,22 @@ class Link:
                              message_type=head[0] if head else None)
         self._on_bad_frame(ws, exc, f"<binary frame, {len(data)} bytes>")
 
+    def _invalid_message(self, what: str) -> None:
+        """Count a frame that failed validation; an InvalidMessages security event for the
+        first, then at most one per INVALID_MESSAGES_EVENT_EVERY_S with the count between."""
+        self._invalid_unreported += 1
+        now = self._clock()
+        if now - self._invalid_reported_at < INVALID_MESSAGES_EVENT_EVERY_S:
+            return
+        more = self._invalid_unreported - 1
+        self._invalid_unreported, self._invalid_reported_at = 0, now
+        security_event(SecurityEventType.INVALID_MESSAGES,
+                       what + (f" ({more} more since the last report)" if more else ""))
+
     def _on_bad_frame(self, ws: aiohttp.ClientWebSocketResponse, exc: rpc.FrameError,
                       text: str) -> None:
         self.stats.incoming_errors += 1
+        self._invalid_message(f"bad frame from the Central System: {exc.description}")
         if isinstance(exc, rpc.UnknownMessageType):
             log.warning("frame with an unknown MessageTypeId ignored (OCPP-J §4.1.3): %s",
                         _for_log(text)[:200])
@@ -850,6 +869,7 @@ class Link:
                 self.stats.incoming_errors += 1
                 log.warning("invalid %s from the Central System: %s", call.action,
                             exc.description)
+                self._invalid_message(f"invalid {call.action}: {exc.description}")
                 raise
         result = await self._handler(call.action, call.payload)
         reply = result if isinstance(result, Reply) else Reply(result)

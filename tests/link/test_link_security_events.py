@@ -190,3 +190,33 @@ async def test_central_system_name_not_in_its_certificate_is_refused(
     assert link.stats.connects == 0
     assert [k for k, _ in seen] == [SecurityEventType.INVALID_CENTRAL_SYSTEM_CERTIFICATE]
     assert "mismatch" in (seen[0][1] or "").lower()
+
+
+# --- InvalidMessages (Security Whitepaper security events), rate-limited ------------------------
+
+
+async def test_invalid_messages_are_a_rate_limited_security_event(
+        cs: CentralSystem, handlers: Handlers, seen: Seen) -> None:
+    """Frames that fail validation: one InvalidMessages event, not one per frame (a broken or
+    hostile peer must not flood the bounded security log); after the quiet period the next
+    one is reported with the count of those in between."""
+    from ocppd.ocpp.link import INVALID_MESSAGES_EVENT_EVERY_S
+    from ocppd.ocpp.validate import Validator
+
+    now = [1000.0]
+    handlers.returns("Reset", {"status": "Accepted"})
+    link = Link(settings_for(cs.url), handler=handlers, validator=Validator(),
+                clock=lambda: now[0])
+    async with running(link):
+        conn = await cs.connection(1)
+        bad_call = await conn.call("Reset", {"type": "Sideways"})  # fails the schema
+        assert bad_call[0] == 4
+        broken = await conn.request_raw('[2, "b-1", "Reset"]', "b-1")  # not a CALL at all
+        assert broken[0] == 4
+        await conn.call("Reset", {"type": "Hard"})  # a valid one: no event
+        invalid = [i for k, i in seen if k == SecurityEventType.INVALID_MESSAGES]
+        assert len(invalid) == 1 and "Reset" in (invalid[0] or "")
+        now[0] += INVALID_MESSAGES_EVENT_EVERY_S
+        assert (await conn.call("Reset", {}))[0] == 4
+        invalid = [i for k, i in seen if k == SecurityEventType.INVALID_MESSAGES]
+        assert len(invalid) == 2 and "1 more" in (invalid[1] or "")
