@@ -233,6 +233,7 @@ class CentralSystem:
         self.handshakes.append({
             "authorization": headers.get("Authorization"),
             "peercert": ws.transport.get_extra_info("peercert") if self.ssl_context else None,
+            "tls": ws.transport.get_extra_info("cipher") if self.ssl_context else None,
         })
         self.cps[cp_id] = cp
         self.connections += 1
