@@ -3,10 +3,12 @@ sent after the answer, with the same Accepted / Rejected rules as TriggerMessage
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 from csms import CentralSystem, call
+from fwpeers import WebPeer
 from harness import CP_ID, booted, running, sim_config
 
 pytestmark = pytest.mark.asyncio
@@ -61,3 +63,22 @@ async def test_extended_trigger_for_a_connector_that_does_not_exist_is_rejected(
         statuses = len(cs.received("StatusNotification"))
         assert await extended(cs, "StatusNotification") == "Accepted"  # all: 0 and 1
         await cs.wait_for("StatusNotification", count=statuses + 2)
+
+
+async def test_triggered_log_status_during_an_upload_carries_its_request_id(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """While a GetLog upload runs, a triggered LogStatusNotification says Uploading with the
+    request's id (the Central System holds its answer to Uploading to keep the upload busy)."""
+    gate = cs.behaviour.hold["LogStatusNotification"] = asyncio.Event()
+    async with WebPeer() as web, running(sim_config(tmp_path, cs.url)):
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.GetLog(log_type="SecurityLog", request_id=31,
+                                                log={"remoteLocation": f"{web.url}/upload/"}))
+        assert conf.status == "Accepted"
+        await cs.wait_for("LogStatusNotification")
+        assert await extended(cs, "LogStatusNotification") == "Accepted"
+        gate.set()
+        await cs.wait_for("LogStatusNotification", lambda p: p["status"] == "Uploaded")
+    statuses = [(p["status"], p.get("requestId")) for p in cs.received("LogStatusNotification")]
+    assert statuses == [("Uploading", 31), ("Uploading", 31), ("Uploaded", 31)]
