@@ -207,7 +207,11 @@ class ClientCertificates:
         self._warned_for = None
 
     def _confirmed(self, info: str) -> None:
-        (self.directory / ON_TRIAL).replace(self.directory / IN_USE)
+        try:
+            (self.directory / ON_TRIAL).replace(self.directory / IN_USE)
+        except FileNotFoundError:  # removed by hand meanwhile: what is in use stays
+            log.error("client certificate on trial vanished; keeping the one in use")
+            return
         security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
                        f"new client certificate in use: {info}")
         self._on_changed()
