@@ -116,6 +116,8 @@ async def test_tc_074_csr_round_trip_ends_in_profile_3_with_the_new_certificate(
             await wait_until(lambda: cs.connections == 2 and d.cp.online, what="profile 3")
             assert d.cp.link.settings.security_profile == 3
             assert serial_of(cs.handshakes[1]) == first.serial_number
+            await wait_until(lambda: "SecurityProfile 3 in use (was 2)" in seclog(
+                d, "ReconfigurationOfSecurityParameters"), what="the switch in the security log")
 
             # renewed at profile 3: the next connection presents the new certificate
             second = ca.sign_csr(await trigger_csr(cs, count=2))
