@@ -37,6 +37,7 @@ from ocppd.ocpp.v16.local_auth import LocalAuthMixin
 from ocppd.ocpp.v16.registration import RegistrationMixin
 from ocppd.ocpp.v16.reservation import ReservationMixin
 from ocppd.ocpp.v16.statuses import StatusMixin
+from ocppd.ocpp.v16.trigger import TriggerMixin
 from ocppd.ocpp.v16.txmessages import TxMessagesMixin
 from ocppd.ocpp.validate import Validator
 from ocppd.ports import StationApi
@@ -57,13 +58,14 @@ class ChargePoint(
     TxMessagesMixin,
     StatusMixin,
     CoreProfileMixin,
+    TriggerMixin,
     LocalAuthMixin,
     ReservationMixin,
 ):
     """One charge point towards one Central System. Each responsibility is a mixin in its own
-    module (registration.py, txmessages.py, statuses.py, core_profile.py, local_auth.py,
-    reservation.py); this class holds the shared state, the CentralPort entry points the
-    station calls, and the table of incoming calls."""
+    module (registration.py, txmessages.py, statuses.py, core_profile.py, trigger.py,
+    local_auth.py, reservation.py); this class holds the shared state, the CentralPort entry
+    points the station calls, and the table of incoming calls."""
 
     def __init__(
         self,
@@ -111,6 +113,12 @@ class ChargePoint(
         self.on_accepted: list[Callable[[], None]] = []
         self.diagnostics_status = "Idle"
         self.firmware_status = "Idle"
+        # what a triggered SignedFirmwareStatusNotification / LogStatusNotification report
+        self.firmware_request_id: int | None = None
+        self.log_status = "Idle"
+        self.log_request_id: int | None = None
+        # sends a new CSR (ExtendedTriggerMessage SignChargePointCertificate); set by app.py
+        self.request_csr: Callable[[], None] | None = None
         self.handlers: dict[str, Handler] = {
             "ChangeAvailability": self._change_availability,
             "ChangeConfiguration": self._change_configuration,
@@ -122,6 +130,7 @@ class ChargePoint(
             "Reset": self._reset,
             "UnlockConnector": self._unlock,
             "TriggerMessage": self._trigger,
+            "ExtendedTriggerMessage": self._extended_trigger,
             "GetLocalListVersion": self._get_local_list_version,
             "SendLocalList": self._send_local_list,
             "ReserveNow": self._reserve_now,

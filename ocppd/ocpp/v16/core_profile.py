@@ -1,5 +1,5 @@
 """The Core profile's commands from the Central System (OCPP 1.6 §5): availability,
-configuration, cache, data transfer, remote start and stop, reset, unlock, trigger."""
+configuration, cache, data transfer, remote start and stop, reset, unlock."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ocppd import security
 from ocppd.core.model import StopReason
 from ocppd.errors import StorageError
 from ocppd.ocpp.rpc import Reply
@@ -56,6 +57,7 @@ class CoreProfileMixin(ChargePointBase):
         kept in the store's event log. The one place that raises them, so that sending a
         SecurityEventNotification (queued like transaction messages) is wired in here."""
         log.warning("security event %s: %s", event_type, tech_info)
+        security.security_event(event_type, tech_info)  # the security log, sent if critical
         try:
             self.store.log_event(self.wall(), "security_event", f"{event_type}: {tech_info}")
         except StorageError as exc:
@@ -140,48 +142,3 @@ class CoreProfileMixin(ChargePointBase):
             }[result]
         }
 
-    async def _trigger(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
-        what, cid = p["requestedMessage"], p.get("connectorId")
-        if cid is not None and cid != 0 and cid not in self.station.connectors:
-            return {"status": "Rejected"}
-        accepted = {"status": "Accepted"}
-        if what == "BootNotification":
-
-            async def boot() -> None:
-                conf = await self._send_direct("BootNotification", self.boot_payload())
-                if conf is not None and conf.get("status") == "Accepted":
-                    was = self.registration
-                    self.registration = Registration.ACCEPTED
-                    self._accepted.set()
-                    if was is not Registration.ACCEPTED:
-                        self._boot_wake.set()
-                        self._send_all_statuses()
-
-            return Reply(accepted, then=boot)
-        if what == "Heartbeat":
-            return Reply(accepted, then=lambda: self._fire("Heartbeat", {}))
-        if what == "StatusNotification":
-            targets = [cid] if cid is not None else [0, *self.station.connectors]
-
-            async def statuses() -> None:
-                for t in targets:  # triggered: no MinimumStatusDuration (open-ocpp #46)
-                    await self._send_status(t, force=True)
-
-            return Reply(accepted, then=statuses)
-        if what == "MeterValues":
-            return Reply(accepted, then=lambda: self.station.sample_now(cid, "trigger"))
-        if what == "DiagnosticsStatusNotification":
-            return Reply(
-                accepted,
-                then=lambda: self._fire(
-                    "DiagnosticsStatusNotification", {"status": self.diagnostics_status}
-                ),
-            )
-        if what == "FirmwareStatusNotification":
-            return Reply(
-                accepted,
-                then=lambda: self._fire(
-                    "FirmwareStatusNotification", {"status": self.firmware_status}
-                ),
-            )
-        return {"status": "NotImplemented"}

@@ -1,5 +1,5 @@
 """What the parts of the 1.6 charge point share: its state, and the methods one part calls on
-another. Every part (registration.py, txmessages.py, statuses.py, core_profile.py,
+another. Every part (registration.py, txmessages.py, statuses.py, core_profile.py, trigger.py,
 local_auth.py, reservation.py) derives from this base, and ChargePoint (chargepoint.py) from all
 of them, so the real methods come before these declarations in the method order."""
 
@@ -56,6 +56,10 @@ class ChargePointBase:
     on_accepted: list[Callable[[], None]]
     diagnostics_status: str
     firmware_status: str
+    firmware_request_id: int | None
+    log_status: str
+    log_request_id: int | None
+    request_csr: Callable[[], None] | None
 
     @property
     def registration(self) -> Registration:
