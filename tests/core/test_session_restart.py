@@ -2,8 +2,9 @@
 
 Random event sequences run on two chargers side by side. One runs without interruption; the
 other is restarted at random quiet moments, rebuilt from what its shell stored and what its
-hardware reports (session_world.py), by the path the station takes at start-up. After the
-restart, and after every later event, both must have made the same decisions: offers,
+hardware reports (session_world.py), by the path the station takes at start-up, also in the
+middle of a stop (made durable, its end not yet recorded). After the restart, and after every
+later event, both must have made the same decisions: offers,
 contactors, statuses, transactions, idTag suspension, availability, reservations and the
 timers they need.
 """
@@ -18,11 +19,12 @@ from session_world import World, reserve_hold
 
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, StopReason
-from ocppd.core.session import derive
+from ocppd.core.session import derive, machine
 from ocppd.core.session.state import (
     Authorized,
     AvailabilitySet,
     CableRated,
+    EndTransaction,
     EnergyRead,
     FaultSeen,
     IdTagJudged,
@@ -41,9 +43,14 @@ judge = st.tuples(st.just("judge"), cid, st.sampled_from([AuthStatus.ACCEPTED, A
                                                            AuthStatus.BLOCKED]))
 session = st.tuples(st.just("session"), cid, st.sampled_from(["A", "B"]))  # plug in, a card
 restart = st.tuples(st.just("restart"), st.none(), st.none())
+# the power goes while a stop is under way: after the stop was made durable, before its end
+# was recorded
+crash_in_stop = st.tuples(st.just("crash_in_stop"), cid,
+                          st.sampled_from([StopReason.LOCAL, StopReason.REMOTE]))
 ops = st.one_of(
     session,
     restart,
+    crash_in_stop,
     judge,
     st.tuples(st.just("pilot"), cid, st.sampled_from(list(PilotState))),
     st.tuples(st.just("fault"), st.integers(0, N),
@@ -137,6 +144,17 @@ def test_decisions_after_a_restart_are_those_of_the_uninterrupted_run(
                 restarted = restarted.restarted()
                 restarts += 1
                 assert restarted.decisions() == steady.decisions(), "right after the restart"
+            continue
+        if kind == "crash_in_stop":
+            if restarted.quiet() and restarted.state.connector(target).tx is not None:
+                apply(steady, "stop", target, value)
+                restarted.state, effects = machine.step(
+                    restarted.state, StopRequested(connector_id=target, reason=value),
+                    restarted.now, restarted.rules)
+                restarted.execute([e for e in effects if not isinstance(e, EndTransaction)])
+                restarted = restarted.restarted()
+                restarts += 1
+                assert restarted.decisions() == steady.decisions(), "restart within a stop"
             continue
         apply(steady, kind, target, value)
         apply(restarted, kind, target, value)
