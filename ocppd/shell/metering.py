@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ocppd.core.evse import Fault, MeterReading
 from ocppd.core.session.state import DrawCeiling, EnergyRead, FaultSeen
 from ocppd.errors import MeterError, StorageError
-from ocppd.shell.host import Host
+
+if TYPE_CHECKING:  # the type of ``self`` in the methods below
+    from ocppd.shell.host import Host
 
 log = logging.getLogger("ocppd.station")
 

@@ -6,6 +6,7 @@ station's lock, so a power cut leaves either both or neither."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ocppd.core.auth import Credential
 from ocppd.core.model import AuthStatus
@@ -22,7 +23,9 @@ from ocppd.errors import StorageError
 from ocppd.ports import Refused
 from ocppd.privacy import tag
 from ocppd.shell import recovery
-from ocppd.shell.host import Host
+
+if TYPE_CHECKING:  # the type of ``self`` in the methods below
+    from ocppd.shell.host import Host
 
 log = logging.getLogger("ocppd.station")
 

@@ -5,6 +5,7 @@ hands the rest to the core as an event."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ocppd.core.auth import same_tag
 from ocppd.core.evse import Fault
@@ -17,7 +18,9 @@ from ocppd.core.session.state import (
 )
 from ocppd.ports import Refused, SessionHook
 from ocppd.privacy import tag
-from ocppd.shell.host import Host
+
+if TYPE_CHECKING:  # the type of ``self`` in the methods below
+    from ocppd.shell.host import Host
 
 log = logging.getLogger("ocppd.station")
 
