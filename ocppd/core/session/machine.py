@@ -1,5 +1,7 @@
 """Every rule that changes a charging session, in one place: ``step(state, event, now, rules)``.
 
+(Just above 400 lines on purpose: every transition in one file, so the rule table reads whole.)
+
 No I/O and no clock: ``now`` is an argument, storage writes, timers and hardware outputs come
 back as effects (state.py) for the shell to carry out. An event that cannot happen in the
 current state raises ``IllegalEvent`` instead of corrupting the state.
