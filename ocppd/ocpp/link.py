@@ -108,6 +108,13 @@ class Link:
         return self._session.on_frame
 
     @property
+    def last_received(self) -> float | None:
+        """Link clock of the last frame of any kind, pongs too, on the connection (None when
+        not connected): what the keepalive watches."""
+        conn = self._conn
+        return None if conn is None else conn.received_at
+
+    @property
     def calls_waiting(self) -> int:
         """CALLs of ours waiting for the one outstanding slot (OCPP-J §4.1.1)."""
         return self._session.waiting
