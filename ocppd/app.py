@@ -334,6 +334,8 @@ class Daemon:
             self.station = station = Station(
                 cfg=cfg, store=store, hw=hw, policy=V16Policy(keys), wall=self.wall
             )
+            # checkpoints (and the fsync of the log restart after one) only between sessions
+            store.may_checkpoint = lambda: all(c.tx is None for c in station.connectors.values())
             self.cp = cp = ChargePoint(
                 cfg=cfg,
                 store=store,

@@ -796,6 +796,7 @@ class Station:
                 # A transaction that cannot be recorded cannot be billed: no energy for it.
                 self._storage_failed(exc)
                 raise Refused(f"cannot record the transaction: {exc}") from None
+            await self.store.durable()  # the contactor closes on a recorded transaction only
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
             if c.reservation_id is not None:  # used up (or another card took a reserved one)
@@ -1168,20 +1169,22 @@ class Station:
             if reading is None:
                 continue
             try:
-                if c.tx is not None:
-                    self.store.update_meter(
-                        c.tx.local_id, int(round(reading.energy_import_wh)), now
-                    )
-                    self._check_energy_cap(c)
-                if self.port is not None and (c.tx is not None or context != "periodic"):
-                    self.port.meter_sample(
-                        connector_id=c.id,
-                        tx=c.tx,
-                        reading=reading,
-                        at=now,
-                        context=context,
-                        offered_a=c.offer_a,
-                    )
+                # one commit per sample: register, transaction sample and queued MeterValues
+                with self.store.atomic():
+                    if c.tx is not None:
+                        self.store.update_meter(
+                            c.tx.local_id, int(round(reading.energy_import_wh)), now
+                        )
+                    if self.port is not None and (c.tx is not None or context != "periodic"):
+                        self.port.meter_sample(
+                            connector_id=c.id,
+                            tx=c.tx,
+                            reading=reading,
+                            at=now,
+                            context=context,
+                            offered_a=c.offer_a,
+                        )
+                self._check_energy_cap(c)
             except StorageError as exc:
                 self._storage_failed(exc)
 
@@ -1229,14 +1232,15 @@ class Station:
             for c in self.connectors.values():
                 reading = await self._read_meter(c)
                 if reading is not None and self.port is not None:
-                    self.port.meter_sample(
-                        connector_id=c.id,
-                        tx=c.tx,
-                        reading=reading,
-                        at=at,
-                        context="clock",
-                        offered_a=c.offer_a,
-                    )
+                    with self.store.atomic():  # one commit per sample
+                        self.port.meter_sample(
+                            connector_id=c.id,
+                            tx=c.tx,
+                            reading=reading,
+                            at=at,
+                            context="clock",
+                            offered_a=c.offer_a,
+                        )
 
     # --- views ------------------------------------------------------------------------------------
 

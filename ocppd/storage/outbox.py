@@ -13,14 +13,17 @@ followed it; in particular it can never come back after its own confirmed StopTr
 keeps a replay of thousands of queued MeterValues at the speed of the link, not of the disk.
 
 Confirmations (``outbox_confirm``). A confirmed StartTransaction/StopTransaction is deleted at
-once, durably, together with every MeterValues confirmed before it. A confirmed MeterValues is
-not deleted one by one: its seq is written (no fsync) to a small watermark file next to the
-database, ``<db>.confirmed``, and the rows are deleted in batches. Delivery is strictly in seq
-order, so every MeterValues at or below the watermark was confirmed (or discarded); at the next
-open they are deleted before anything is read. A SIGKILL therefore resends no confirmed message
-(the watermark write reached the kernel); only a power cut may bring back the last few confirmed
-MeterValues, as described above. The watermark file carries the database file's identity, so
-the watermark of a database that was replaced (moved aside as corrupt) never applies to another.
+once and made durable at once (the background fsync, see durability.py), together with every
+MeterValues confirmed before it. A confirmed MeterValues is not deleted one by one: its seq is
+recorded as the *confirmed watermark* in the ``meta`` table, in a commit of its own that the
+next fsync makes durable (in the normal rhythm, the one of the next sample: one fsync per
+sample, not two), and the rows are deleted in batches. Delivery is strictly in seq order, so
+every MeterValues at or below the watermark was confirmed (or discarded); at the next open they
+are deleted before anything is read. A SIGKILL resends no confirmed message (the commit reached
+the kernel). After a power cut, only a MeterValues confirmed after the last fsync can come back,
+at most the last one in the periodic rhythm (it is sent again with its original timestamp and
+values). The watermark lives in the database itself, so it can never apply to another file.
+Earlier versions kept it in a ``<db>.confirmed`` file; that file is read once and removed.
 
 Size cap (``outbox_max_messages``). When a put finds the outbox full, room is made by thinning
 the OLDEST periodic MeterValues ('meter' kind): of the oldest ones, every other one is dropped
@@ -51,33 +54,34 @@ CONFIRM_BATCH = 64  # confirmed MeterValues deleted together
 _MARK = struct.Struct(">QQ")  # outbox epoch, highest confirmed MeterValues seq
 
 
-class ConfirmMark:
-    """The watermark file of confirmed MeterValues (see the module docstring)."""
+WATERMARK_KEY = "outbox.confirmed_meter_seq"  # in the meta table
 
-    def __init__(self, path: Path, epoch: int) -> None:
-        self.path = path
-        self.epoch = epoch
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
 
-    def read(self) -> int:
-        """The watermark if it belongs to this database's epoch, else 0."""
-        raw = os.pread(self._fd, _MARK.size, 0)
-        if len(raw) != _MARK.size:
-            return 0
-        epoch, seq = _MARK.unpack(raw)
-        return int(seq) if epoch == self.epoch else 0
+def _legacy_watermark(db_path: Path) -> int:
+    """The watermark of an earlier version's ``<db>.confirmed`` file (0 if none or foreign),
+    removed once read: the database holds it from now on."""
+    path = Path(f"{db_path}.confirmed")
+    try:
+        raw = path.read_bytes()
+        st = os.stat(db_path)
+    except OSError:
+        return 0
+    epoch = ((st.st_dev & 0xFFFFFFFF) << 32) | (st.st_ino & 0xFFFFFFFF)
+    seq = 0
+    if len(raw) == _MARK.size:
+        mark_epoch, mark_seq = _MARK.unpack(raw)
+        if mark_epoch == epoch:  # a file copied next to another database is ignored
+            seq = int(mark_seq)
+    return seq
 
-    def write(self, seq: int) -> None:
-        os.pwrite(self._fd, _MARK.pack(self.epoch, seq), 0)
 
-    @property
-    def closed(self) -> bool:
-        return self._fd < 0
+def _drop_legacy_watermark(db_path: Path) -> None:
+    try:
+        Path(f"{db_path}.confirmed").unlink()
+    except OSError:
+        pass
 
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+
 _COLS = "seq, action, payload, local_tx_id, kind, attempts, next_attempt_at, created_at"
 
 
@@ -92,37 +96,36 @@ class OutboxMixin:
     _over_cap_warned: bool
     outbox_dropped: int
     _confirmed: list[int]  # confirmed MeterValues not deleted yet
-    _mark: ConfirmMark | None
 
     def _open_confirmations(self) -> None:
-        """Load the watermark and delete what it says was confirmed (called at open)."""
+        """Delete what the watermark says was confirmed (called at open)."""
         self._confirmed = []
-        # The epoch is the database file's identity: a file that was replaced (moved aside,
-        # restored) has another inode, and its watermark is ignored (the safe direction: at
-        # worst a few confirmed MeterValues are sent again).
-        st = os.stat(self._db.path)
-        epoch = ((st.st_dev & 0xFFFFFFFF) << 32) | (st.st_ino & 0xFFFFFFFF)
-        try:
-            self._mark = ConfirmMark(Path(f"{self._db.path}.confirmed"), epoch)
-        except OSError as exc:  # read-only directory: confirm by deleting each row instead
-            log.warning("outbox: no watermark file (%s); confirming row by row", exc)
-            self._mark = None
-            return
-        upto = self._mark.read()
+        row = self._db.one("read the outbox watermark", "SELECT value FROM meta WHERE key = ?",
+                           (WATERMARK_KEY,))
+        upto = max(0 if row is None else int(row[0]), _legacy_watermark(self._db.path))
         if upto:
             with self._db.write("remove confirmed MeterValues"):
+                self._set_watermark(upto)
                 self._db.exec("DELETE FROM outbox WHERE kind = 'meter' AND seq <= ?", (upto,))
             self._outbox_n = None
+        self._db.syncer.wait_blocking()
+        _drop_legacy_watermark(self._db.path)  # only once the database holds its watermark
+
+    def _set_watermark(self, seq: int) -> None:
+        self._db.exec("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key)"
+                      " DO UPDATE SET value = excluded.value", (WATERMARK_KEY, str(seq)))
 
     def outbox_confirm(self, seq: int, kind: str) -> None:
         """The CALLRESULT of queued message ``seq`` arrived: it is never sent again."""
-        if kind == "meter" and self._mark is not None:
-            self._mark.write(seq)
-            self._confirmed.append(seq)
-            if len(self._confirmed) >= CONFIRM_BATCH:
-                self.outbox_flush()
+        if kind == "meter":
+            # no fsync of its own: durable with the next one (see the module docstring)
+            with self._db.write("record a confirmed MeterValues", durable=False):
+                self._set_watermark(seq)
+                self._confirmed.append(seq)
+                if len(self._confirmed) >= CONFIRM_BATCH:
+                    self._delete_confirmed()
             return
-        with self._db.write("remove a confirmed message", durable=kind != "meter"):
+        with self._db.write("remove a confirmed message"):
             self._delete_confirmed()
             cur = self._db.exec("DELETE FROM outbox WHERE seq = ?", (seq,))
             if self._outbox_n is not None:

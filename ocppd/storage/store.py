@@ -1,18 +1,20 @@
 """The persistent store: one SQLite file that survives crashes, outages and power cuts.
 
 The layers above decide WHAT to store; this class makes it durable, atomic and fast. Every
-public method is one transaction, committed (and fsynced) before it returns, unless it runs
-inside ``atomic()``, where everything commits together. All errors are ``StorageError``
+public method is one transaction, committed before it returns (and fsynced right after, off the
+event-loop thread), unless it runs inside ``atomic()``, where everything commits together. All errors are ``StorageError``
 (``StorageFullError`` for a full disk, ``StorageCorruptError`` for a damaged file); programming
 errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
 
-Calls are synchronous and quick: the store is used from the event-loop thread.
+Calls are synchronous and quick: the store is used from the event-loop thread, and no call waits
+for the disk (commits are made durable by a background thread; ``durable()`` is the barrier for
+code that must act only on durable writes, see durability.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -66,11 +68,8 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
 
     def close(self) -> None:
         try:
-            if self._mark is not None and not self._mark.closed:
-                self.outbox_flush()
+            self.outbox_flush()
         finally:
-            if self._mark is not None:
-                self._mark.close()
             self._db.close()
 
     def __enter__(self) -> Store:
@@ -89,10 +88,31 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """Group calls: they commit together with one fsync, or not at all on an exception.
+        """Group calls: they commit together (one fsync, in the background), or not at all on an
+        exception.
         Nest-safe (inner blocks are savepoints)."""
         with self._db.guard("run an atomic block"), self._db.atomic():
             yield
+
+    async def durable(self) -> None:
+        """The durability barrier: returns once everything committed so far survives a power
+        cut. Await it before acting on a write (sending a queued message, closing a contactor
+        for a new transaction); commits themselves never wait for the disk (durability.py)."""
+        await self._db.syncer.wait()
+
+    def sync(self) -> bool:
+        """The same, blocking the calling thread; True once durable (tools and tests)."""
+        return self._db.syncer.wait_blocking()
+
+    @property
+    def may_checkpoint(self) -> Callable[[], bool]:
+        return self._db.syncer.may_checkpoint
+
+    @may_checkpoint.setter
+    def may_checkpoint(self, fn: Callable[[], bool]) -> None:
+        """When a checkpoint (and the log restart after it, an fsync on the loop thread) is
+        harmless: the application says 'no transaction running'."""
+        self._db.syncer.may_checkpoint = fn
 
     def integrity_check(self) -> list[str]:
         """``['ok']`` when the file is healthy (``PRAGMA quick_check``)."""
