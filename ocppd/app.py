@@ -168,6 +168,10 @@ class Daemon:
             outbox_max_messages=s.outbox_max_messages,
             tx_samples_max=s.stop_txn_data_max_samples,
             security_log_max=self.cfg.security.security_log_max_entries,
+            # the runtime directory is a tmpfs: the confirmed-MeterValues watermark, rewritten
+            # on every confirmation, costs the SD card nothing there (storage/outbox.py)
+            confirm_mark_dir=Path(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+                                  or self.cfg.control.socket.parent),
         )
 
     def _keys(self, store: Store) -> Keys:

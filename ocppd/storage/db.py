@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +72,10 @@ class Database:
         self.path = path
         self._depth = 0  # nesting of atomic()
         self.on_rollback: list[Any] = []  # callbacks: drop caches that may describe undone work
+        # callbacks run inside every outermost transaction just before COMMIT (writes that ride
+        # along with whatever commits next), and after a COMMIT succeeded
+        self.before_commit: list[Callable[[], None]] = []
+        self.after_commit: list[Callable[[], None]] = []
         self.syncer = Syncer(path)
 
     # --- opening ------------------------------------------------------------------------------
@@ -215,6 +219,8 @@ class Database:
             self._depth = 1
             try:
                 yield
+                for cb in self.before_commit:
+                    cb()
             except BaseException:
                 self._rollback()
                 raise
@@ -225,6 +231,8 @@ class Database:
                 raise
         finally:
             self._depth = 0
+        for cb in self.after_commit:
+            cb()
         if conn.total_changes != changes:
             self.syncer.committed_one(sync=durable)
 

@@ -142,6 +142,13 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (use, fingerprint)
     );
     """,
+    # 5: SD-card wear. Every queued MeterValues wrote a page of each of these two indexes and
+    # again when it was confirmed; the outbox is short in normal operation, and the queries
+    # that used them scan it in seq order (its primary key) or run once per transaction.
+    """
+    DROP INDEX outbox_by_tx;
+    DROP INDEX outbox_meter;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -37,7 +37,7 @@ EVENTS_MAX = 5000  # diagnostics ring: newest events kept
 
 class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
     def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int,
-                 security_log_max: int = 10_000) -> None:
+                 security_log_max: int = 10_000, confirm_mark_dir: Path | None = None) -> None:
         self._db = db
         self._seclog_max = security_log_max
         self._outbox_max = outbox_max_messages
@@ -45,31 +45,37 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
         self._over_cap_warned = False
         self._tx_samples_max = tx_samples_max
         self.outbox_dropped = 0  # MeterValues dropped by the cap since open
-        self._open_confirmations()
+        self._open_confirmations(confirm_mark_dir)
         db.on_rollback.append(self._forget_cached_counts)
 
     @classmethod
     def open(cls, path: Path, *, move_aside_corrupt: bool = False,
              outbox_max_messages: int = 50_000, tx_samples_max: int = 1000,
-             max_size_bytes: int | None = None, security_log_max: int = 10_000) -> Store:
+             max_size_bytes: int | None = None, security_log_max: int = 10_000,
+             confirm_mark_dir: Path | None = None) -> Store:
         """Open (creating or upgrading) the store at ``path``.
 
         A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
         renamed to ``<path>.corrupt-<UTC timestamp>`` (never deleted) and an empty store is
         created. A file from a newer ocppd is always refused. ``max_size_bytes`` caps the file
         (writes beyond it fail like a full disk, with ``StorageFullError``).
+        ``confirm_mark_dir``: where the watermark of confirmed MeterValues is kept (outbox.py);
+        a tmpfs such as the runtime directory spares the disk. Default: next to the database.
         """
         if outbox_max_messages < 1 or tx_samples_max < 2:
             raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
         db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt,
                            max_size_bytes=max_size_bytes)
         return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max,
-                   security_log_max=security_log_max)
+                   security_log_max=security_log_max, confirm_mark_dir=confirm_mark_dir)
 
     def close(self) -> None:
         try:
-            self.outbox_flush()
+            if self._mark is None or not self._mark.closed:
+                self.outbox_flush()
         finally:
+            if self._mark is not None:
+                self._mark.close()
             self._db.close()
 
     def __enter__(self) -> Store:

@@ -79,6 +79,8 @@ class Bench:
         if boot_status is not None:
             self.cs.boot_status_of[cp_id] = boot_status
         notify = procs.NotifySocket(d / "notify.sock")
+        # as under systemd (RuntimeDirectory=): the daemon's runtime directory is a tmpfs
+        env = {**procs.runtime_dir_env(), **(env or {})}
         proc = await procs.start_daemon(cfg, notify, env)
         return proc, notify, d, cp_id
 

@@ -9,11 +9,14 @@ is how the reaction figure sees the contactor close.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,6 +200,17 @@ class NotifySocket:
         self._sock.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def runtime_dir_env() -> dict[str, str]:
+    """RUNTIME_DIRECTORY on a tmpfs, as systemd sets it for the service (RuntimeDirectory=);
+    removed when the benchmark exits. Empty where there is no /dev/shm."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return {}
+    path = tempfile.mkdtemp(prefix="ocppd-bench-run-", dir=shm)
+    atexit.register(shutil.rmtree, path, True)
+    return {"RUNTIME_DIRECTORY": path}
 
 
 async def start_daemon(cfg_path: Path, notify: NotifySocket | None = None,

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -193,19 +191,17 @@ os.kill(os.getpid(), 9)  # no close, no flush: as SIGKILL or a crash leaves it
 
 
 def test_confirmed_meter_values_are_not_resent_after_a_crash(db_path: Path) -> None:
-    """The confirmed watermark (a row in the database, committed with each confirmation):
-    MeterValues confirmed before a SIGKILL are still rows in the table (deleted in batches),
-    yet never come back after reopening; the unconfirmed ones do, in order."""
+    """The watermark file (``<db>.confirmed``): MeterValues confirmed before a SIGKILL are
+    still rows in the table (deleted in batches), yet never come back after reopening; the
+    unconfirmed ones do, in order."""
     proc = subprocess.run([sys.executable, "-c", _CONFIRM_THEN_DIE, str(db_path)],
                           capture_output=True, text=True, env=child_env(), timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     seqs = [int(x) for x in proc.stdout.split()]
-    assert not Path(f"{db_path}.confirmed").exists()  # no side file any more
+    assert Path(f"{db_path}.confirmed").exists()
     raw = sqlite3.connect(db_path)
     try:  # the confirmed rows are still in the table: only the watermark tells
         assert raw.execute("SELECT count(*) FROM outbox").fetchone()[0] == 10
-        assert raw.execute("SELECT value FROM meta WHERE key = 'outbox.confirmed_meter_seq'"
-                           ).fetchone()[0] == str(seqs[4])
     finally:
         raw.close()
     s = Store.open(db_path)
@@ -216,31 +212,16 @@ def test_confirmed_meter_values_are_not_resent_after_a_crash(db_path: Path) -> N
         s.close()
 
 
-def _legacy_mark(db_path: Path, seq: int) -> bytes:
-    """What an earlier version wrote to ``<db>.confirmed``: the file's identity, then seq."""
-    st = os.stat(db_path)
-    return struct.pack(">QQ", ((st.st_dev & 0xFFFFFFFF) << 32) | (st.st_ino & 0xFFFFFFFF), seq)
-
-
-def test_watermark_file_of_an_earlier_version_is_honoured_once(db_path: Path,
-                                                              tmp_path: Path) -> None:
-    """Upgrading: the watermark file an earlier version left next to its database still
-    counts (those MeterValues were confirmed), then the database holds it and the file goes.
-    A file copied next to another database deletes nothing there (at worst confirmed
-    MeterValues are sent again, never unsent ones lost)."""
+def test_watermark_of_a_replaced_database_is_ignored(db_path: Path, tmp_path: Path) -> None:
+    """A watermark belongs to its database file: copied next to another one, it deletes
+    nothing there (at worst confirmed MeterValues are sent again, never unsent ones lost)."""
     s = Store.open(db_path)
     seqs = [s.outbox_put(action="MeterValues", payload={"i": i}, local_tx_id=None, kind="meter")
             for i in range(4)]
+    s.outbox_confirm(seqs[0], "meter")
+    s.outbox_confirm(seqs[1], "meter")
+    mark = Path(f"{db_path}.confirmed").read_bytes()
     s.close()
-    mark = _legacy_mark(db_path, seqs[1])
-    Path(f"{db_path}.confirmed").write_bytes(mark)
-    s = Store.open(db_path)
-    try:
-        assert [i.seq for i in s.outbox_items()] == seqs[2:]
-    finally:
-        s.close()
-    assert not Path(f"{db_path}.confirmed").exists()
-
     other = tmp_path / "other.db"
     s = Store.open(other)
     try:
