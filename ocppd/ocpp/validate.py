@@ -100,6 +100,13 @@ class Validator:
             raise OcppCallError(CallErrorCode.FormationViolation,
                                 f"{action} {what}: nested too deeply") from None
 
+    def warm(self, action: str) -> None:
+        """Compile the request and response schemas of ``action`` now, not at its first use
+        (ocppd.warmup does it in idle time after the boot)."""
+        if self.knows(action):
+            self._checker(action)
+            self._checker(f"{action}Response")
+
     def check_request(self, action: str, payload: Any) -> None:
         """Raise OcppCallError if ``payload`` is not a valid ``action`` request."""
         self._check(action, action, payload, "request")

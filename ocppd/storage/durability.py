@@ -72,7 +72,7 @@ class Syncer:
         self._thread = threading.Thread(target=self._run, name="ocppd-storage-sync", daemon=True)
         self._thread.start()
 
-    # --- the loop's side ---------------------------------------------------------------------------
+    # --- the loop's side -------------------------------------------------------------------------
 
     def committed_one(self, *, sync: bool) -> None:
         """A commit that changed something returned; ``sync``: make it durable now."""

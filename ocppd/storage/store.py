@@ -2,9 +2,9 @@
 
 The layers above decide WHAT to store; this class makes it durable, atomic and fast. Every
 public method is one transaction, committed before it returns (and fsynced right after, off the
-event-loop thread), unless it runs inside ``atomic()``, where everything commits together. All errors are ``StorageError``
-(``StorageFullError`` for a full disk, ``StorageCorruptError`` for a damaged file); programming
-errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
+event-loop thread), unless it runs inside ``atomic()``, where everything commits together. All
+errors are ``StorageError`` (``StorageFullError`` for a full disk, ``StorageCorruptError`` for
+a damaged file); programming errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
 
 Calls are synchronous and quick: the store is used from the event-loop thread, and no call waits
 for the disk (commits are made durable by a background thread; ``durable()`` is the barrier for

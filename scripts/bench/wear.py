@@ -37,42 +37,16 @@ from bench.figures import CONTACTOR_CLOSED, CONTACTOR_OPEN, Bench, median
 SAMPLES_PER_HOUR = 3600 // 60 + 3600 // 900  # MeterValueSampleInterval 60 + aligned 900
 SLOW_FSYNC_MS = 500
 
-_SHIM_C = r"""
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <stdlib.h>
-#include <time.h>
-/* Every fsync and fdatasync of the process takes SLOW_FSYNC_MS longer: an SD card that
-   stalls on cache flushes. */
-static void stall(void) {
-    const char *s = getenv("SLOW_FSYNC_MS");
-    long ms = s ? atol(s) : 500;
-    struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&t, &t) != 0) {}
-}
-int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    stall();
-    return real(fd);
-}
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    stall();
-    return real(fd);
-}
-"""
+SHIM_SOURCE = Path(__file__).resolve().parent / "slowfsync.c"
 
 
 def build_slow_fsync_shim(workdir: Path) -> Path:
+    """Compile slowfsync.c (the tests build the same library)."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise RuntimeError("slow_fsync needs gcc (apt-get install gcc)")
-    src = workdir / "slowfsync.c"
     lib = workdir / "slowfsync.so"
-    src.write_text(_SHIM_C)
-    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"],
+    subprocess.run([gcc, "-shared", "-fPIC", "-O2", "-o", str(lib), str(SHIM_SOURCE), "-ldl"],
                    check=True, capture_output=True)
     return lib
 
@@ -82,21 +56,23 @@ def _db_bytes(d: Path) -> int:
 
 
 class Strace:
-    """``strace -c`` counting fsync and fdatasync of every thread of a process."""
+    """strace logging every fsync and fdatasync of every thread of a process, with times, so
+    that exactly the calls inside a window are counted."""
 
-    def __init__(self, proc: procs.Proc) -> None:
+    def __init__(self, proc: procs.Proc, log_path: Path) -> None:
         self.proc = proc
+        self.log_path = log_path
         self._p: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Strace:
         exe = shutil.which("strace")
         if exe is None:
             return self
-        argv = [exe, "-f", "-c", "-e", "trace=fsync,fdatasync"]
+        argv = [exe, "-f", "-ttt", "-e", "trace=fsync,fdatasync", "-o", str(self.log_path)]
         for tid in self.proc.threads():
             argv += ["-p", str(tid)]
         self._p = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.sleep(0.5)  # attaching takes a moment; the window starts after it
         return self
 
@@ -106,15 +82,22 @@ class Strace:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._p.wait(), 10)
 
-    async def count(self) -> int | None:
-        """Calls counted (None without strace). Ends the tracing."""
+    async def count(self, t0_wall: float, t1_wall: float) -> int | None:
+        """Calls that started within [t0_wall, t1_wall] (None without strace)."""
         if self._p is None:
             return None
-        self._p.send_signal(signal.SIGINT)
-        assert self._p.stderr is not None
-        text = (await asyncio.wait_for(self._p.stderr.read(), 10)).decode(errors="replace")
-        await self._p.wait()
-        return strace_summary_calls(text)
+        await self.__aexit__()
+        return calls_between(self.log_path.read_text(errors="replace"), t0_wall, t1_wall)
+
+
+def calls_between(text: str, t0_wall: float, t1_wall: float) -> int:
+    """fsync/fdatasync calls in an ``strace -f -ttt`` log that started in the window."""
+    n = 0
+    for row in text.splitlines():
+        m = re.match(r"(?:\d+\s+)?(\d+\.\d+)\s+(?:fsync|fdatasync)\(", row)
+        if m and t0_wall <= float(m.group(1)) <= t1_wall:
+            n += 1
+    return n
 
 
 async def _start_charging(bench: Bench, proc: procs.Proc, d: Path, tag: str
@@ -142,13 +125,13 @@ async def charging_wear(bench: Bench, samples: int) -> dict[str, Any]:
         ctl = await _start_charging(bench, proc, d, "WEAR0001")
         st = bench.cs.stations[cp_id]
         await _meter_values(bench, cp_id, 3, 30.0)  # the session is under way
-        async with Strace(proc) as trace:
+        async with Strace(proc, d / "fsyncs.strace") as trace:
             base = len(st.meter_at) + 1
             await _meter_values(bench, cp_id, base, 30.0)
-            t0, w0, f0 = time.monotonic(), proc.write_bytes(), _db_bytes(d)
+            t0, w0, f0, wall0 = time.monotonic(), proc.write_bytes(), _db_bytes(d), time.time()
             await _meter_values(bench, cp_id, base + samples, samples * 3 + 30.0)
-            t1, w1, f1 = time.monotonic(), proc.write_bytes(), _db_bytes(d)
-            fsyncs = await trace.count()
+            t1, w1, f1, wall1 = time.monotonic(), proc.write_bytes(), _db_bytes(d), time.time()
+            fsyncs = await trace.count(wall0, wall1)
     finally:
         if ctl is not None:
             with contextlib.suppress(Exception):
@@ -248,13 +231,3 @@ async def _cold_run(bench: Bench, warm_n: int) -> dict[str, float]:
 
 async def cold_calls(bench: Bench, runs: int) -> dict[str, Any]:
     return {"runs": [await _cold_run(bench, 20) for _ in range(runs)]}
-
-
-def strace_summary_calls(text: str) -> int:
-    """Sum of the 'calls' column of an ``strace -c`` summary for fsync and fdatasync."""
-    total = 0
-    for row in text.splitlines():
-        m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)(?:\s+\d+)?\s+(fsync|fdatasync)\s*$", row)
-        if m:
-            total += int(m.group(1))
-    return total
