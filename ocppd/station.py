@@ -157,6 +157,8 @@ class Connector:
     draw: sharing.DrawWatch = field(default_factory=sharing.DrawWatch)
     offer_a: float | None = None
     contactor_closed: bool = False
+    lock_fitted: bool = False  # a socket outlet with a lock actuator (IEC 61851-1 case B)
+    locked: bool = False  # the last lock move confirmed the plug locked (unknown at start-up)
     status: Status | None = None
     last_reading: MeterReading | None = None
     last_good_energy_wh: float | None = None
@@ -230,6 +232,8 @@ class Station:
         self.mono = mono
         self.port: CentralPort | None = None
         self.connectors = {i + 1: Connector(id=i + 1, cfg=c) for i, c in enumerate(cfg.connectors)}
+        for c in self.connectors.values():
+            c.lock_fitted = c.cfg.cable == "socket" and hw.board.has_lock(c.id)
         self.charger_faults: dict[Fault, str] = {}
         self.charger_operative = True
         self.charger_status: Status | None = None
@@ -284,6 +288,16 @@ class Station:
                     hook(c.id, c.tx)
             elif c.scheduled_operative is not None:  # its transaction ended with the power
                 self._set_operative(c, c.scheduled_operative)
+        for c in self.connectors.values():
+            if c.lock_fitted and c.tx is not None:
+                # A resumed session gets no energy before its plug is locked again: what the
+                # lock did while the daemon was down is unknown (_relock explains a failure).
+                await self._relock(c)
+            elif c.lock_fitted:
+                # No session holds this plug (ended by the recovery, or stopped at shutdown
+                # without its unlock): release it, as at the end of any session, or a lock
+                # left engaged keeps the driver's cable.
+                await self._move_lock(c, locked=False)
         self._started = True
         for c in self.connectors.values():
             self._apply(c)
@@ -422,6 +436,8 @@ class Station:
                 tx_authorized=authorized,
                 evse_suspended=c.evse_suspended,
                 stopping=c.stopping,
+                lock_required=c.lock_fitted,
+                locked=c.locked,
             )
         )
         if c.contactor_closed and not close:  # open first, then change the offer
@@ -509,7 +525,7 @@ class Station:
                             if fault is Fault.EMERGENCY_STOP
                             else StopReason.OTHER
                         )
-                        self._spawn(self.stop_transaction(c.id, reason))
+                        self._stop_soon(c, reason)
                 self._report_charger()
             case CableRating(connector_id=cid, max_current_a=amps):
                 c = self.connectors.get(cid)
@@ -523,7 +539,14 @@ class Station:
             if c.waiting is not None and c.tx is None:
                 w = c.waiting
                 self._clear_waiting(c)
-                await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id, w.on_start)
+                try:
+                    await self._start(c, w.id_tag, w.parent_id_tag, w.reservation_id, w.on_start)
+                except Refused as exc:
+                    log.warning("connector %d: %s", c.id, exc)
+            elif c.tx is not None and c.lock_fitted and not c.locked:
+                async with self._lock:  # never across a stop, which releases the plug
+                    if c.tx is not None and not c.locked:
+                        await self._relock(c)  # the EV is back for a session whose lock failed
         elif new is PilotState.A and old is not PilotState.A:
             c.finishing = False
             if c.tx is not None and self.policy.stop_on_ev_disconnect:
@@ -616,7 +639,7 @@ class Station:
         if connector_id is not None and running:
             raise Refused(f"connector {connector_id} is busy with another card")
         if not ok:
-            raise Refused(f"idTag {id_tag} not authorized")
+            raise Refused("the card is not authorized")  # no idTag: this text is logged
         if connector_id is not None:
             c = self._connector(connector_id)
             if not self._usable(c) or not self._reserved_for(c, id_tag, parent):
@@ -773,6 +796,14 @@ class Station:
         async with self._lock:
             if c.tx is not None:
                 return
+            # IEC 61851-1 case B: the plug is locked before the session may have energy.
+            # OCTT TC_024 (Start Charging Session - Lock Failure): when the lock fails, the
+            # Charge Point reports ConnectorLockFailure (StatusNotification Faulted, §4.9) and
+            # does not start a transaction. So the lock comes before anything is recorded: no
+            # StartTransaction is queued, the authorization is used up, and the fault clears
+            # when the cable leaves the socket (or a later lock move works).
+            if c.lock_fitted and not await self._move_lock(c, locked=True):
+                raise Refused(f"connector {c.id}: the plug could not be locked, no transaction")
             reading = await self._read_meter(c)
             now = self.wall()
             meter_start = self._energy_wh(c)
@@ -793,8 +824,11 @@ class Station:
                     if self.port is not None:
                         self.port.enqueue_start(tx)
             except StorageError as exc:
-                # A transaction that cannot be recorded cannot be billed: no energy for it.
+                # A transaction that cannot be recorded cannot be billed: no energy for it,
+                # and no session holds the plug.
                 self._storage_failed(exc)
+                if c.lock_fitted:
+                    await self._move_lock(c, locked=False)
                 raise Refused(f"cannot record the transaction: {exc}") from None
             await self.store.durable()  # the contactor closes on a recorded transaction only
             self.storage_error = None
@@ -836,8 +870,7 @@ class Station:
         c = self._connector(connector_id)
         if c.tx is None:
             return False
-        c.stopping = True
-        self._apply(c)  # the contactor opens before the meter is read
+        self._begin_stop(c, reason, stop_id_tag)
         async with self._lock:
             tx = c.tx
             if tx is None:
@@ -893,6 +926,31 @@ class Station:
             self._apply(c)
             return True
 
+    def _stop_soon(self, c: Connector, reason: StopReason) -> None:
+        """Stop from a synchronous caller (a fault, a command being answered): the contactor
+        opens and the stop is durable now; reading the meter and recording follow in a task."""
+        self._begin_stop(c, reason, None)
+        self._spawn(self.stop_transaction(c.id, reason))
+
+    def _begin_stop(self, c: Connector, reason: StopReason, stop_id_tag: str | None) -> None:
+        """The synchronous start of every stop: open the contactor, then make the stop durable
+        before anything can wait (the lock, the meter).
+
+        A stop that was asked for is never undone: if the daemon dies before the stop is
+        recorded, start-up finishes the transaction with this reason, idTag and time instead
+        of resuming it with energy (``_recover``). The first stop asked is the one kept.
+        """
+        if c.tx is None:
+            return
+        c.stopping = True
+        self._apply(c)  # the contactor opens before the meter is read, or the disk written
+        try:
+            self.store.request_stop(
+                c.tx.local_id, reason=reason.value, stop_id_tag=stop_id_tag, at=self.wall()
+            )
+        except StorageError as exc:
+            self._storage_failed(exc)  # the stop goes on; only its crash-safety is lost
+
     def _storage_failed(self, exc: StorageError) -> None:
         if self.storage_error != str(exc):
             log.error("storage write failed: %s", exc)
@@ -932,7 +990,7 @@ class Station:
         if c.tx is None or c.tx.id_tag_status in (None, AuthStatus.ACCEPTED.value):
             return
         if self.policy.stop_on_invalid_id:
-            self._spawn(self.stop_transaction(c.id, StopReason.DEAUTHORIZED))
+            self._stop_soon(c, StopReason.DEAUTHORIZED)
         elif self.policy.max_energy_on_invalid_id_wh is None:
             c.invalid_id = True  # suspend energy, keep the transaction
         else:
@@ -955,6 +1013,9 @@ class Station:
         for tx in self.store.active_transactions():
             c = self.connectors.get(tx.connector_id)
             if c is None:
+                continue
+            if tx.stop_requested:
+                self._finish_asked_stop(c, tx)
                 continue
             if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
                 # Everything that decides the contactor comes back from storage: the session,
@@ -986,6 +1047,40 @@ class Station:
                 meter_stop,
             )
 
+    def _finish_asked_stop(self, c: Connector, tx: TxRecord) -> None:
+        """A stop was asked for, and the daemon died before recording it: finish it now as it
+        was asked (reason, idTag, time), whatever ``power_loss`` says.
+
+        The contactor was open from the moment the stop was asked, so the register read at
+        start-up is the one at the stop (the stored one if the meter does not answer).
+        """
+        assert tx.stop_reason is not None and tx.stopped_at is not None
+        meter_stop = max(
+            tx.meter_start_wh,
+            tx.last_meter_wh or 0,
+            int(round(c.last_good_energy_wh or 0)),
+        )
+        with self.store.atomic():
+            self.store.finish_transaction(
+                tx.local_id,
+                meter_stop_wh=meter_stop,
+                stopped_at=tx.stopped_at,
+                reason=tx.stop_reason,
+                stop_id_tag=tx.stop_id_tag,
+            )
+            done = self.store.transaction(tx.local_id)
+            assert done is not None
+            if self.port is not None:
+                self.port.enqueue_stop(done)
+        c.finishing = c.pilot.plugged
+        log.info(
+            "connector %d: transaction %d stopped (%s, asked before the restart) at %d Wh",
+            c.id,
+            tx.local_id,
+            tx.stop_reason,
+            meter_stop,
+        )
+
     # --- commands from the Central System ---------------------------------------------------------
 
     def remote_start(
@@ -1015,12 +1110,15 @@ class Station:
                 return
             parent = cred.parent_id_tag if cred else None
         if self._usable(c):
-            await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
+            try:
+                await self._begin_session(c, id_tag, parent, c.reservation_id, on_start)
+            except Refused as exc:
+                log.warning("remote start on connector %d: %s", c.id, exc)
 
     def remote_stop(self, tx_id: int) -> bool:
         for c in self.connectors.values():
             if c.tx is not None and c.tx.tx_id == tx_id:
-                self._spawn(self.stop_transaction(c.id, StopReason.REMOTE))
+                self._stop_soon(c, StopReason.REMOTE)
                 return True
         return False
 
@@ -1035,10 +1133,25 @@ class Station:
         return "unlocked" if ok else "failed"
 
     async def _move_lock(self, c: Connector, *, locked: bool) -> bool:
-        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure."""
+        """Every lock move goes through here: its outcome sets or clears ConnectorLockFailure,
+        and only a lock move that worked lets the contactor close (core/safety.py)."""
         ok = await self.hw.board.lock(c.id, locked)
+        c.locked = ok and locked  # after a failed move the lock's position is not known
         self._lock_fault(c, None if ok else ("lock failed" if locked else "unlock failed"))
+        self._apply(c)
         return ok
+
+    async def _relock(self, c: Connector) -> None:
+        """Lock the plug of a running session that is not confirmed locked: one resumed after a
+        restart, or one whose EV comes back after its lock had failed."""
+        if await self._move_lock(c, locked=True):
+            return
+        # OCPP 1.6 §4.9: a fault during a transaction makes the connector Faulted (and back
+        # when it clears); it does not end the transaction by itself. The session is kept,
+        # without energy (the contactor needs the lock), and ends the usual ways: the EV
+        # leaving (StopTransactionOnEVSideDisconnect), a local or remote stop, UnlockConnector.
+        # The EV leaving also clears the fault, and its return tries the lock again.
+        log.warning("connector %d: the plug could not be locked; session suspended", c.id)
 
     def _lock_fault(self, c: Connector, detail: str | None) -> None:
         if detail is None:

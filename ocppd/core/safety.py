@@ -1,7 +1,10 @@
 """The safety rules, in one place. Every decision to energise a connector goes through here.
 
 - The contactor closes only when the EV asks for power (pilot C or D) within an authorized,
-  running transaction that the EVSE is not withholding, with no fault and no stop in progress.
+  running transaction that the EVSE is not withholding, with no fault and no stop in progress,
+  and, on a socket outlet with a lock, only once the lock confirmed the plug locked: IEC 61851-1
+  (case B connection) requires the plug to be held in the socket before it is live and for as
+  long as it is live, so that it can never be pulled under load.
 - It opens on anything else: pilot A/B/E/F, a fault, an RCD trip, a stop, shutdown, start-up.
 - The pilot never offers more than the smallest of the cable rating, the connector rating and
   the smart-charging limit, which includes the connector's share of the charger-wide limit
@@ -37,6 +40,8 @@ class SafetyInputs:
     tx_authorized: bool  # a transaction is running with an accepted (or offline-allowed) idTag
     evse_suspended: bool  # the EVSE withholds energy (limit < 6 A, invalid id, energy cap)
     stopping: bool  # a stop, reset or shutdown is under way
+    lock_required: bool  # a socket outlet with a lock actuator (IEC 61851-1 case B)
+    locked: bool  # the last lock move confirmed the plug locked
 
 
 def may_close(s: SafetyInputs) -> bool:
@@ -47,6 +52,7 @@ def may_close(s: SafetyInputs) -> bool:
         and not s.evse_suspended
         and not s.stopping
         and not (s.faults - _HARMLESS)
+        and (s.locked or not s.lock_required)
     )
 
 

@@ -33,6 +33,11 @@ class TxRecord:
     finished: bool
     parent_id_tag: str | None = None  # the idTag's parent when the session began (§3.4)
 
+    @property
+    def stop_requested(self) -> bool:
+        """A stop was asked for and not yet recorded (a crash came in between)."""
+        return not self.finished and self.stop_reason is not None
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OutboxItem:

@@ -8,6 +8,12 @@ transaction are capped per transaction. The FIRST sample (the start of the serie
 Transaction.Begin) is always kept, plus the newest ``tx_samples_max - 1``; the oldest after the
 first give way. History: finished transactions beyond the newest ``KEEP_FINISHED_TX`` are pruned
 with their samples, but never while a queued message still refers to them.
+
+A stop is recorded twice: ``request_stop`` writes its reason, idTag and time as soon as it is
+asked (the transaction is still open, ``finished`` = 0), and ``finish_transaction`` completes
+it with the meter reading. An open transaction with a ``stop_reason`` is one whose stop was
+asked for and not yet recorded (``TxRecord.stop_requested``): start-up finishes it rather than
+resuming it, so a stop survives a crash.
 """
 
 from __future__ import annotations
@@ -67,6 +73,18 @@ class TransactionsMixin:
                 " WHERE local_id = ? AND finished = 0", (energy_wh, at_text, local_id))
             if cur.rowcount == 0:
                 self._require(local_id)  # a late sample after the stop is fine; unknown is not
+
+    def request_stop(self, local_id: int, *, reason: str, stop_id_tag: str | None,
+                     at: datetime) -> None:
+        """Record that the transaction's stop was asked for. The first request wins: a second
+        one while the first is under way changes nothing. Ignored once finished."""
+        with self._db.write("record a stop request"):
+            cur = self._db.exec(
+                "UPDATE transactions SET stop_reason = ?, stop_id_tag = ?, stopped_at = ?"
+                " WHERE local_id = ? AND finished = 0 AND stop_reason IS NULL",
+                (reason, stop_id_tag, dt_to_text(at), local_id))
+            if cur.rowcount == 0:
+                self._require(local_id)
 
     def finish_transaction(self, local_id: int, *, meter_stop_wh: int, stopped_at: datetime,
                            reason: str, stop_id_tag: str | None) -> None:

@@ -7,6 +7,7 @@ own end-to-end tests).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ class RecordingBoard:
     def __init__(self) -> None:
         self.closed: dict[int, bool] = {1: False}
         self.offer: dict[int, float | None] = {1: None}
+        self.locked: dict[int, bool] = {1: False}
+        self.lock_works = True
 
     async def start(self, emit: Any) -> None: ...
     async def close(self) -> None: ...
@@ -34,7 +37,9 @@ class RecordingBoard:
         self.offer[connector_id] = None
 
     async def lock(self, connector_id: int, locked: bool) -> bool:
-        return True
+        if self.lock_works:
+            self.locked[connector_id] = locked
+        return self.lock_works
 
     def has_lock(self, connector_id: int) -> bool:
         return True
@@ -86,6 +91,9 @@ class Rig:
         elif kind == "tx":
             c.tx = _tx() if value else None
             self.station._apply(c)
+        elif kind == "lock":  # a lock move that works (True) or fails (False)
+            self.board.lock_works = value
+            asyncio.run(self.station._move_lock(c, locked=True))
 
 
 def _tx() -> TxRecord:

@@ -19,18 +19,39 @@ inputs = st.builds(
     tx_authorized=st.booleans(),
     evse_suspended=st.booleans(),
     stopping=st.booleans(),
+    lock_required=st.booleans(),
+    locked=st.booleans(),
 )
 
 
 def test_contactor_closes_only_with_authorized_session_and_ev_asking_for_power() -> None:
-    for pilot, auth, susp, stop in itertools.product(
-        PilotState, [True, False], [True, False], [True, False]
+    for pilot, auth, susp, stop, needs_lock, locked in itertools.product(
+        PilotState, *[[True, False]] * 5
     ):
         s = SafetyInputs(
-            pilot=pilot, faults=frozenset(), tx_authorized=auth, evse_suspended=susp, stopping=stop
+            pilot=pilot,
+            faults=frozenset(),
+            tx_authorized=auth,
+            evse_suspended=susp,
+            stopping=stop,
+            lock_required=needs_lock,
+            locked=locked,
         )
-        expected = pilot in (PilotState.C, PilotState.D) and auth and not susp and not stop
+        expected = (
+            pilot in (PilotState.C, PilotState.D)
+            and auth
+            and not susp
+            and not stop
+            and (locked or not needs_lock)
+        )
         assert may_close(s) is expected, s
+
+
+@given(inputs)
+def test_a_socket_with_a_lock_never_closes_on_a_plug_not_locked(s: SafetyInputs) -> None:
+    """IEC 61851-1 case B: the plug is locked before the contactor closes."""
+    if s.lock_required and not s.locked:
+        assert not may_close(s)
 
 
 @given(inputs)
@@ -128,6 +149,8 @@ def test_a_dead_meter_pauses_but_does_not_drop_the_pilot() -> None:
             tx_authorized=True,
             evse_suspended=False,
             stopping=False,
+            lock_required=False,
+            locked=False,
         )
     )
 
@@ -154,6 +177,7 @@ events = st.lists(
         ),
         st.tuples(st.just("limit"), st.none() | st.floats(0, 40)),
         st.tuples(st.just("tx"), st.booleans()),
+        st.tuples(st.just("lock"), st.booleans()),
     ),
     max_size=30,
 )
@@ -176,9 +200,13 @@ def test_station_outputs_follow_the_rules_after_every_event(seq: list[Event]) ->
                 tx_authorized=c.tx is not None and not c.stopping,
                 evse_suspended=c.evse_suspended,
                 stopping=c.stopping,
+                lock_required=c.lock_fitted,
+                locked=c.locked,
             )
         )
         assert rig.closed == allowed, (kind, value, c)
+        if rig.closed:
+            assert rig.board.locked[1], "the contactor closed on a plug that is not locked"
         if rig.offer is not None and rig.offer > 0:
             assert rig.offer <= 32 and (c.smart_limit_a is None or rig.offer <= c.smart_limit_a)
             assert rig.offer >= safety.MIN_OFFER_A

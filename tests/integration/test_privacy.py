@@ -84,6 +84,22 @@ async def test_diagnostics_and_logs_hold_no_id_tag_and_no_url_password(
     assert f"card {pseudonym}" in log_text  # INFO lines name the card by its pseudonym
 
 
+async def test_a_refused_card_leaves_no_id_tag_in_the_log(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    cs.behaviour.tag_status["BADC0FFEE42"] = "Blocked"
+    with log_output() as out:
+        async with running(sim_config(tmp_path, cs.url)) as d:
+            await booted(cs)
+            sim(d).plug(1)
+            d.station.hw.readers[0].present("BADC0FFEE42")
+            await cs.wait_for("Authorize")
+            pseudonym = privacy.tag("BADC0FFEE42")
+            await wait_until(lambda: f"card {pseudonym} refused" in out.getvalue(),
+                             what="the refusal logged")
+    assert "badc0ffee42" not in out.getvalue().lower()
+
+
 async def test_reveal_id_tags_shows_them_in_clear(cs: CentralSystem, tmp_path: Path) -> None:
     cfg = sim_config(tmp_path, cs.url, security={"reveal_id_tags": True})
     with log_output() as out:

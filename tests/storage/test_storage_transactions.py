@@ -51,6 +51,27 @@ def test_finishing_twice_is_refused(store: Store) -> None:
     assert tx is not None and tx.meter_stop_wh == 10 and tx.stop_reason == "Local"
 
 
+def test_a_stop_request_survives_reopen_and_the_first_one_wins(
+        store: Store, db_path: Path) -> None:
+    lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
+                                  started_at=at(0))
+    store.request_stop(lid, reason="local", stop_id_tag="T", at=at(5))
+    store.request_stop(lid, reason="ev_disconnected", stop_id_tag=None, at=at(6))
+    store.close()
+    with Store.open(db_path) as again:
+        (tx,) = again.active_transactions()
+        assert tx.stop_requested and not tx.finished
+        assert (tx.stop_reason, tx.stop_id_tag, tx.stopped_at) == ("local", "T", at(5))
+        again.finish_transaction(lid, meter_stop_wh=10, stopped_at=at(7), reason="local",
+                                 stop_id_tag="T")
+        again.request_stop(lid, reason="remote", stop_id_tag=None, at=at(8))  # too late
+        done = again.transaction(lid)
+        assert done is not None and not done.stop_requested
+        assert (done.stop_reason, done.stopped_at) == ("local", at(7))
+        with pytest.raises(KeyError):
+            again.request_stop(lid + 1, reason="local", stop_id_tag=None, at=at(9))
+
+
 def test_meter_update_after_finish_is_ignored(store: Store) -> None:
     lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
                                   started_at=at(0))
