@@ -47,6 +47,10 @@ async def measure(settings: Settings, workdir: Path, say: bool,
                         for _ in range(settings.runs)]
 
             async def slow_step() -> object:
+                if not wear.have_compiler():
+                    print("  slow_fsync: skipped, no C compiler for the fsync-delaying library",
+                          file=sys.stderr)
+                    return {"skipped": "no C compiler"}
                 return await wear.slow_fsync(bench, settings.reaction_runs)
 
             async def cold_step() -> object:

@@ -185,14 +185,17 @@ class Bench:
             await asyncio.sleep(max(self.s.settle_s, 1.0))
             slice_s = self.s.idle_window_s / self.s.idle_slices
             slices: dict[str, list[float]] = {"ocppd": [], "floor": []}
+            written_per_h: list[float] = []  # bytes the daemon wrote, per slice, scaled
             t_start = time.monotonic()
             cpu_start = {"ocppd": proc.cpu_s(), "floor": floor.cpu_s()}
             written_start = proc.write_bytes()
             for _ in range(self.s.idle_slices):
                 t0 = time.monotonic()
                 c0 = {"ocppd": proc.cpu_s(), "floor": floor.cpu_s()}
+                w0 = proc.write_bytes()
                 await asyncio.sleep(slice_s)
                 wall_s = time.monotonic() - t0
+                written_per_h.append((proc.write_bytes() - w0) * 3600 / wall_s)
                 slices["ocppd"].append((proc.cpu_s() - c0["ocppd"]) / wall_s * 100)
                 slices["floor"].append((floor.cpu_s() - c0["floor"]) / wall_s * 100)
             wall_s = time.monotonic() - t_start
@@ -204,7 +207,7 @@ class Bench:
             await self._stop(floor)
             await self._stop(proc, notify)
         return {"slice_s": slice_s, "window_s": wall_s, "slices_pct": slices, "window_pct": whole,
-                "written_bytes": written,
+                "written_bytes": written, "written_bytes_per_h_slices": written_per_h,
                 "ocppd_frames_in_window_and_boot": frames}
 
     # --- 4: calls from the Central System and replay -------------------------------------------

@@ -118,9 +118,9 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
         out.append(_fig("storage_replay_per_s", "  of which SQLite alone: read+confirm/s", "1/s",
                         sr["per_s"], None, "info", None))
     if idle:
-        hour = 3600 / idle["window_s"]
         out.append(_fig("idle_written_kib_per_h", "written per idle hour (write_bytes)", "KiB",
-                        [idle["written_bytes"] * hour / 1024], None, "0", _below(0.5)))
+                        [b / 1024 for b in idle["written_bytes_per_h_slices"]], None, "0",
+                        lambda o, _f: o == 0))
     out += _wear_figures(raw)
     if re := raw.get("reaction"):
         out.append(_fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
@@ -147,7 +147,8 @@ def _wear_figures(raw: dict[str, Any]) -> list[Figure]:
             out.append(_fig("fsyncs_per_sample", "fsync+fdatasync per sample (strace)", "1",
                             [r["fsyncs"] / r["samples"] for r in wr], None, "<= 1",
                             lambda o, _f: o <= 1.0))
-    if sf := raw.get("slow_fsync"):
+    sf = raw.get("slow_fsync")
+    if sf and "skipped" not in sf:
         out.append(_fig("unplug_to_open_slow_fsync_ms",
                         f"unplug -> contactor open, fsync {sf['fsync_ms']} ms (floor: normal"
                         " disk)", "ms", sf["slow_ms"], sf["normal_ms"], "< 20 ms", _below(20.0)))

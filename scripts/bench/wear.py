@@ -40,6 +40,10 @@ SLOW_FSYNC_MS = 500
 SHIM_SOURCE = Path(__file__).resolve().parent / "slowfsync.c"
 
 
+def have_compiler() -> bool:
+    return bool(shutil.which("gcc") or shutil.which("cc"))
+
+
 def build_slow_fsync_shim(workdir: Path) -> Path:
     """Compile slowfsync.c (the tests build the same library)."""
     gcc = shutil.which("gcc") or shutil.which("cc")
