@@ -100,6 +100,11 @@ class Validator:
             raise OcppCallError(CallErrorCode.FormationViolation,
                                 f"{action} {what}: nested too deeply") from None
 
+    @property
+    def compiled(self) -> frozenset[str]:
+        """The schemas compiled so far (request names, ``<action>Response`` for responses)."""
+        return frozenset(self._compiled)
+
     def warm(self, action: str) -> None:
         """Compile the request and response schemas of ``action`` now, not at its first use
         (ocppd.warmup does it in idle time after the boot)."""
