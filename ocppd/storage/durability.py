@@ -59,6 +59,7 @@ class Syncer:
         self.checkpoint_max_bytes = checkpoint_max_bytes
         self.may_checkpoint: Callable[[], bool] = lambda: True
         self.committed = 0  # written by the loop thread only
+        self.needed = 0  # the last commit made with sync=True (what the barrier waits for)
         self.durable = 0  # written by the sync thread only
         self.fsyncs = 0
         self.checkpoints = 0
@@ -78,6 +79,7 @@ class Syncer:
         """A commit that changed something returned; ``sync``: make it durable now."""
         self.committed += 1
         if sync:
+            self.needed = self.committed
             self.request(self.committed)
 
     def request(self, generation: int) -> None:
@@ -87,8 +89,10 @@ class Syncer:
                 self._cond.notify()
 
     async def wait(self, generation: int | None = None) -> None:
-        """Return once every commit up to ``generation`` (default: all so far) is durable."""
-        gen = self.committed if generation is None else generation
+        """Return once every commit up to ``generation`` is durable. The default is the last
+        commit that asked for durability: a lazy one after it (whose loss is harmless, such as
+        deleting confirmed MeterValues) is not waited for, so a replay never waits for one."""
+        gen = self.needed if generation is None else generation
         if self.durable >= gen:
             return
         loop = asyncio.get_running_loop()

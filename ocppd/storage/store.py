@@ -101,9 +101,10 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
             yield
 
     async def durable(self) -> None:
-        """The durability barrier: returns once everything committed so far survives a power
-        cut. Await it before acting on a write (sending a queued message, closing a contactor
-        for a new transaction); commits themselves never wait for the disk (durability.py)."""
+        """The durability barrier: returns once every write committed so far survives a power
+        cut (all but the lazy ones, ``durable=False``, whose loss is harmless). Await it before
+        acting on a write (sending a queued message, closing a contactor for a new
+        transaction); commits themselves never wait for the disk (durability.py)."""
         await self._db.syncer.wait()
 
     def sync(self) -> bool:
