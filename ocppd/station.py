@@ -830,6 +830,7 @@ class Station:
                 if c.lock_fitted:
                     await self._move_lock(c, locked=False)
                 raise Refused(f"cannot record the transaction: {exc}") from None
+            plugged = c.pilot.plugged
             await self.store.durable()  # the contactor closes on a recorded transaction only
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
@@ -858,6 +859,8 @@ class Station:
             for hook in self.on_tx_started:
                 hook(c.id, tx)
             self._apply(c)
+            if plugged and not c.pilot.plugged and self.policy.stop_on_ev_disconnect:
+                self._stop_soon(c, StopReason.EV_DISCONNECTED)  # left while it was recorded
 
     async def stop_transaction(
         self,

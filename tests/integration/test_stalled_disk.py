@@ -80,3 +80,37 @@ async def test_contactor_opens_and_nothing_is_sent_while_the_disk_is_stuck(
     finally:
         gate.touch()
         assert d.stop() == 0
+
+
+async def test_contactor_closes_only_once_the_session_is_durable(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A swipe while the disk is stuck: the session is recorded, but the contactor stays open
+    until the record is durable (the durability promise). The EV leaving meanwhile still ends
+    the session (StopTransactionOnEVSideDisconnect), and no energy was ever given."""
+    lib = build_shim(tmp_path)
+    gate = tmp_path / "disk-answers"
+    held = Path(f"{gate}.held")
+    gate.touch()
+    cfg = tmp_path / "ocppd.toml"
+    cfg.write_text(sim_config_text(tmp_path, cs.url))
+    d = DaemonProcess(cfg, env={"LD_PRELOAD": str(lib), "FSYNC_GATE": str(gate),
+                                "SLOW_FSYNC_MS": "0"}).start()
+    try:
+        await cs.wait_for("BootNotification", timeout=30)
+        await asyncio.to_thread(d.ctl, "plug", "1")
+        gate.unlink()
+        swipe = asyncio.ensure_future(asyncio.to_thread(d.ctl, "swipe", "STUCK2"))
+        await wait_until(held.exists, 15, "the session's flush stuck on the disk")
+        await asyncio.to_thread(d.ctl, "unplug", "1")
+        assert held.exists()
+        assert "contactor closed" not in d.log.read_text(errors="replace")
+        assert not cs.received("StartTransaction")  # not sent before it is durable
+        gate.touch()
+        await swipe
+        (stop,) = await cs.wait_for("StopTransaction", timeout=30)
+        assert stop["reason"] == "EVDisconnected"
+        assert "contactor closed" not in d.log.read_text(errors="replace")
+    finally:
+        gate.touch()
+        assert d.stop() == 0
