@@ -119,6 +119,7 @@ class OutboxMixin:
     _confirmed: list[int]  # confirmed MeterValues not deleted yet
     _folding: list[int]  # ... of which the commit under way deletes these
     _mark: ConfirmMark | None
+    _next_seq: int
 
     def _open_confirmations(self, mark_dir: Path | None) -> None:
         """Load the watermark and delete what it says was confirmed (called at open)."""
@@ -136,12 +137,21 @@ class OutboxMixin:
         except OSError as exc:  # read-only directory: confirm by deleting each row instead
             log.warning("outbox: no watermark file (%s); confirming row by row", exc)
             self._mark = None
+            self._next_seq_from(0)
             return
         upto = self._mark.read()
+        self._next_seq_from(upto)
         if upto:
             with self._db.write("remove confirmed MeterValues"):
                 self._db.exec("DELETE FROM outbox WHERE kind = 'meter' AND seq <= ?", (upto,))
             self._outbox_n = None
+
+    def _next_seq_from(self, watermark: int) -> None:
+        """A seq never covers another message (a late confirmation must never remove a newer
+        one, a watermark never cover one): the next is above every seq in the table and the
+        watermark, the only places a seq is remembered across a restart."""
+        row = self._db.one("read the outbox", "SELECT max(seq) FROM outbox")
+        self._next_seq = max(int(row[0] or 0) if row else 0, watermark) + 1
 
     @property
     def _watermark(self) -> int:
@@ -196,12 +206,12 @@ class OutboxMixin:
                 count -= self._make_room(count)
             else:
                 self._over_cap_warned = False  # back under the cap: warn again next time
-            cur = self._db.exec(
-                "INSERT INTO outbox(action, payload, local_tx_id, kind, created_at)"
-                " VALUES (?, ?, ?, ?, ?)", (action, text, local_tx_id, kind, now))
+            seq = self._next_seq
+            self._next_seq += 1  # a rolled-back put leaves a gap, never a reuse
+            self._db.exec(
+                "INSERT INTO outbox(seq, action, payload, local_tx_id, kind, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)", (seq, action, text, local_tx_id, kind, now))
             self._outbox_n = count + pending + 1
-            seq = cur.lastrowid
-        assert seq is not None
         return seq
 
     def _make_room(self, count: int) -> int:

@@ -142,12 +142,41 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (use, fingerprint)
     );
     """,
-    # 5: SD-card wear. Every queued MeterValues wrote a page of each of these two indexes and
-    # again when it was confirmed; the outbox is short in normal operation, and the queries
-    # that used them scan it in seq order (its primary key) or run once per transaction.
+    # 5: SD-card wear: fewer pages written per meter sample (each is a page in the log).
+    # - The outbox loses its two indexes (a page each per put and per delete; it is short in
+    #   normal operation, and the queries that used them scan it in seq order, its primary key,
+    #   or run once per transaction) and AUTOINCREMENT (a page of sqlite_sequence per put; the
+    #   store hands out seqs itself, above every seq it ever used: outbox.py).
+    # - tx_samples is keyed by (local_id, id) WITHOUT ROWID: the rows of a transaction are
+    #   found through the table itself, not through an index written on every sample.
     """
     DROP INDEX outbox_by_tx;
     DROP INDEX outbox_meter;
+    CREATE TABLE outbox_v5 (
+        seq INTEGER PRIMARY KEY,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        local_tx_id INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'meter')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO outbox_v5 SELECT seq, action, payload, local_tx_id, kind, attempts,
+        next_attempt_at, created_at FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v5 RENAME TO outbox;
+    DROP INDEX tx_samples_by_tx;
+    CREATE TABLE tx_samples_v5 (
+        local_id INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        taken_at TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        PRIMARY KEY (local_id, id)
+    ) WITHOUT ROWID;
+    INSERT INTO tx_samples_v5 SELECT local_id, id, taken_at, payload FROM tx_samples;
+    DROP TABLE tx_samples;
+    ALTER TABLE tx_samples_v5 RENAME TO tx_samples;
     """,
 )
 

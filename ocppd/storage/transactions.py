@@ -129,7 +129,10 @@ class TransactionsMixin:
         """Keep a MeterValue for the stop message; capped (first + newest, see module doc)."""
         text = dumps(payload)
         with self._db.write("record a transaction sample"):
-            self._db.exec("INSERT INTO tx_samples(local_id, taken_at, payload) VALUES (?, ?, ?)",
+            # ids count per transaction (the key is (local_id, id): schema.py, version 5)
+            self._db.exec("INSERT INTO tx_samples(local_id, id, taken_at, payload) VALUES"
+                          " (?1, (SELECT coalesce(max(id), 0) + 1 FROM tx_samples"
+                          " WHERE local_id = ?1), ?2, ?3)",
                           (local_id, dt_to_text(taken_at), text))
             row = self._db.exec("SELECT count(*) FROM tx_samples WHERE local_id = ?",
                                 (local_id,)).fetchone()
@@ -137,8 +140,9 @@ class TransactionsMixin:
             if excess > 0:
                 # drop the oldest after the first (OFFSET 1 skips the first sample)
                 self._db.exec(
-                    "DELETE FROM tx_samples WHERE id IN (SELECT id FROM tx_samples"
-                    " WHERE local_id = ? ORDER BY id LIMIT ? OFFSET 1)", (local_id, excess))
+                    "DELETE FROM tx_samples WHERE local_id = ?1 AND id IN (SELECT id FROM"
+                    " tx_samples WHERE local_id = ?1 ORDER BY id LIMIT ?2 OFFSET 1)",
+                    (local_id, excess))
 
     def tx_samples(self, local_id: int) -> list[dict[str, Any]]:
         rows = self._db.rows("read transaction samples",
