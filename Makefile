@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-fast bench lint deb deb-check clean
+.PHONY: all venv demo test test-fast bench lint deb deb-check system-check clean
 
 all: test
 
@@ -39,6 +39,15 @@ deb:
 ## Build, lintian, and install + test in clean Debian 12 and 13 chroots.
 deb-check:
 	scripts/deb.sh check
+
+## The installed package under a real systemd: boots clean Debian 12 and 13 containers
+## (systemd-nspawn), apt installs dist/*.deb and checks unit, status, watchdog, upgrade, purge.
+## Needs root, systemd-container and debootstrap; never part of `make test`.
+## SYSTEM_CHECK_ARGS=--arm64 adds an install and a session in an arm64 root (qemu-user-static).
+SYSTEM_SUITES ?= bookworm trixie
+SYSTEM_CHECK_ARGS ?=
+system-check: venv deb
+	$(PY) scripts/system_check.py --suites $(SYSTEM_SUITES) $(SYSTEM_CHECK_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache bench-results.json demo-run

@@ -29,12 +29,16 @@ from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
 from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
+from ocppd.events import EventBus
 from ocppd.hw.base import Hardware, PilotState
+from ocppd.installer import InstallerActions, limit_reasons
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
+from ocppd.ocpp.v16.client_cert import ClientCertificates
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
 from ocppd.ocpp.v16.profile_switch import SecurityProfileSwitch
+from ocppd.ocpp.v16.root_trial import RootTrial
 from ocppd.ocpp.v16.security import SecurityLog
 from ocppd.ocpp.validate import Validator
 from ocppd.security import SecurityEventType, security_event
@@ -43,6 +47,7 @@ from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.systemd import (
     Notifier,
+    redact,
     register_secret,
     run_watchdog,
     setup_logging,
@@ -59,6 +64,32 @@ log = logging.getLogger("ocppd")
 
 SHUTDOWN_BUDGET_S = 5.0
 CS_ROOTS_BUNDLE = "central-system-roots.pem"  # in the state directory, see _central_system_ca
+
+# A file of this name in the runtime directory ($RUNTIME_DIRECTORY, /run/ocppd under the unit)
+# asks the daemon to treat its next stop as a restart that keeps the charging sessions: the
+# package's postinst leaves it before the upgrade restart. Used once, then deleted.
+KEEP_SESSIONS_MARKER = "keep-sessions-on-stop"
+# In the store: the last run stopped for such a restart; its open transactions resume.
+RESUME_AFTER_RESTART_KEY = "daemon.resume_after_restart"
+
+
+def _take_keep_sessions_marker() -> bool:
+    runtime = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    if not runtime:
+        return False
+    try:
+        os.unlink(os.path.join(runtime, KEEP_SESSIONS_MARKER))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        log.warning("keep-sessions marker: %s; sessions are kept anyway", exc)
+    return True
+
+
+def not_configured_message(cfg: Config) -> str:
+    where = cfg.source or config.DEFAULT_PATH
+    return (f"not configured: set {' and '.join(config.IDENTITY_KEYS)} in {where}, "
+            "then: systemctl restart ocppd")
 
 
 class WallClock:
@@ -80,13 +111,24 @@ class WallClock:
 
 
 def build_hardware(cfg: Config) -> Hardware:
-    if cfg.hardware.driver == "sim":
-        from ocppd.hw.sim import build_sim_hardware
+    """The board driver named in [hardware] driver, from the plugin registry (hw/drivers.py)."""
+    from ocppd.hw import drivers
 
-        return build_sim_hardware(cfg)
-    from ocppd.hw.realboard import build_real_hardware
+    return drivers.build_hardware(cfg)
 
-    return build_real_hardware(cfg)
+
+async def close_hardware(hw: Hardware) -> None:
+    """Release hardware that no station took over (start-up failed before it existed)."""
+    with contextlib.suppress(Exception):
+        await hw.board.close()
+    for meter in hw.meters.values():
+        with contextlib.suppress(Exception):
+            await meter.close()
+    for closer in hw.extra_closers:
+        with contextlib.suppress(Exception):
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 def _restore_sim_registers(hw: Hardware, store: Store) -> None:
@@ -156,13 +198,27 @@ class Daemon:
         self.smart: SmartCharging | None = None
         self.firmware: FirmwareService | None = None
         self.security_profile: SecurityProfileSwitch | None = None
+        self.bus: EventBus | None = None  # ocppctl watch and the web page
+        self.web: Any = None  # ocppd.web.WebServer when [web] enabled
         self.seclog: SecurityLog | None = None
         self.certs: CertificateService | None = None
+        self.client_certs: ClientCertificates | None = None
+        self.root_trial: RootTrial | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
+    def _ensure_dir(self, key: str, directory: Path) -> None:
+        """Subdirectories of the unit's state and runtime directories are ours to create."""
+        try:
+            directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                [f"{self.cfg.source}: {key}: cannot create directory {directory}: "
+                 f"{exc.strerror or exc}"]) from None
+
     def _open_store(self) -> Store:
         s = self.cfg.storage
+        self._ensure_dir("storage.path", s.path.parent)
         return Store.open(
             s.path,
             move_aside_corrupt=s.move_aside_corrupt,
@@ -195,14 +251,16 @@ class Daemon:
         def password() -> str | None:
             return keys.get("AuthorizationKey") or cs.password
 
+        # a certificate of our own (CertificateSigned) comes before the configured one
+        own = self.client_certs.files() if self.client_certs is not None else None
         return LinkSettings(
             url=cs.url,
             charge_point_id=self.cfg.charge_point.id,
             security_profile=profile,
             password=password,
             ca_file=self._central_system_ca(),
-            client_cert_file=cs.client_cert_file,
-            client_key_file=cs.client_key_file,
+            client_cert_file=own or cs.client_cert_file,
+            client_key_file=None if own else cs.client_key_file,
             insecure_skip_tls_verify=cs.insecure_skip_tls_verify,
             reconnect_min_s=cs.reconnect_min_s,
             reconnect_max_s=cs.reconnect_max_s,
@@ -212,6 +270,22 @@ class Daemon:
             ping_interval_s=float(keys.get_int("WebSocketPingInterval")),
             log_frames=self.cfg.logging.log_frames,
         )
+
+    def _central_system_roots(self) -> list[Any]:
+        """The Central System roots a certificate from CertificateSigned must chain up to: the
+        installed CentralSystemRootCertificates and central_system.ca_file."""
+        from ocppd import pki
+        from ocppd.ocpp.v16.certificates import trusted_roots
+
+        assert self.store is not None
+        roots = trusted_roots(self.store, "central_system_root")
+        ca_file = self.cfg.central_system.ca_file
+        if ca_file is not None:
+            try:
+                roots += pki.load_pem_chain(ca_file.read_bytes())
+            except (OSError, pki.CertificateError) as exc:
+                log.error("central_system.ca_file %s unreadable: %s", ca_file, exc)
+        return roots
 
     def _central_system_ca(self) -> Path | None:
         """What the link trusts for the Central System's certificate.
@@ -226,8 +300,12 @@ class Daemon:
         roots = [] if self.store is None else self.store.certificates("central_system_root")
         if not roots:
             return cs.ca_file
-        parts = [cs.ca_file.read_text()] if cs.ca_file else []
-        parts += [r.pem for r in roots]
+        if self.root_trial is not None and self.root_trial.pending is not None:
+            # AdditionalRootCertificateCheck: the new root alone, so a connection proves it
+            parts = [r.pem for r in self.root_trial.trusted(roots)]
+        else:
+            parts = [cs.ca_file.read_text()] if cs.ca_file else []
+            parts += [r.pem for r in roots]
         bundle = self.cfg.storage.path.parent / CS_ROOTS_BUNDLE
         tmp = bundle.with_name(bundle.name + ".tmp")
         tmp.write_text("\n".join(p.strip() for p in parts) + "\n")
@@ -261,6 +339,17 @@ class Daemon:
         if store.get_setting(FIRMWARE_JOB_KEY) is not None:
             self.firmware_management()  # its outcome is reported after the next boot
 
+    def _wire_events(self, api: ControlApiImpl) -> None:
+        """The local event stream (ocppd.events) on the hooks the parts already have."""
+        assert self.station is not None and self.cp is not None
+        self.bus = api.bus = bus = EventBus(
+            api.status, redact=lambda text: privacy.scrub(redact(text)))
+        self.cp.on_change.append(bus.changed)
+        self.cp.link.on_frame.append(bus.frame)
+        self.station.on_tx_started.append(bus.session_started)
+        self.station.on_tx_confirmed.append(bus.session_confirmed)
+        self.station.on_tx_ended.append(bus.session_stopped)
+
     def smart_charging(self) -> SmartCharging:
         """The Smart Charging profile, loaded and wired on first use."""
         if self.smart is None:
@@ -281,8 +370,12 @@ class Daemon:
             from ocppd.ocpp.v16.certificates import CertificateService
 
             assert self.store is not None and self.cp is not None
-            self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
-                                            wall=self.wall)
+            cp = self.cp
+            self.certs = CertificateService(
+                cfg=self.cfg, store=self.store, keys=cp.keys, wall=self.wall,
+                root_trial=self.root_trial, reconnect=lambda why: cp.link.reconnect_now(why),
+                profile=lambda: max(self.cfg.central_system.security_profile,
+                                    cp.keys.get_int("SecurityProfile")))
             self.certs.register(self.cp.handlers)
             keys, link = self.cp.keys, self.cp.link
             # a changed Central System root applies from the next connection on
@@ -314,12 +407,21 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if not cfg.configured:
+            return await self._run_not_configured()
         self.notifier.status("starting")
+        # The hardware first: its outputs go to the safe state (contactors open) before
+        # anything else, and a board that cannot be set up is the only line in the log.
+        hw = self._hardware or build_hardware(cfg)
         try:
             self.store = store = self._open_store()
         except StorageError as exc:
             log.error("storage: %s", exc)
+            await close_hardware(hw)
             return os.EX_CONFIG  # a state we cannot trust: do not restart-loop on it
+        except BaseException:
+            await close_hardware(hw)
+            raise
         try:
             # the pseudonymisation key lives next to the database (the state directory)
             privacy.configure(cfg.storage.path.parent,
@@ -333,7 +435,6 @@ class Daemon:
             for secret in (cfg.central_system.password, keys.get("AuthorizationKey")):
                 if secret:
                     register_secret(secret)  # never in a log line, whatever logs it
-            hw = self._hardware or build_hardware(cfg)
             if cfg.hardware.driver == "sim":
                 _restore_sim_registers(hw, store)
             self.station = station = Station(
@@ -370,13 +471,26 @@ class Daemon:
                 on_event=cp.security_event,
             )
 
+            self.client_certs = client_certs = ClientCertificates(
+                cfg=cfg, store=store, keys=keys, cp=cp, wall=self.wall,
+                roots=self._central_system_roots, profile=lambda: switch.current,
+                on_changed=lambda: cp.link.update(self.link_settings(keys)))
+            client_certs.register(cp.handlers)
+            cp.request_csr = client_certs.request_soon
+            # security changes on trial (ocpp/v16/trial.py): confirmed by a connection, undone
+            # when they cannot connect
+            self.root_trial = RootTrial(
+                store=store, on_changed=lambda: cp.link.update(self.link_settings(keys)))
+            trials = [switch.trial, client_certs.trial, self.root_trial.trial]
+
             async def on_connected() -> None:
-                switch.connected()
+                for trial in trials:
+                    trial.connected()
                 await cp.on_connected()
 
             def on_connect_failed(reason: str) -> None:
-                if switch.connect_failed(reason):  # back to the previous profile
-                    cp.link.update(self.link_settings(keys))
+                if any([trial.connect_failed(reason) for trial in trials]):
+                    cp.link.update(self.link_settings(keys))  # back to the previous settings
 
             cp.link = Link(
                 self.link_settings(keys),
@@ -387,14 +501,25 @@ class Daemon:
                 on_connect_failed=on_connect_failed,
             )
             keys.on_change.append(lambda name, value: self._key_changed(keys, name))
-            self.control = ControlServer(
-                ControlApiImpl(self), cfg.control.socket, mode=cfg.control.mode
-            )
+            if store.get_setting(RESUME_AFTER_RESTART_KEY) is not None:
+                store.delete_setting(RESUME_AFTER_RESTART_KEY)
+                station.resume_open_transactions = True
+            self._ensure_dir("control.socket", cfg.control.socket.parent)
+            api = ControlApiImpl(self)
+            self._wire_events(api)
+            self.control = ControlServer(api, cfg.control.socket, mode=cfg.control.mode)
             await self.control.start()
+            if cfg.web.enabled:
+                from ocppd.web import WebServer
+
+                self.web = WebServer(cfg.web, api)
+                await self.web.start()
             await station.start()
             if self.smart is not None:
                 self.smart.apply()
         except BaseException:
+            if self.station is None:
+                await close_hardware(hw)  # otherwise the station's close releases it
             await self._teardown(stop_reason=None)
             raise
         # Everything allocated so far lives as long as the daemon: keep it out of the cyclic
@@ -406,6 +531,7 @@ class Daemon:
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),
             asyncio.ensure_future(self.seclog.run()),
+            asyncio.ensure_future(client_certs.run()),
         ]
         tasks.append(asyncio.ensure_future(self._warm_up_after_boot(cp, keys)))
         interval = watchdog_interval_s()
@@ -426,6 +552,13 @@ class Daemon:
             reason = None if cfg.system.power_loss == "resume" else StopReason.REBOOT
             if self.reset_hard is not None:
                 reason = None  # the reset already stopped the transactions
+            elif _take_keep_sessions_marker():
+                # A package upgrade restarts us: the car keeps its session. Transactions stay
+                # open, as after a power cut with power_loss = "resume", and the next start
+                # resumes those whose EV is still plugged in (the others stop, PowerLoss).
+                log.info("stopping for a restart: charging sessions stay open and resume")
+                reason = None
+                store.set_setting(RESUME_AFTER_RESTART_KEY, self.wall().isoformat())
             await self._teardown(stop_reason=reason, tasks=tasks)
         if self.reset_hard:
             self._reboot()
@@ -443,6 +576,28 @@ class Daemon:
             if load is not None:
                 load()
         await warm_up(cp.validator, load_plugins=plugins, others=(lambda: keys.lookup(None),))
+
+    async def _run_not_configured(self) -> int:
+        """The shipped configuration: no identity, no Central System. Stay up (no restart
+        loop), say what to do in ``systemctl status``, and start nothing of a charger."""
+        message = not_configured_message(self.cfg)
+        log.warning("%s", message)
+        self.notifier.ready()
+        self.notifier.status(message)
+        tasks: list[asyncio.Future[Any]] = []
+        interval = watchdog_interval_s()
+        if interval is not None:
+            tasks.append(asyncio.ensure_future(run_watchdog(self.notifier, interval)))
+        try:
+            await self.stop_event.wait()
+        finally:
+            self.notifier.stopping()
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+        return 0
 
     async def _teardown(
         self, *, stop_reason: StopReason | None, tasks: list[asyncio.Future[Any]] | None = None
@@ -473,6 +628,11 @@ class Daemon:
         for t in tasks or []:
             with contextlib.suppress(BaseException):
                 await t
+        if self.web is not None:
+            with contextlib.suppress(Exception):
+                await self.web.stop()
+        if self.bus is not None:
+            await self.bus.close()
         if self.control is not None:
             with contextlib.suppress(Exception):
                 await self.control.stop()
@@ -541,11 +701,20 @@ class Daemon:
         return f"{state} {self.cfg.central_system.url}{reg}; {n} connectors, {charging} charging"
 
 
-class ControlApiImpl:
+class ControlApiImpl(InstallerActions):
     """What ocppctl can see and do, on top of the daemon's parts."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.d = daemon
+
+    @property
+    def _store(self) -> Store:
+        assert self.d.store is not None
+        return self.d.store
+
+    @property
+    def _config(self) -> Config:
+        return self.d.cfg
 
     @property
     def _station(self) -> Station:
@@ -567,6 +736,7 @@ class ControlApiImpl:
             status, fault = cp._current(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
+            view["limits"] = limit_reasons(c, st.charger_limit_a, cfg.hardware.max_current_a)
             connectors.append(view)
         since = getattr(stats, "connected_since", None)
         return {

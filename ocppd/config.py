@@ -23,6 +23,15 @@ from ocppd.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/ocppd.toml")
 
+# Directories the package owns: the unit's StateDirectory= and RuntimeDirectory= create them at
+# every start (and tmpfiles.d at boot). Whether they exist right now says whether the service
+# ran, not whether a configuration is valid, so the check does not ask for them.
+PACKAGE_DIRS = (Path("/var/lib/ocppd"), Path("/run/ocppd"))
+
+# The keys an installer must set before the charger is one. The shipped file leaves both out:
+# the daemon then idles in a "not configured" state instead of connecting anywhere.
+IDENTITY_KEYS = ("charge_point.id", "central_system.url")
+
 
 def _f(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
     if isinstance(default, list | dict):
@@ -178,13 +187,15 @@ class LedConfig:
 class HardwareConfig:
     """[hardware]: real board or simulator, and board-wide inputs."""
 
-    driver: str = _f("sim", choices=("sim", "gpio"))
+    driver: str = _f("sim", doc="a board driver: sim, gpio, evse_wb or an installed plugin")
     nominal_voltage_v: float = _f(230.0, lo=100, hi=480)
     max_current_a: float | None = _f(
         None, lo=6, hi=1000, doc="site/breaker limit for the whole charger, A per phase"
     )
     emergency_stop: InputConfig | None = _f(None)
     leds: LedConfig | None = _f(None)
+    # [hardware.DRIVER]: the driver's own settings, parsed by ocppd.hw.drivers.parse_options.
+    options: Any = _f(None, internal=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +231,29 @@ class ControlConfig:
 
     socket: Path = _f(Path("/run/ocppd/control.sock"))
     mode: int = _f(0o660, lo=0, hi=0o777)
+
+
+# "The local network": loopback, the private IPv4 ranges (RFC 1918), link-local (RFC 3927,
+# RFC 4291) and IPv6 unique local addresses (RFC 4193). Nothing routable from the Internet.
+LOCAL_NETWORKS = [
+    "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebConfig:
+    """[web]: the installer's web page (off unless enabled)."""
+
+    enabled: bool = _f(False)
+    listen: str = _f("0.0.0.0", doc="address to listen on; '::' for IPv6 too")
+    port: int = _f(8080, lo=1, hi=65535)
+    allow_from: list[str] = _f(LOCAL_NETWORKS, doc="client networks (CIDR) that may connect")
+    password_file: Path = _f(Path("/var/lib/ocppd/web-password"),
+                             doc="scrypt hash, written by ocppd --set-web-password")
+    session_timeout_s: float = _f(900.0, lo=60, hi=86400, doc="idle time before logging out")
+    cert_file: Path | None = _f(None, doc="TLS certificate (PEM); with key_file: HTTPS only")
+    key_file: Path | None = _f(None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,11 +302,14 @@ class Config:
     rfid: list[RfidConfig] = _f([])
     storage: StorageConfig = _f(StorageConfig())
     control: ControlConfig = _f(ControlConfig())
+    web: WebConfig = _f(WebConfig())
     logging: LoggingConfig = _f(LoggingConfig())
     system: SystemConfig = _f(SystemConfig())
     security: SecurityConfig = _f(SecurityConfig())
     ocpp: dict[str, str | int | bool | float] = _f({}, doc="initial OCPP configuration keys")
     source: Path | None = _f(None, internal=True)
+    # False while the installer has set neither of IDENTITY_KEYS (the shipped file).
+    configured: bool = _f(True, internal=True)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -282,6 +319,8 @@ def load(path: Path = DEFAULT_PATH) -> Config:
     """Read and validate ``path``. Raises ConfigError with one line per problem."""
     try:
         raw = path.read_bytes()
+    except PermissionError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}{_who_may_read(path)}"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
     try:
@@ -293,18 +332,73 @@ def load(path: Path = DEFAULT_PATH) -> Config:
     return from_dict(data, source=path)
 
 
+def _who_may_read(path: Path) -> str:
+    """A hint for a file the caller may not read: as installed, root and group ocppd may."""
+    import grp
+
+    try:
+        group = grp.getgrgid(path.stat().st_gid).gr_name
+    except (OSError, KeyError):
+        return " (run it as root: sudo ocppd --check-config)"
+    return f" (readable by root and group {group} only: use sudo, or join group {group})"
+
+
+# Stand-ins for IDENTITY_KEYS in a configuration that does not have them yet; never used to
+# connect (the daemon does not start a charger while ``configured`` is false).
+_UNCONFIGURED = {"charge_point": {"id": "-"}, "central_system": {"url": "ws://unconfigured.invalid"}}
+
+
+def _fill_identity(data: dict[str, Any]) -> bool:
+    """True (and placeholders filled in) when none of IDENTITY_KEYS is set."""
+    tables = [data.get(t) for t in _UNCONFIGURED]
+    if any(t is not None and not isinstance(t, dict) for t in tables):
+        return False  # reported as a type error by the loader
+    if any(key in (data.get(t) or {}) for t, keys in _UNCONFIGURED.items() for key in keys):
+        return False  # one set, the other missing: "required key is missing" names it
+    for table, keys in _UNCONFIGURED.items():
+        data[table] = {**(data.get(table) or {}), **keys}
+    return True
+
+
 def from_dict(data: dict[str, Any], *, source: Path | None = None) -> Config:
     problems: list[str] = []
     where = str(source) if source else "<config>"
+    data, driver_table = _split_driver_table(dict(data))
+    unconfigured = _fill_identity(data)
     value = _convert(Config, data, "", problems, where)
     if not problems:
         assert isinstance(value, Config)
-        value = dataclasses.replace(value, source=source)
+        value = dataclasses.replace(value, source=source, configured=not unconfigured)
         _cross_checks(value, problems, where)
+    # The driver's own table, by the driver's own schema (ocppd.hw.drivers), reported together
+    # with the rest; its checks across tables need the rest to be valid first.
+    hw = data.get("hardware")
+    name = hw.get("driver", "sim") if isinstance(hw, dict) else "sim"
+    if isinstance(name, str):
+        from ocppd.hw import drivers
+
+        valid = value if not problems and isinstance(value, Config) else None
+        options = drivers.parse_options(name, driver_table, valid, problems, where)
+        if valid is not None and not problems:
+            hardware = dataclasses.replace(valid.hardware, options=options)
+            value = dataclasses.replace(valid, hardware=hardware)
     if problems:
         raise ConfigError(problems)
     assert isinstance(value, Config)
     return value
+
+
+def _split_driver_table(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Take ``[hardware.DRIVER]`` out of [hardware]: its keys belong to the driver's schema."""
+    hw = data.get("hardware")
+    if not isinstance(hw, dict):
+        return data, None
+    name = hw.get("driver", "sim")
+    own_keys = {f.name for f in dataclasses.fields(HardwareConfig)}
+    if not isinstance(name, str) or name in own_keys or not isinstance(hw.get(name), dict):
+        return data, None
+    rest = {k: v for k, v in hw.items() if k != name}
+    return {**data, "hardware": rest}, hw[name]
 
 
 def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
@@ -368,14 +462,48 @@ def _cross_checks(cfg: Config, problems: list[str], where: str) -> None:
             bad(f"buses.{name}.host", "required for type = 'tcp'")
     if not cfg.system.reboot_command:
         bad("system.reboot_command", "must not be empty")
-    sock_dir = cfg.control.socket.parent
     if len(str(cfg.control.socket).encode()) > 107:  # sockaddr_un.sun_path holds 108 bytes
         bad("control.socket", "path longer than 107 bytes (a Unix socket limit)")
-    if not sock_dir.is_dir():
-        bad("control.socket", f"directory {sock_dir} does not exist")
-    db_dir = cfg.storage.path.parent
-    if not db_dir.is_dir():
-        bad("storage.path", f"directory {db_dir} does not exist")
+    for key, path in (("control.socket", cfg.control.socket), ("storage.path", cfg.storage.path)):
+        problem = _directory_problem(path.parent)
+        if problem:
+            bad(key, problem)
+    _check_web(cfg.web, bad)
+
+
+def _directory_problem(directory: Path) -> str | None:
+    """Why the daemon could not use ``directory``; None when it can or the package makes it."""
+    if any(directory == d or d in directory.parents for d in PACKAGE_DIRS):
+        return None  # created at start (the daemon makes subdirectories of them itself)
+    try:
+        if directory.is_dir():
+            return None
+        directory.stat()
+    except PermissionError:
+        return f"directory {directory}: permission denied (run the check with sudo)"
+    except OSError:
+        pass
+    return f"directory {directory} does not exist"
+
+
+def _check_web(web: WebConfig, bad: Any) -> None:
+    import ipaddress
+
+    for i, net in enumerate(web.allow_from):
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            bad(f"web.allow_from[{i}]", f"not a network in CIDR notation: {net!r}")
+    try:
+        ipaddress.ip_address(web.listen)
+    except ValueError:
+        bad("web.listen", f"not an IP address: {web.listen!r}")
+    if (web.cert_file is None) != (web.key_file is None):
+        bad("web.cert_file" if web.cert_file is None else "web.key_file",
+            "cert_file and key_file go together")
+    for key, path in (("web.cert_file", web.cert_file), ("web.key_file", web.key_file)):
+        if web.enabled and path is not None and not path.is_file():
+            bad(key, f"{path} does not exist")
 
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}

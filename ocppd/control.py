@@ -26,7 +26,26 @@ ev            {"connector_id": int, "state": "A".."F"}    null
 transactions  {"limit": int (1..1000, default 20)}        list of transaction dicts
 config_get    {"keys": [str, ...] | null}                 {"keys": [...], "unknown": [...]}
 config_set    {"key": str, "value": str}                  "Accepted" | "Rejected" | ...
+config_hint   {"key": str}                                str | null: the values it takes
+config_show   {}                                          the effective TOML configuration
+                                                          (secrets shown as "********")
+stop          {"connector_id": int}                       str: what happened
+unlock        {"connector_id": int}                       "unlocked" | "failed" | ...
+availability  {"connector_id": int (0: all),              "accepted" | "scheduled" |
+              "operative": bool}                          "rejected"
+limit         {"connector_id": int,                       null (the installer's own limit;
+              "limit_a": number | null}                   never raises another limit)
+meter         {"connector_id": int | null}                null (read and send MeterValues)
+checks        {}                                          list of set-up check dicts
+events        {"limit": int (1..1000, default 50)}        faults and security events, newest
+                                                          first: [{"at","kind","detail"}]
+watch         {"frames": bool (default false)}            a stream, see below
 ============  ==========================================  ==============================
+
+``watch`` turns the connection into an event stream: the answer ``{"ok": true, "result":
+"watching"}`` is followed by one line per event, ``{"event": {...}}``, until the client closes
+the connection (the events are described in ocppd.events). The first event is a snapshot of
+the status. With ``"frames": true`` the OCPP frames both ways are events too.
 
 The status dict::
 
@@ -43,7 +62,9 @@ The status dict::
                      "power_w": float | None, "limit_a": float | None,
                      # energy and power: the meters are read for the answer (at most once a
                      # second), not taken from the last sample sent to the Central System
-                     "pilot": str | None (IEC 61851 state "A".."F")}]}
+                     "pilot": str | None (IEC 61851 state "A".."F"),
+                     # every limit on the offer, lowest first: why it offers what it does
+                     "limits": [{"source": str, "limit_a": float}, ...]}]}
 
 A transaction dict (``transactions``, newest first)::
 
@@ -64,15 +85,19 @@ import os
 import socket
 import stat
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ocppd.errors import ConfigError, OcppdError
+
+if TYPE_CHECKING:
+    from ocppd.events import Subscription
 
 log = logging.getLogger("ocppd.control")
 
 MAX_REQUEST_BYTES = 64 * 1024
 EV_STATES = ("A", "B", "C", "D", "E", "F")  # IEC 61851-1 control pilot states
 MAX_TRANSACTIONS = 1000
+MAX_LIMIT_A = 80.0  # IEC 61851-1 AC charging tops out at 80 A per phase
 
 
 class Refused(OcppdError):
@@ -97,6 +122,26 @@ class ControlApi(Protocol):
     def config_get(self, keys: list[str] | None) -> dict[str, Any]: ...
 
     def config_set(self, key: str, value: str) -> str: ...
+
+    def config_hint(self, key: str) -> str | None: ...
+
+    def config_show(self) -> dict[str, Any]: ...
+
+    async def stop(self, connector_id: int) -> str: ...
+
+    async def unlock(self, connector_id: int) -> str: ...
+
+    def availability(self, connector_id: int, operative: bool) -> str: ...
+
+    def limit(self, connector_id: int, limit_a: float | None) -> None: ...
+
+    async def meter(self, connector_id: int | None) -> None: ...
+
+    async def checks(self) -> list[dict[str, Any]]: ...
+
+    def events(self, limit: int) -> list[dict[str, Any]]: ...
+
+    async def subscribe(self, frames: bool) -> Subscription: ...
 
 
 class UsageError(OcppdError):
@@ -157,6 +202,44 @@ async def dispatch(api: ControlApi, cmd: str, args: dict[str, Any]) -> Any:
             return api.config_get(keys or None)
         case "config_set":
             return api.config_set(_arg_str(args, "key"), _arg_str(args, "value"))
+        case "config_hint":
+            return api.config_hint(_arg_str(args, "key"))
+        case "config_show":
+            return api.config_show()
+        case "stop":
+            return await api.stop(_arg_int(args, "connector_id"))
+        case "unlock":
+            return await api.unlock(_arg_int(args, "connector_id"))
+        case "availability":
+            operative = args.get("operative")
+            if not isinstance(operative, bool):
+                raise UsageError("operative must be true or false")
+            return api.availability(_arg_int(args, "connector_id"), operative)
+        case "limit":
+            limit = args.get("limit_a")
+            if limit is not None and (
+                not isinstance(limit, int | float) or isinstance(limit, bool)
+                or not 0 <= limit <= MAX_LIMIT_A
+            ):
+                raise UsageError(f"limit_a must be a number of amperes, 0 to {MAX_LIMIT_A}, "
+                                 "or null for none")
+            return api.limit(_arg_int(args, "connector_id"),
+                             None if limit is None else float(limit))
+        case "meter":
+            return await api.meter(_arg_int(args, "connector_id", optional=True))
+        case "checks":
+            return await api.checks()
+        case "events":
+            limit = args.get("limit", 50)
+            if not isinstance(limit, int) or isinstance(limit, bool) or not (
+                1 <= limit <= MAX_TRANSACTIONS
+            ):
+                raise UsageError(f"limit must be an integer 1 to {MAX_TRANSACTIONS}")
+            return api.events(limit)
+        case "watch":
+            if not isinstance(args.get("frames", False), bool):
+                raise UsageError("frames must be true or false")
+            raise UsageError("watch is a stream: send it as the only request of a connection")
         case _:
             raise UsageError(f"unknown command {cmd!r}")
 
@@ -336,7 +419,53 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
+            watch = _watch_request(line)
+            if watch is not None:
+                await self._stream(reader, writer, frames=watch)
+                return
             writer.write(_encode(await handle_line(self._api, line)))
             await writer.drain()
             if not line.endswith(b"\n"):
                 return
+
+    async def _stream(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, frames: bool
+    ) -> None:
+        """``watch``: events until the client hangs up (or sends anything: it is not read)."""
+        try:
+            sub = await self._api.subscribe(frames)
+        except Exception as exc:
+            log.exception("control command 'watch' failed")
+            writer.write(_encode(_error("internal", f"{type(exc).__name__}: {exc}")))
+            await writer.drain()
+            return
+        try:
+            writer.write(_encode({"ok": True, "result": "watching"}))
+            await writer.drain()
+            gone = asyncio.ensure_future(reader.read())  # EOF: the watcher went away
+            try:
+                while True:
+                    nxt = asyncio.ensure_future(sub.get())
+                    done, _ = await asyncio.wait({nxt, gone},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if nxt not in done:
+                        nxt.cancel()
+                        return
+                    writer.write(_encode({"event": nxt.result()}))
+                    await writer.drain()
+            finally:
+                gone.cancel()
+        finally:
+            sub.close()
+
+
+def _watch_request(line: bytes) -> bool | None:
+    """``frames`` of a well-formed watch request; None for any other request."""
+    try:
+        cmd, args = _parse(line)
+    except UsageError:
+        return None
+    if cmd != "watch":
+        return None
+    frames = args.get("frames", False)
+    return frames if isinstance(frames, bool) else None

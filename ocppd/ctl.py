@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ocppd import __version__, config
-from ocppd.control import EV_STATES, MAX_REQUEST_BYTES, MAX_TRANSACTIONS
+from ocppd.control import EV_STATES, MAX_LIMIT_A, MAX_REQUEST_BYTES, MAX_TRANSACTIONS
 from ocppd.errors import ConfigError
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
@@ -201,6 +201,102 @@ def render_keys(result: dict[str, Any]) -> str:
     return table(["KEY", "VALUE", "ACCESS"], body) if body else "no keys"
 
 
+def config_answer(key: str, answer: str, hint: str | None) -> str:
+    """The line for a config set answer; a rejected value says what the key takes."""
+    if answer == "Rejected" and hint == "read-only":
+        return f"{key}: Rejected (read-only)"
+    if answer == "Rejected" and hint:
+        return f"{key}: Rejected (expects {hint})"
+    if answer == "RebootRequired":
+        return f"{key}: RebootRequired (takes effect after a restart)"
+    return f"{key}: {answer}"
+
+
+def render_checks(result: list[dict[str, Any]]) -> str:
+    rows = [[str(c["connector_id"]), i["name"], _fmt(i["value"]), i["verdict"].upper(), i["why"]]
+            for c in result for i in c["items"]]
+    return table(["CONN", "CHECK", "VALUE", "VERDICT", "WHY"], rows)
+
+
+def render_event(ev: dict[str, Any]) -> str:
+    """One event as a line for people (``watch`` without --json)."""
+    at = str(ev.get("at", ""))[11:23]
+    kind = ev.get("kind")
+    cid = ev.get("connector_id")
+    match kind:
+        case "snapshot":
+            st = ev.get("status", {})
+            conn = st.get("connection", {})
+            parts = [f"{c.get('id')}:{c.get('status')}" for c in st.get("connectors", [])]
+            text = f"{conn.get('state')}, registration {conn.get('registration')}; " \
+                   f"connectors {' '.join(parts)}"
+        case "connection":
+            text = f"connection {ev.get('state')}, registration {ev.get('registration')}"
+            if ev.get("last_error"):
+                text += f" ({ev['last_error']})"
+        case "status":
+            text = f"connector {cid}: {ev.get('status')} (pilot {ev.get('pilot')}, " \
+                   f"contactor {ev.get('contactor')}, offer {_fmt(ev.get('limit_a'), 1, 1)} A)"
+        case "fault":
+            state = "raised" if ev.get("active") else "cleared"
+            text = f"connector {cid}: fault {ev.get('error')} {state}"
+        case "reading":
+            text = f"connector {cid}: {_fmt(ev.get('power_w'), 1000, 2)} kW, " \
+                   f"{_fmt(ev.get('energy_wh'), 1000, 3)} kWh this session"
+        case "session_started":
+            text = f"connector {cid}: transaction {ev.get('local_tx_id')} started for " \
+                   f"{ev.get('id_tag')} at {ev.get('meter_start_wh')} Wh"
+        case "session_confirmed":
+            text = f"connector {cid}: transaction {ev.get('local_tx_id')} is " \
+                   f"{ev.get('transaction_id')} at the central system"
+        case "session_stopped":
+            text = f"connector {cid}: transaction {ev.get('local_tx_id')} stopped " \
+                   f"({ev.get('reason')}), {_fmt(ev.get('energy_wh'), 1000, 3)} kWh"
+        case "ocpp":
+            arrow = ">>" if ev.get("direction") == "out" else "<<"
+            text = f"{arrow} {ev.get('frame')}"
+        case "overflow":
+            text = f"(too slow: {ev.get('lost')} events lost)"
+        case _:
+            text = json.dumps(ev, sort_keys=True)
+    return f"{at}  {text}"
+
+
+def watch(path: Path, *, frames: bool, as_json: bool, timeout_s: float) -> int:
+    """Follow the event stream until interrupted or the daemon goes away."""
+    request = json.dumps({"cmd": "watch", "args": {"frames": frames}}).encode() + b"\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.connect(str(path))
+            sock.sendall(request)
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise CtlError(f"ocppd is not running (no socket at {path})") from None
+        except PermissionError:
+            raise CtlError(
+                f"permission denied on {path}: run as root or a member of group ocppd") from None
+        except OSError as exc:
+            raise CtlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
+        sock.settimeout(None)  # events come when they happen
+        stream = sock.makefile("rb")
+        first = stream.readline()
+        try:
+            answer = json.loads(first)
+        except ValueError:
+            raise CtlError("ocppd closed the connection without answering") from None
+        if not answer.get("ok"):
+            raise CtlError(answer.get("error", "watch refused"))
+        for line in stream:
+            try:
+                event = json.loads(line)["event"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            text = json.dumps(event, separators=(",", ":")) if as_json else render_event(event)
+            print(text, flush=True)
+    print("ocppctl: ocppd closed the event stream", file=sys.stderr)
+    return EXIT_REFUSED
+
+
 # --- the command line ---------------------------------------------------------------------------
 
 
@@ -221,6 +317,18 @@ def _limit(text: str) -> int:
         value = 0
     if not 1 <= value <= MAX_TRANSACTIONS:
         raise argparse.ArgumentTypeError(f"must be 1 to {MAX_TRANSACTIONS}")
+    return value
+
+
+def _amps(text: str) -> float | None:
+    if text.lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a current in amperes: {text!r}") from None
+    if not 0 <= value <= MAX_LIMIT_A:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_LIMIT_A:g} A, or none")
     return value
 
 
@@ -257,6 +365,24 @@ def build_parser() -> argparse.ArgumentParser:
     o = ops.add_parser("set", help="change a key as ChangeConfiguration would")
     o.add_argument("key", metavar="KEY")
     o.add_argument("value", metavar="VALUE")
+    v = verbs.add_parser("stop", help="stop the transaction on a connector")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v = verbs.add_parser("unlock", help="unlock a socket's cable (stops its transaction)")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v = verbs.add_parser("available", help="make a connector (0: all) available")
+    v.add_argument("connector", type=int, metavar="N")
+    v = verbs.add_parser("unavailable", help="make a connector (0: all) unavailable")
+    v.add_argument("connector", type=int, metavar="N")
+    v = verbs.add_parser("limit", help="limit a connector's current locally ('none': lift)")
+    v.add_argument("connector", type=_connector, metavar="N")
+    v.add_argument("amps", type=_amps, metavar="A")
+    v = verbs.add_parser("meter", help="read the meters now and send the values")
+    v.add_argument("connector", type=_connector, metavar="N", nargs="?")
+    v = verbs.add_parser("check", help="the set-up check: inputs and their verdicts")
+    v.add_argument("--json", action="store_true")
+    v = verbs.add_parser("watch", help="follow events as they happen (Ctrl-C ends)")
+    v.add_argument("--json", action="store_true", help="one JSON object per line")
+    v.add_argument("--frames", action="store_true", help="OCPP frames too")
     return p
 
 
@@ -297,8 +423,27 @@ def run(args: argparse.Namespace) -> int:
                 return EXIT_REFUSED
         case "config":
             answer = ask("config_set", key=args.key, value=args.value)
-            print(f"{args.key}: {answer}")
+            hint = ask("config_hint", key=args.key) if answer == "Rejected" else None
+            print(config_answer(args.key, answer, hint))
             return EXIT_OK if answer in CONFIG_SET_OK else EXIT_REFUSED
+        case "stop" | "unlock":
+            print(ask(args.verb, connector_id=args.connector))
+        case "available" | "unavailable":
+            answer = ask("availability", connector_id=args.connector,
+                         operative=args.verb == "available")
+            print(f"connector {args.connector}: {args.verb} {answer}")
+        case "limit":
+            ask("limit", connector_id=args.connector, limit_a=args.amps)
+            what = "none" if args.amps is None else f"{args.amps:g} A"
+            print(f"connector {args.connector}: local limit {what}")
+        case "meter":
+            ask("meter", connector_id=args.connector)
+            print("meters read; values sent")
+        case "check":
+            result = ask("checks")
+            print(_dump(result) if args.json else render_checks(result))
+        case "watch":
+            return watch(path, frames=args.frames, as_json=args.json, timeout_s=timeout_s)
         case _:  # pragma: no cover - argparse only lets known verbs through
             raise CtlError(f"unknown verb {args.verb}", EXIT_USAGE)
     return EXIT_OK

@@ -26,6 +26,10 @@ class StorageError(OcppdError):
 class HardwareError(OcppdError):
     """A hardware device cannot be set up or does not answer."""
 
+    # 69 (EX_UNAVAILABLE): a device or the library to drive it is missing at start. The unit
+    # lists it in RestartPreventExitStatus: restarting cannot install a library.
+    exit_code = os.EX_UNAVAILABLE
+
 
 class MeterError(HardwareError):
     """An energy meter gave no reading or an implausible one."""

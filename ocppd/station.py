@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -153,6 +154,7 @@ class Connector:
     reservation_tag: tuple[str, str | None] | None = None
     cable_max_a: float | None = None
     smart_limit_a: float | None = None
+    local_limit_a: float | None = None  # the installer's own limit (ocppctl limit, web page)
     share_a: float | None = None  # its share of the charger-wide limit (None: no such limit)
     draw: sharing.DrawWatch = field(default_factory=sharing.DrawWatch)
     offer_a: float | None = None
@@ -182,10 +184,16 @@ class Connector:
         )
 
     @property
+    def own_limit_a(self) -> float | None:
+        """The lower of the smart-charging and the local limit (None: neither)."""
+        limits = [x for x in (self.smart_limit_a, self.local_limit_a) if x is not None]
+        return min(limits) if limits else None
+
+    @property
     def withheld(self) -> bool:
         """Energy withheld for this connector's own reasons: its limit below 6 A, an invalid
         idTag, or no working meter."""
-        low_limit = self.smart_limit_a is not None and self.smart_limit_a < safety.MIN_OFFER_A
+        low_limit = self.own_limit_a is not None and self.own_limit_a < safety.MIN_OFFER_A
         return self.invalid_id or low_limit or Fault.METER_FAILURE in self.faults
 
     @property
@@ -255,6 +263,9 @@ class Station:
         # after recovery, before any output is applied: restore limits from storage
         self.on_recovered: list[Callable[[], None]] = []
         self.charger_limit_a: float | None = None  # ChargePointMax (smart charging), A/phase
+        # Resume open transactions at start whatever system.power_loss says: the last run
+        # stopped for a restart that keeps the sessions (a package upgrade).
+        self.resume_open_transactions = False
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -325,6 +336,11 @@ class Station:
         for meter in self.hw.meters.values():
             with contextlib.suppress(Exception):
                 await meter.close()
+        for closer in self.hw.extra_closers:  # shared parts (a Modbus line), after their users
+            with contextlib.suppress(Exception):
+                result = closer()
+                if inspect.isawaitable(result):
+                    await result
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
         self._tasks.spawn(coro, name=name)
@@ -403,7 +419,7 @@ class Station:
         return safety.offer_a(
             connector_max_a=c.cfg.max_current_a,
             cable_max_a=c.cable_max_a,
-            smart_limit_a=c.smart_limit_a,
+            smart_limit_a=c.own_limit_a,
             tx_authorized=c.tx is not None and not c.stopping,
             evse_suspended=c.withheld,
             faults=c.all_faults(self.charger_faults),
@@ -420,7 +436,7 @@ class Station:
         """Recompute pilot offer, contactor and status from the facts. Synchronous on purpose."""
         faults = c.all_faults(self.charger_faults)
         authorized = c.tx is not None and not c.stopping
-        limits = [x for x in (c.smart_limit_a, c.share_a) if x is not None]
+        limits = [x for x in (c.own_limit_a, c.share_a) if x is not None]
         offer = safety.offer_a(
             connector_max_a=c.cfg.max_current_a,
             cable_max_a=c.cable_max_a,
@@ -1020,7 +1036,8 @@ class Station:
             if tx.stop_requested:
                 self._finish_asked_stop(c, tx)
                 continue
-            if self.cfg.system.power_loss == "resume" and c.pilot.plugged:
+            resume = self.cfg.system.power_loss == "resume" or self.resume_open_transactions
+            if resume and c.pilot.plugged:
                 # Everything that decides the contactor comes back from storage: the session,
                 # its parentIdTag, the idTag verdict (and energy cap); availability and
                 # reservations were restored in start().
@@ -1198,6 +1215,13 @@ class Station:
         c = self.connectors.get(connector_id)
         if c is not None and c.smart_limit_a != limit_a:
             c.smart_limit_a = limit_a
+            self._apply(c)
+
+    def set_local_limit(self, connector_id: int, limit_a: float | None) -> None:
+        """The installer's limit for a connector (None: none); never raises another limit."""
+        c = self._connector(connector_id)
+        if c.local_limit_a != limit_a:
+            c.local_limit_a = limit_a
             self._apply(c)
 
     # --- reservations (§5.13): stored, held on a connector, one expiry timer each ---------------

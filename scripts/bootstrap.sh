@@ -23,6 +23,25 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The web page's browser tests drive Debian's chromium; the page serves Debian's Chart.js.
+# Wanted, not required: without them the browser tests skip and the page shows no chart.
+want=()
+dpkg -s chromium >/dev/null 2>&1 || want+=(chromium)
+dpkg -s chromium-driver >/dev/null 2>&1 || want+=(chromium-driver)
+dpkg -s libjs-chart.js >/dev/null 2>&1 || want+=(libjs-chart.js)
+if [ ${#want[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "bootstrap: installing ${want[*]} with apt-get (web page tests)"
+    { $sudo apt-get update -q >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+        "${want[@]}" >/dev/null; } ||
+      echo "bootstrap: could not install ${want[*]}: the browser tests will skip" >&2
+  else
+    echo "bootstrap: no apt-get: install ${want[*]} for the browser tests and charts" >&2
+  fi
+fi
+
 python3 - <<'PY'
 import sys
 if sys.version_info < (3, 11):

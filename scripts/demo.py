@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -51,7 +53,13 @@ def show_message(m: Message) -> None:
     print(f"{stamp()}  {arrow}  {m.action:<28} {body}", flush=True)
 
 
-def write_config(tmp: Path, url: str) -> Path:
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_config(tmp: Path, url: str, web_port: int) -> Path:
     cfg = tmp / "ocppd.toml"
     cfg.write_text(f"""
 [charge_point]
@@ -79,6 +87,12 @@ path = "{tmp / "ocppd.db"}"
 
 [control]
 socket = "{tmp / "control.sock"}"
+
+[web]
+enabled = true
+listen = "127.0.0.1"
+port = {web_port}
+password_file = "{tmp / "web-password"}"
 
 [logging]
 level = "info"
@@ -149,12 +163,33 @@ async def wait_status(cfg: Path, want: str, timeout: float = 15.0) -> dict[str, 
         await asyncio.sleep(0.2)
 
 
-async def demo(charge_s: float) -> int:
+async def web_answers(port: int) -> str:
+    """Whether the daemon's web page answers (plain HTTP: no browser needed)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{port}/login", timeout=aiohttp.ClientTimeout(total=5)
+        ) as r:
+            return "answers" if r.status == 200 else f"answered HTTP {r.status}"
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return f"does not answer: {exc}"
+
+
+async def demo(charge_s: float, hold_s: float = 0.0) -> int:
     with tempfile.TemporaryDirectory(prefix="ocppd-demo-") as tmpdir:
         tmp = Path(tmpdir)
         async with CentralSystem(on_message=show_message) as cs:
-            cfg = write_config(tmp, cs.url)
+            web_port = free_port()
+            cfg = write_config(tmp, cs.url, web_port)
+            from ocppd.web.auth import write_password_file
+
+            web_password = secrets.token_urlsafe(9)
+            write_password_file(tmp / "web-password", web_password)
             print(f"{stamp()}  Central System listening on {cs.url}", flush=True)
+            print(f"{stamp()}  Web page: http://127.0.0.1:{web_port}/  (password "
+                  f"{web_password}; open it in a browser while the demo runs, "
+                  f"--hold-seconds N keeps it up after the session)", flush=True)
             env = dict(os.environ, PYTHONUNBUFFERED="1")
             env.pop("NOTIFY_SOCKET", None)
             daemon = await asyncio.create_subprocess_exec(
@@ -236,7 +271,13 @@ async def demo(charge_s: float) -> int:
                 print(f"stop reason         {stop[0].get('reason')}")
                 print(f"OCPP messages       {len(cs.messages)}")
                 ok = energy_wh > 0 and len(meters) > 0 and min(offered, default=99) <= 10
+                print(f"web page            http://127.0.0.1:{web_port}/ "
+                      f"({await web_answers(web_port)})")
                 print("result              " + ("OK" if ok else "UNEXPECTED"))
+                if hold_s > 0:
+                    print(f"{stamp()}  holding for {hold_s:g} s: the web page stays up",
+                          flush=True)
+                    await asyncio.sleep(hold_s)
                 return 0 if ok else 1
             finally:
                 if daemon.returncode is None:
@@ -253,9 +294,11 @@ async def demo(charge_s: float) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--charge-seconds", type=float, default=8.0)
+    p.add_argument("--hold-seconds", type=float, default=0.0,
+                   help="keep the daemon (and its web page) running this long at the end")
     args = p.parse_args()
     try:
-        return asyncio.run(demo(args.charge_seconds))
+        return asyncio.run(demo(args.charge_seconds, args.hold_seconds))
     except KeyboardInterrupt:
         return 130
 

@@ -13,6 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+# The example driver package has its own tests, run with the package importable by
+# tests/hw/test_driver_plugins.py, as its author would run them.
+collect_ignore = ["driver_example"]
+
 
 def _threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.is_alive()}

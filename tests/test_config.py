@@ -225,3 +225,122 @@ def test_reference_config_is_valid(tmp_path: Path) -> None:
     text = text.replace("/run/ocppd/control.sock", str(tmp_path / "ctl.sock"))
     cfg = config.load(write(tmp_path, text))
     assert cfg.hardware.driver == "sim" and len(cfg.connectors) == 1
+
+
+# --- issue 15: a config check judges the config, and refuses what the daemon refuses -----------
+
+
+def check_config(path: Path, **popen: typing.Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ocppd", "--check-config", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, **popen,
+    )
+
+
+def test_shipped_config_passes_the_check_whether_or_not_the_service_ran() -> None:
+    """/var/lib/ocppd and /run/ocppd belong to the package (StateDirectory=, RuntimeDirectory=,
+    tmpfiles.d): a stopped service or a fresh install must not make the config "invalid"."""
+    proc = check_config(REFERENCE)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not exist" not in proc.stdout + proc.stderr
+
+
+def test_package_directories_need_not_exist_but_others_must(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace(str(tmp_path / "ctl.sock"), "/run/ocppd/control.sock")
+    text = text.replace(str(tmp_path / "db.sqlite"), "/var/lib/ocppd/sub/ocppd.db")
+    assert config.load(write(tmp_path, text)).control.socket == Path("/run/ocppd/control.sock")
+    text = text.replace("/var/lib/ocppd/sub/ocppd.db", "/nonexistent/ocppd.db")
+    assert any("storage.path: directory /nonexistent does not exist" in p
+               for p in problems(tmp_path, text))
+
+
+def _as_nobody() -> None:
+    os.setgid(65534)
+    os.setgroups([])
+    os.setuid(65534)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the check as another user")
+def test_unreadable_config_explains_who_may_read_it(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    path = write(tmp_path, minimal(tmp_path))
+    path.chmod(0o640)  # as installed: root:ocppd 0640
+    python = "/usr/bin/python3"  # the venv's interpreter may sit where nobody cannot go
+    if not os.access(python, os.X_OK):
+        pytest.skip("no /usr/bin/python3")
+    proc = subprocess.run(
+        [python, "-m", "ocppd", "--check-config", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/",
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "Permission denied" in line and "sudo" in line, line
+
+
+def meter_config(tmp_path: Path, model: str) -> str:
+    return minimal(tmp_path).replace("[[connectors]]", '[[connectors]]\nmeter = "main"') + f"""
+[buses.rs485]
+type = "tcp"
+host = "127.0.0.1"
+[meters.main]
+model = "{model}"
+bus = "rs485"
+"""
+
+
+@pytest.mark.parametrize("model", ["sdm999", "/nonexistent/my-meter.toml"])
+def test_check_config_refuses_a_meter_map_the_daemon_cannot_load(
+    tmp_path: Path, model: str
+) -> None:
+    proc = check_config(write(tmp_path, meter_config(tmp_path, model)))
+    assert proc.returncode == os.EX_CONFIG, proc.stdout + proc.stderr
+    assert "meters.main.model" in proc.stderr and model in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_config_accepts_a_built_in_meter_map(tmp_path: Path) -> None:
+    proc = check_config(write(tmp_path, meter_config(tmp_path, "sdm630")))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_check_config_refuses_an_unknown_ocpp_key(tmp_path: Path) -> None:
+    proc = check_config(write(tmp_path, minimal(tmp_path, "[ocpp]\nHeartbeatIntervall = 30\n")))
+    assert proc.returncode == os.EX_CONFIG, proc.stdout + proc.stderr
+    assert "ocpp.HeartbeatIntervall" in proc.stderr
+
+
+def test_check_config_refuses_an_invalid_ocpp_value(tmp_path: Path) -> None:
+    proc = check_config(write(tmp_path, minimal(tmp_path, '[ocpp]\nHeartbeatInterval = "x"\n')))
+    assert proc.returncode == os.EX_CONFIG, proc.stdout + proc.stderr
+    assert "ocpp.HeartbeatInterval" in proc.stderr
+
+
+def test_start_up_refusal_is_printed_once_and_names_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, meter_config(tmp_path, "sdm999"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ocppd", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, env=dict(os.environ, JOURNAL_STREAM=""),
+    )
+    assert proc.returncode == os.EX_CONFIG, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert out.count("meters.main.model") == 1, out
+    assert "meters.main.model" in out and "Traceback" not in out
+
+
+# --- issue 15: the placeholder config says "not configured" instead of pretending -----------
+
+
+def test_shipped_config_is_recognised_as_not_configured() -> None:
+    cfg = config.load(REFERENCE)
+    assert not cfg.configured
+    proc = check_config(REFERENCE)
+    assert "not configured" in proc.stdout + proc.stderr
+    assert "charge_point.id" in proc.stdout + proc.stderr
+
+
+def test_identity_without_central_system_is_an_error_not_unconfigured(tmp_path: Path) -> None:
+    text = minimal(tmp_path).replace('url = "ws://127.0.0.1:9000/ocpp"', "")
+    assert any("central_system.url: required key is missing" in p
+               for p in problems(tmp_path, text))
+    assert config.load(write(tmp_path, minimal(tmp_path))).configured

@@ -1,18 +1,42 @@
 """The hardware seam: what the station needs from a charger, whatever drives it.
 
 Every driver (the simulator in ``sim.py``, the Raspberry Pi drivers in ``gpio.py``/``pilot.py``,
-meters in ``modbus.py``, card readers in ``rfid.py``) implements these protocols, so everything
-above this line runs unchanged on real hardware and on the simulator.
+the EVSE controller board in ``evsewb.py``, meters in ``modbus.py``, card readers in ``rfid.py``)
+implements these protocols, so everything above this line runs unchanged on real hardware and on
+the simulator. A driver shipped as its own package registers through ``ocppd.hw.drivers``.
 
-Obligations of every implementation:
+``EvseBoard`` is the contract between the core and a board. The model is a board-support
+interface with named commands, variables and errors: commands go down (``set_offer``,
+``set_contactor``, ``set_pilot_error``, ``lock``), variables and errors come up as events
+(``PilotChanged``, ``CableRating``, ``FaultChanged``), meter readings come through ``Meter``.
 
-- Outputs are safe by default: a contactor is open and the pilot offers nothing (+12 V) from
-  the moment the device is created until told otherwise.
-- Events are delivered through the ``emit`` callback given to ``start()``, always on the event
-  loop thread. A driver whose library calls back on another thread (gpiozero, pyserial) hands
-  the event over with ``loop.call_soon_threadsafe``.
-- ``set_contactor`` and ``set_offer`` return at once; they never block the event loop.
-- Nothing here knows OCPP.
+Obligations of every implementation (``ocppd.hw.conformance`` checks each one):
+
+1. **Safe from the start.** A contactor is open and the pilot offers nothing (+12 V) from the
+   moment the driver object exists until the core says otherwise, and again after ``close()``.
+2. **Events.** Delivered through the ``emit`` callback given to ``start()``, always on the event
+   loop thread, never from inside a command (a driver whose library calls back on another thread
+   hands the event over with ``loop.call_soon_threadsafe``). ``start()`` reports the pilot state
+   of every connector within ``EVENT_DEADLINE_S``; later changes arrive within the same bound.
+3. **Commands return at once** (never block the loop) and take effect on the hardware within
+   their deadline: ``CONTACTOR_OPEN_DEADLINE_S`` to open, ``COMMAND_DEADLINE_S`` for the rest.
+4. **Nothing closes without the core's say-so.** The contactor closes only after
+   ``set_contactor(id, True)``; a driver may refuse a close (a hardware interlock) but never
+   closes on its own, not even after a reset of the board or the link.
+5. **Open on every fault.** When a board sees a fault it reports (ground fault, emergency stop,
+   pilot fault, welded contact, ...) it opens the affected contactors by itself, at once, and
+   then reports ``FaultChanged``; it does not wait for the core's command.
+6. **Fail safe on loss of communication.** Two links can fail:
+   - *driver to board* (a serial or Modbus line): the driver reports
+     ``Fault.BOARD_LINK_LOST`` (connector 0, or each connector on that board) within
+     ``LINK_LOSS_DEADLINE_S`` of the last good exchange, and when the line answers again it
+     first writes the safe state (contactor open, no offer) and only then clears the fault;
+   - *ocppd to board* (the daemon or the Pi stopped): the board must not start charging on its
+     own. A board with a watchdog arms it; a board without one keeps its offer at 0 whenever
+     no session is authorized, so a dead daemon leaves an idle board idle. What remains (a
+     session in progress continuing at its last offer) is written in the driver's
+     ``Driver.fail_safe`` text, which ocppd logs at start-up.
+7. Nothing here knows OCPP.
 """
 
 from __future__ import annotations
@@ -54,7 +78,18 @@ class Fault(StrEnum):
     METER_FAILURE = "meter_failure"
     OVER_TEMPERATURE = "over_temperature"
     READER_FAILURE = "reader_failure"
+    BOARD_LINK_LOST = "board_link_lost"  # the driver cannot reach its board (serial/Modbus line)
     OTHER = "other"
+
+
+# --- deadlines of the contract (seconds; the conformance kit measures against them) ------------
+# IEC 61851-1 gives the board 100 ms to open after the EV leaves state C; a board that does that
+# itself (an MCU, the EVSE WB) meets it on its own. The deadlines below are for commands that
+# cross a bus from the Pi, polled at a few Hz, and leave room for a loaded 2-core machine.
+CONTACTOR_OPEN_DEADLINE_S = 1.0
+COMMAND_DEADLINE_S = 2.0  # offer changes, closing: the EV itself gets 5 s to follow the pilot
+EVENT_DEADLINE_S = 2.0  # a change on the hardware is reported within this
+LINK_LOSS_DEADLINE_S = 5.0  # a dead driver-to-board line is reported as a fault within this
 
 
 # --- events a board sends up ------------------------------------------------------------------
@@ -92,30 +127,51 @@ Emit = Callable[[BoardEvent], None]
 
 @runtime_checkable
 class EvseBoard(Protocol):
-    """Pilot, contactor, lock and fault inputs of one or more connectors."""
+    """Pilot, contactor, lock and fault inputs of one or more connectors (numbered 1..N).
+
+    Variables reported (events, see the module docstring for when):
+      - ``PilotChanged``: the IEC 61851-1 pilot state A-F of each connector (plug, EV ready);
+      - ``CableRating``: the proximity pilot's cable rating, when the board can read it;
+      - ``FaultChanged``: faults (``Fault``), per connector or for the whole charger (id 0);
+      - meter readings, when the board has a meter, through a ``Meter`` in ``Hardware.meters``.
+    Commands: ``set_offer``, ``set_contactor``, ``set_pilot_error``, ``lock``.
+    Optional: ``diagnostics(connector_id) -> dict[str, tuple[str, str, str]]``, the board's raw
+    inputs for the installer's set-up check (name -> reading, verdict "ok" | "problem" |
+    "unknown", why); without it the check shows what the daemon knows (ocppd.installer).
+    """
 
     async def start(self, emit: Emit) -> None:
         """Open the devices (contactors open, no offer) and begin sending events.
 
-        Sends the current pilot state of every connector once started.
+        Sends the current pilot state of every connector within ``EVENT_DEADLINE_S``. A board
+        that cannot be reached does not raise: it reports ``Fault.BOARD_LINK_LOST`` and keeps
+        trying (a charger must come up and say Faulted, not crash-loop).
         """
 
     async def close(self) -> None:
-        """Open every contactor, stop the pilot, release the devices."""
+        """Open every contactor, stop the pilot (+12 V), release the devices. Idempotent."""
 
     def set_contactor(self, connector_id: int, closed: bool) -> None:
-        """Command the contactor. Only the safety rules (core/safety.py) decide to close it."""
+        """Command the contactor; returns at once.
+
+        Opening takes effect within ``CONTACTOR_OPEN_DEADLINE_S``, closing within
+        ``COMMAND_DEADLINE_S``. Only the safety rules (core/safety.py) decide to close it; the
+        driver may refuse (an interlock such as a tripped RCD) but never closes by itself.
+        """
 
     def set_offer(self, connector_id: int, current_a: float | None) -> None:
-        """What the pilot offers the EV.
+        """What the pilot offers the EV; returns at once, in effect within COMMAND_DEADLINE_S.
 
         None: constant +12 V, nothing offered (state A/B without PWM).
-        0: PWM at a duty that signals "no charging allowed now" (EV pauses).
-        6..80: PWM duty per IEC 61851-1 for this many amperes.
+        0: PWM at a duty that signals "no charging allowed now" (EV pauses). A board that
+           cannot signal that offers nothing instead (the EV pauses just the same).
+        6..80: PWM duty per IEC 61851-1 for this many amperes. A board whose smallest
+           setting is above the offer offers nothing: it never rounds up past a limit.
         """
 
     def set_pilot_error(self, connector_id: int) -> None:
-        """Drive the pilot to -12 V (state F), used on faults."""
+        """Drive the pilot to -12 V (state F), used on faults. A board that cannot do that
+        stops offering and opens the contactor instead."""
 
     async def lock(self, connector_id: int, locked: bool) -> bool:
         """Lock or unlock the connector. True when the lock reached the requested state."""

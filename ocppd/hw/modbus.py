@@ -1,9 +1,10 @@
 """Modbus energy meters: one bus owner per RS-485 line or TCP gateway, meters as register maps.
 
 This is the only module that imports pymodbus. ``ModbusBus`` owns one client (RTU or TCP) and
-serialises every request on it with an asyncio.Lock, so several meters (different unit ids) can
-share one RS-485 line. ``ModbusMeter`` reads the registers its map names and checks them: a
-reading is either plausible or a MeterError, never a made-up number.
+serialises every request on it with an asyncio.Lock, so several meters (different unit ids) and
+an EVSE controller board (hw/evsewb.py, which also writes) can share one RS-485 line.
+``ModbusMeter`` reads the registers its map names and checks them: a reading is either plausible
+or a MeterError, never a made-up number.
 
 After a failure the bus drops its client and builds a new one on the next request, so a meter
 that was unplugged, or a TCP gateway that restarted, is picked up again without a restart.
@@ -113,6 +114,28 @@ class ModbusBus:
             for function, address, count in requests:
                 out.append(await self._request(client, unit, function, address, count))
             return out
+
+    async def write(self, unit: int, address: int, values: list[int]) -> None:
+        """Write holding registers (function 16) on one unit, holding the bus.
+
+        Raises MeterError (a HardwareError) on any failure, as ``read`` does.
+        """
+        async with self._lock:
+            client = await self._connected()
+            what = f"modbus {self.where} unit {unit} fc16 @0x{address:04X}"
+            method = client.write_registers
+            try:
+                rr = await asyncio.wait_for(
+                    method(address, list(values), **_unit_kwargs(method, unit)),
+                    self.cfg.timeout_s * 2 + 1.0)
+            except (TimeoutError, ModbusException, OSError) as exc:
+                await self._drop()
+                raise MeterError(f"{what}: no answer ({type(exc).__name__}: {exc})") from None
+            if rr is None or rr.isError():
+                code = getattr(rr, "exception_code", None)
+                if not hasattr(rr, "exception_code"):
+                    await self._drop()
+                raise MeterError(f"{what}: error response (exception code {code})")
 
     async def _connected(self) -> Any:
         if self._client is not None and getattr(self._client, "connected", True):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -160,14 +161,28 @@ class PwmOutput(Protocol):
     def close(self) -> None: ...
 
 
+# After ``export`` the kernel creates pwmM/ owned by root; udev then hands its attributes to
+# group gpio (60-ocppd.rules). Until it has, a write as user ocppd fails: wait for it, bounded.
+ATTRIBUTE_WAIT_S = 5.0
+ATTRIBUTE_POLL_S = 0.05
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
+
+
 class SysfsPwm:
     """Kernel hardware PWM (/sys/class/pwm/pwmchipN/pwmM), e.g. ``dtoverlay=pwm,pin=18,func=2``.
 
-    ``root`` is a constructor argument so tests can point it at a directory with the same files.
+    ``root`` is a constructor argument so tests can point it at a directory with the same files;
+    ``writable``, ``poll`` and ``clock`` let them stand in for udev and for time.
     """
 
     def __init__(self, *, chip: int = 0, channel: int = 0, inverted: bool = False,
-                 root: Path = Path("/sys/class/pwm")) -> None:
+                 root: Path = Path("/sys/class/pwm"),
+                 writable: Callable[[Path], bool] = _writable,
+                 poll: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inverted = inverted
         chip_dir = root / f"pwmchip{chip}"
         self.dir = chip_dir / f"pwm{channel}"
@@ -176,6 +191,7 @@ class SysfsPwm:
                 (chip_dir / "export").write_text(f"{channel}\n")
             if not self.dir.is_dir():
                 raise HardwareError(f"{self.dir}: not created by export (is the PWM overlay on?)")
+            self._wait_writable(("period", "duty_cycle", "enable"), writable, poll, clock)
             duty_now = int((self.dir / "duty_cycle").read_text().strip() or 0)
             if duty_now > PWM_PERIOD_NS:  # duty_cycle must never exceed period
                 self._write("duty_cycle", 0)
@@ -184,6 +200,21 @@ class SysfsPwm:
             raise HardwareError(f"PWM {chip_dir}: {exc}") from None
         self.set_duty(1.0)  # safe: steady +12 V, nothing offered
         self._write("enable", 1)
+
+    def _wait_writable(self, names: tuple[str, ...], writable: Callable[[Path], bool],
+                       poll: Callable[[float], None], clock: Callable[[], float]) -> None:
+        """Return once every attribute is writable; raise after ATTRIBUTE_WAIT_S. Blocking on
+        purpose: this runs once, while the hardware is set up, before the event loop works."""
+        deadline = clock() + ATTRIBUTE_WAIT_S
+        for name in names:
+            path = self.dir / name
+            while not writable(path):
+                if clock() >= deadline:
+                    raise HardwareError(
+                        f"{path}: not writable after {ATTRIBUTE_WAIT_S:.0f} s (the udev rule "
+                        "60-ocppd.rules gives it to group gpio: is it installed, and is user "
+                        "ocppd in group gpio?)")
+                poll(ATTRIBUTE_POLL_S)
 
     def _write(self, name: str, value: int) -> None:
         (self.dir / name).write_text(f"{value}\n")
@@ -265,6 +296,7 @@ class LocalPilot:
         self._pp_debounce = Debouncer(cfg.debounce_ms / 1000.0)
         self._diode_fault = False
         self.windows = 0  # sample windows processed (for tests and diagnostics)
+        self.levels_v: tuple[float, float] | None = None  # last (high, low) plateau, set-up check
         self._window_done = threading.Condition()
 
     def start(self, emit: Emit, loop: asyncio.AbstractEventLoop) -> None:
@@ -312,6 +344,7 @@ class LocalPilot:
         duty = self._duty
         oscillating = 0.0 < duty < DIODE_CHECK_MAX_DUTY
         state, diode_ok = classify(max(volts), min(volts), oscillating=oscillating)
+        self.levels_v = (max(volts), min(volts))
         now = self._clock()
         if self._debounce.update(state, now):
             reported = self._debounce.reported

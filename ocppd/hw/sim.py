@@ -20,10 +20,11 @@ What it models, per connector:
   loop timer wakes the board when a battery is due to fill, so the EV finishes on time even if
   nobody reads the meter.
 
-Test hooks: ``lock_fails`` (connectors whose lock does not move), ``inject_fault`` and
-``meter_fails``. Everything runs on the event loop thread; events are handed to ``emit`` with
-``call_soon_threadsafe`` so they never re-enter the caller (the core calls ``set_offer`` while
-handling an event, and the EV's answer must arrive as a new event, as on real hardware).
+Test hooks: ``lock_fails`` (connectors whose lock does not move), ``inject_fault`` (opens the
+contactor, then reports) and ``meter_fails``. Everything runs on the event loop thread; events
+are handed to ``emit`` with ``call_soon_threadsafe`` so they never re-enter the caller (the core
+calls ``set_offer`` while handling an event, and the EV's answer must arrive as a new event, as
+on real hardware).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
+from ocppd.hw.drivers import Driver
 from ocppd.privacy import tag
 
 log = logging.getLogger(__name__)
@@ -185,6 +187,19 @@ class SimBoard:
     def has_lock(self, connector_id: int) -> bool:
         return self._port(connector_id).cfg.cable == "socket"
 
+    def diagnostics(self, connector_id: int) -> dict[str, tuple[str, str, str]]:
+        """The set-up check's raw inputs, as a real board's would read them (IEC 61851-1
+        Table A.4 plateaus; the simulated EV always has its diode)."""
+        port = self._port(connector_id)
+        high_v = {PilotState.A: 12.0, PilotState.B: 9.0, PilotState.C: 6.0, PilotState.D: 3.0,
+                  PilotState.E: 0.0, PilotState.F: -12.0}[port.state]
+        out = {"pilot high level": (f"{high_v:+.1f} V", "ok", "simulated: on a nominal level")}
+        if port.offer_a is not None and port.state.plugged:
+            out["pilot low level"] = ("-12.0 V", "ok", "simulated: the EV's diode is there")
+        out["contactor feedback input"] = ("closed" if port.contactor_closed else "open", "ok",
+                                           "simulated: follows the command")
+        return out
+
     # --- SimulatorControls ----------------------------------------------------------------
 
     def plug(self, connector_id: int) -> None:
@@ -234,9 +249,16 @@ class SimBoard:
     # --- test and demo hooks ----------------------------------------------------------------
 
     def inject_fault(self, connector_id: int, fault: Fault, active: bool, detail: str = "") -> None:
-        """Report a fault (connector 0: the whole charger). Only the report; the core acts."""
+        """A fault appears or clears (connector 0: the whole charger).
+
+        Like a real board (hw/base.py, obligation 5), the simulator opens the affected
+        contactors itself before it reports the fault; closing again is the core's call.
+        """
         if connector_id != 0:
             self._port(connector_id)
+        if active:
+            for cid in self._ports if connector_id == 0 else (connector_id,):
+                self.set_contactor(cid, False)
         event = FaultChanged(connector_id=connector_id, fault=fault, active=active, detail=detail)
         self._send(event)
 
@@ -434,3 +456,15 @@ def build_sim_hardware(cfg: Config, *, clock: Clock = time.monotonic) -> Hardwar
         cid: SimMeter(board, cid) for cid in range(1, len(cfg.connectors) + 1)
     }
     return Hardware(board=board, meters=meters, readers=[SimCardReader()], sim=board)
+
+
+def _build(cfg: Config, options: object) -> Hardware:
+    return build_sim_hardware(cfg)
+
+
+DRIVER = Driver(
+    name="sim",
+    summary="the built-in simulator: a charger and an EV per connector ([sim] table)",
+    build=_build,
+    fail_safe="no hardware: the simulated contactor opens with the daemon",
+)

@@ -102,6 +102,12 @@ class FakeStation:
             "unknown": [k for k in wanted if k not in self.keys],
         }
 
+    def config_hint(self, key: str) -> str | None:
+        self.calls.append(("config_hint", key))
+        if key not in self.keys:
+            return None
+        return "read-only" if KEYS[key][1] else "a whole number"
+
     def config_set(self, key: str, value: str) -> str:
         if key == "Explode":  # a bug in the station
             raise RuntimeError("database is locked")

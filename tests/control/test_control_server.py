@@ -256,3 +256,34 @@ async def test_stop_cancels_a_request_in_progress(tmp_path: Path, station: FakeS
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+async def test_watch_streams_events_until_the_client_hangs_up(
+    tmp_path: Path, station: FakeStation
+) -> None:
+    from ocppd.events import EventBus
+
+    bus = EventBus(station.status)
+    station.subscribe = lambda frames: bus.subscribe(frames=frames)  # type: ignore[attr-defined]
+    async with ControlServer(station, tmp_path / "c.sock") as srv:
+        bad = await request(srv.path, b'{"cmd": "watch", "args": {"frames": "yes"}}\n')
+        assert bad == [{"ok": False, "kind": "usage", "error": "frames must be true or false"}]
+        reader, writer = await asyncio.open_unix_connection(srv.path)
+        writer.write(b'{"cmd": "watch"}\n')
+        line = await asyncio.wait_for(reader.readline(), 5.0)
+        assert json.loads(line) == {"ok": True, "result": "watching"}
+        first = json.loads(await asyncio.wait_for(reader.readline(), 5.0))["event"]
+        assert first["kind"] == "snapshot"
+        assert first["status"]["connectors"][0]["id_tag"].startswith("tag:")  # not ABC123
+        bus.publish("session_started", {"connector_id": 1})
+        ev = json.loads(await asyncio.wait_for(reader.readline(), 5.0))["event"]
+        assert (ev["kind"], ev["seq"]) == ("session_started", first["seq"] + 1)
+        assert bus.subscribers == 1
+        writer.close()
+        await writer.wait_closed()
+        for _ in range(100):  # the server notices the hang-up at its next read
+            if bus.subscribers == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert bus.subscribers == 0
+    await bus.close()

@@ -195,8 +195,8 @@ async def test_config_get_unknown_key_exits_1(
 
 @pytest.mark.parametrize(("key", "value", "answer", "code"), [
     ("HeartbeatInterval", "60", "Accepted", 0),
-    ("HeartbeatInterval", "soon", "Rejected", 1),
-    ("NumberOfConnectors", "3", "Rejected", 1),
+    ("HeartbeatInterval", "soon", "Rejected (expects a whole number)", 1),
+    ("NumberOfConnectors", "3", "Rejected (read-only)", 1),
     ("NoSuchKey", "1", "NotSupported", 1),
 ])
 async def test_config_set_prints_the_answer_and_fails_unless_accepted(
@@ -206,6 +206,8 @@ async def test_config_set_prints_the_answer_and_fails_unless_accepted(
     got = await ocppctl(capsys, "config", "set", key, value, sock=server.path)
     assert got[:2] == (code, f"{key}: {answer}\n")
     assert (station.keys.get("HeartbeatInterval") == "60") is (answer == "Accepted")
+    # a rejection says what the key takes (the daemon's config_hint); nothing else asks it
+    assert ("config_hint" in [c[0] for c in station.calls]) is answer.startswith("Rejected")
 
 
 # --- reaching the daemon ------------------------------------------------------------------------

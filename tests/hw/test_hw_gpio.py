@@ -287,3 +287,95 @@ async def test_factory_builds_board_meters_on_shared_buses_and_readers(rig: Rig)
             if asyncio.iscoroutine(result):
                 await result
         await server.stop()
+
+
+# --- issue 15: which pin library, and one clear line when there is none ------------------------
+
+
+async def test_board_logs_the_pin_factory_and_spi_in_use(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="ocppd.hw.realboard")
+    board = rig.board([connector()])
+    try:
+        line = next(r.getMessage() for r in caplog.records if "pin factory" in r.getMessage())
+    finally:
+        await board.close()
+    assert "MockFactory" in line, line
+    # under the mock factory the MCP3008 is bit-banged: that is worth a word in the log
+    assert "software SPI" in line, line
+
+
+def test_missing_pin_library_names_the_pin_and_what_to_install(tmp_path: Path) -> None:
+    """No usable gpiozero pin factory (this machine is no Pi): one line, no traceback, an exit
+    code the unit does not restart on."""
+    import os
+    import subprocess
+    import sys
+
+    from ocppd.errors import HardwareError
+
+    text = f"""
+[charge_point]
+id = "CP-1"
+[central_system]
+url = "ws://127.0.0.1:9/ocpp"
+[hardware]
+driver = "gpio"
+[[connectors]]
+meter = "main"
+[connectors.contactor]
+pins = [17]
+[connectors.pilot]
+pwm = "sysfs"
+[buses.rs485]
+type = "tcp"
+host = "127.0.0.1"
+tcp_port = 9
+[meters.main]
+model = "sdm630"
+bus = "rs485"
+[storage]
+path = "{tmp_path / "db.sqlite"}"
+[control]
+socket = "{tmp_path / "ctl.sock"}"
+"""
+    cfg = tmp_path / "ocppd.toml"
+    cfg.write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPIOZERO_")}
+    env["JOURNAL_STREAM"] = ""
+    proc = subprocess.run([sys.executable, "-m", "ocppd", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == HardwareError.exit_code, (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "connectors[1].contactor" in lines[0] and "17" in lines[0], lines[0]
+    assert "python3-lgpio" in lines[0], lines[0]
+
+
+async def test_diagnostics_show_each_input_and_its_verdict(rig: Rig) -> None:
+    """The set-up check's raw inputs: pilot plateaus, contactor and lock feedback, RCD."""
+    board = rig.board([connector()])
+    await board.start(rig.events.put_nowait)
+    try:
+        await rig.wait_for(lambda e: isinstance(e, PilotChanged))
+        diag = board.diagnostics(1)
+        assert diag["pilot high level"] == ("+12.0 V", "ok", "on a nominal level (±1 V)")
+        assert "pilot low level" not in diag  # not oscillating: no diode to judge
+        assert diag["contactor feedback input"][:2] == ("open", "ok")
+        assert diag["RCD input"][:2] == ("normal", "ok")
+        assert diag["emergency stop input"][:2] == ("released", "ok")
+        # an EV without its diode, while a current is offered: the low plateau says so
+        board.set_offer(1, 16)
+        rig.slave.channels[0] = [PILOT.adc_offset_v + 6.0 / PILOT.adc_gain,
+                                 PILOT.adc_offset_v - 6.0 / PILOT.adc_gain]
+        await rig.wait_for(lambda e: isinstance(e, PilotChanged) and e.state is PilotState.F)
+        diag = board.diagnostics(1)
+        assert diag["pilot low level"][:2] == ("-6.0 V", "problem")
+        # feedback that disagrees with the command
+        rig.pin(22).drive_high()
+        assert diag != board.diagnostics(1)
+        assert board.diagnostics(1)["contactor feedback input"][:2] == ("closed", "problem")
+    finally:
+        await board.close()

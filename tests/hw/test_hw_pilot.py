@@ -257,3 +257,65 @@ async def test_sampler_debounces_a_short_glitch(adc_rig: tuple[MockFactory, Mock
         pilot.close()
     await asyncio.sleep(0)
     assert q.empty()
+
+
+# --- issue 15: sysfs PWM waits for udev to hand the new attributes over ------------------------
+
+
+class FakeUdev:
+    """A sysfs tree where the exported channel's attributes become writable only after udev ran
+    (the real race: udev changes their group a moment after export creates them).
+
+    ``poll`` is the wait between two checks that SysfsPwm is given: each call is one tick of
+    a fake clock, and udev acts after ``after_ticks`` of them. Nothing sleeps.
+    """
+
+    def __init__(self, root: Path, *, after_ticks: int | None) -> None:
+        self.chip = root / "pwmchip0"
+        self.chip.mkdir(parents=True)
+        (self.chip / "export").write_text("")
+        self.pwm = self.chip / "pwm0"
+        self.after_ticks = after_ticks
+        self.now_s = 0.0
+        self.ticks = 0
+        self.ready = False
+        self.checked: list[str] = []
+        # the kernel made the channel at once (export); udev has not run yet
+        self.pwm.mkdir()
+        for name in ("period", "duty_cycle", "enable"):
+            (self.pwm / name).write_text("0\n")
+
+    def clock(self) -> float:
+        return self.now_s
+
+    def poll(self, interval_s: float) -> None:
+        self.ticks += 1
+        self.now_s += interval_s
+        if self.after_ticks is not None and self.ticks >= self.after_ticks:
+            self.ready = True
+
+    def writable(self, path: Path) -> bool:
+        self.checked.append(path.name)
+        return self.ready
+
+
+def test_sysfs_pwm_waits_until_udev_made_period_writable(tmp_path: Path) -> None:
+    udev = FakeUdev(tmp_path, after_ticks=3)
+    pwm = SysfsPwm(chip=0, channel=0, root=tmp_path, writable=udev.writable, poll=udev.poll,
+                   clock=udev.clock)
+    assert udev.ticks == 3 and udev.ready
+    assert "period" in udev.checked
+    assert (udev.pwm / "period").read_text().strip() == str(PWM_PERIOD_NS)
+    assert (udev.pwm / "enable").read_text().strip() == "1"
+    pwm.close()
+
+
+def test_sysfs_pwm_gives_up_after_a_bounded_wait_and_says_why(tmp_path: Path) -> None:
+    udev = FakeUdev(tmp_path, after_ticks=None)  # udev never changes the group
+    with pytest.raises(HardwareError) as info:
+        SysfsPwm(chip=0, channel=0, root=tmp_path, writable=udev.writable, poll=udev.poll,
+                 clock=udev.clock)
+    assert "period" in str(info.value) and "not writable" in str(info.value)
+    assert "gpio" in str(info.value)  # the group the udev rule hands the attributes to
+    assert 1.0 <= udev.now_s <= 10.0  # bounded: gave up after seconds of the fake clock
+    assert (udev.pwm / "period").read_text().strip() == "0"  # never written

@@ -220,7 +220,10 @@ async def test_charging_profiles_persist_across_restart(cs: CentralSystem, tmp_p
         assert d.smart is not None
     async with running(cfg) as d:
         assert d.smart is not None  # loaded at start-up: a stored profile must limit at once
-        await booted(cs)
+        # the first run's StatusNotifications satisfy booted(): wait for this run's boot, else
+        # the card is swiped offline and refused
+        await cs.wait_for("BootNotification", count=2)
+        await wait_until(lambda: d.cp.online, what="registered again")
         await charging(cs, d)
         await wait_until(lambda: sim(d).view(1).offer_a == 20, timeout=5.0, what="persisted max")
 

@@ -5,6 +5,7 @@ images made in the test. OCTT security test cases TC_075_1/2, TC_076, TC_080, TC
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -307,10 +308,14 @@ async def test_rsa_signed_firmware_is_verified_too(
         assert await install(cs, "ManufacturerRootCertificate", root.pem) == "Accepted"
         assert await signed_update(cs, f"{web.url}/fw/tampered.bin", rsa_signer,
                                    sign(rsa_signer, IMAGE), request_id=1) == "Accepted"
+        gate = cs.behaviour.hold["SignedFirmwareStatusNotification"] = asyncio.Event()
         await cs.wait_for("SignedFirmwareStatusNotification",
                           lambda p: p["status"] == "InvalidSignature")
+        # the first update is over once InvalidSignature is said, even before its answer
+        # arrives: the next request cancels nothing (Accepted, not AcceptedCanceled)
         assert await signed_update(cs, f"{web.url}/fw/image.bin", rsa_signer,
                                    sign(rsa_signer, IMAGE), request_id=2) == "Accepted"
+        gate.set()
         await cs.wait_for("SignedFirmwareStatusNotification",
                           lambda p: p["status"] == "SignatureVerified" and p["requestId"] == 2)
         await wait_until(lambda: d.stop_event.is_set(), what="installed")

@@ -46,10 +46,13 @@ installed() {
         sh -c '/usr/lib/ocppd/install-firmware; [ $? -eq 2 ]'
     check "ocppd --version" ocppd --version
     check "ocppctl --version" ocppctl --version
-    # What systemd's RuntimeDirectory= and StateDirectory= would create before ExecStart.
-    install -d -o ocppd -g ocppd -m 0750 /run/ocppd /var/lib/ocppd
+    # Nothing has run yet: no /run/ocppd. The check judges the file, not the service.
     check "ocppd --check-config on the installed /etc/ocppd.toml, as user ocppd" \
         runuser -u ocppd -- ocppd --check-config --config /etc/ocppd.toml
+    check "the installed /etc/ocppd.toml is reported as not configured" \
+        sh -c 'ocppd --check-config --config /etc/ocppd.toml | grep -q "not configured"'
+    check "ocppd --check-config without sudo says why it cannot read" \
+        sh -c 'runuser -u nobody -- ocppd --check-config 2>&1 | grep -q sudo'
     return $FAILED
 }
 

@@ -232,7 +232,7 @@ def test_ocppd_man_page_documents_options_and_exit_codes() -> None:
     for word in ("--config", "--check-config", "--version", "SIGHUP", "SIGTERM",
                  "/etc/ocppd.toml", "/var/lib/ocppd/ocppd.db", "/run/ocppd/control.sock"):
         assert word in text, word
-    for code in ("0", "75", "78"):
+    for code in ("0", "69", "75", "78"):
         assert f"\n.B {code}\n" in text, code
 
 

@@ -26,6 +26,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from ocppd import security
 from ocppd.config import Config
 from ocppd.core.auth import Credential
 from ocppd.core.model import Status, StopReason
@@ -51,6 +52,24 @@ DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, st
 
 async def _call_soon(fn: Callable[[str], None], arg: str) -> None:
     fn(arg)
+
+
+#: TriggerMessage.requestedMessage (§7.41) -> the message it makes us send
+TRIGGERED = {m: m for m in ("BootNotification", "DiagnosticsStatusNotification",
+                            "FirmwareStatusNotification", "Heartbeat", "MeterValues",
+                            "StatusNotification")}
+#: ExtendedTriggerMessage.requestedMessage (Security Whitepaper, MessageTriggerEnumType) -> the
+#: message: firmware status is reported as SignedFirmwareStatusNotification there, and
+#: SignChargePointCertificate asks for a SignCertificate
+EXTENDED_TRIGGERED = {
+    "BootNotification": "BootNotification",
+    "LogStatusNotification": "LogStatusNotification",
+    "FirmwareStatusNotification": "SignedFirmwareStatusNotification",
+    "Heartbeat": "Heartbeat",
+    "MeterValues": "MeterValues",
+    "SignChargePointCertificate": "SignCertificate",
+    "StatusNotification": "StatusNotification",
+}
 
 
 class Registration(StrEnum):
@@ -107,6 +126,12 @@ class ChargePoint:
         self.on_accepted: list[Callable[[], None]] = []
         self.diagnostics_status = "Idle"
         self.firmware_status = "Idle"
+        # what a triggered SignedFirmwareStatusNotification / LogStatusNotification report
+        self.firmware_request_id: int | None = None
+        self.log_status = "Idle"
+        self.log_request_id: int | None = None
+        # sends a new CSR (ExtendedTriggerMessage SignChargePointCertificate); set by app.py
+        self.request_csr: Callable[[], None] | None = None
         self.handlers: dict[str, Handler] = {
             "ChangeAvailability": self._change_availability,
             "ChangeConfiguration": self._change_configuration,
@@ -118,6 +143,7 @@ class ChargePoint:
             "Reset": self._reset,
             "UnlockConnector": self._unlock,
             "TriggerMessage": self._trigger,
+            "ExtendedTriggerMessage": self._extended_trigger,
             "GetLocalListVersion": self._get_local_list_version,
             "SendLocalList": self._send_local_list,
             "ReserveNow": self._reserve_now,
@@ -633,6 +659,7 @@ class ChargePoint:
         kept in the store's event log. The one place that raises them, so that sending a
         SecurityEventNotification (queued like transaction messages) is wired in here."""
         log.warning("security event %s: %s", event_type, tech_info)
+        security.security_event(event_type, tech_info)  # the security log, sent if critical
         try:
             self.store.log_event(self.wall(), "security_event", f"{event_type}: {tech_info}")
         except StorageError as exc:
@@ -717,12 +744,30 @@ class ChargePoint:
             }[result]
         }
 
+    # --- TriggerMessage (§5.17) and ExtendedTriggerMessage (Security Whitepaper) ---------------
+
     async def _trigger(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        return self._triggered(p, TRIGGERED)
+
+    async def _extended_trigger(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
+        return self._triggered(p, EXTENDED_TRIGGERED)
+
+    def _triggered(self, p: dict[str, Any], sends: dict[str, str]) -> dict[str, Any] | Reply:
+        """The rules both share: Rejected for a connector that does not exist, NotImplemented
+        for what cannot be sent, else Accepted and the message sent after the answer."""
         what, cid = p["requestedMessage"], p.get("connectorId")
         if cid is not None and cid != 0 and cid not in self.station.connectors:
             return {"status": "Rejected"}
-        accepted = {"status": "Accepted"}
-        if what == "BootNotification":
+        action = sends.get(what)
+        send = None if action is None else self._trigger_sender(action, cid)
+        if send is None:
+            return {"status": "NotImplemented"}
+        return Reply({"status": "Accepted"}, then=send)
+
+    def _trigger_sender(self, action: str,
+                        cid: int | None) -> Callable[[], Awaitable[None]] | None:
+        """What sends ``action`` for a trigger; None when it cannot be sent."""
+        if action == "BootNotification":
 
             async def boot() -> None:
                 conf = await self._send_direct("BootNotification", self.boot_payload())
@@ -734,34 +779,41 @@ class ChargePoint:
                         self._boot_wake.set()
                         self._send_all_statuses()
 
-            return Reply(accepted, then=boot)
-        if what == "Heartbeat":
-            return Reply(accepted, then=lambda: self._fire("Heartbeat", {}))
-        if what == "StatusNotification":
+            return boot
+        if action == "Heartbeat":
+            return lambda: self._fire("Heartbeat", {})
+        if action == "StatusNotification":
             targets = [cid] if cid is not None else [0, *self.station.connectors]
 
             async def statuses() -> None:
                 for t in targets:  # triggered: no MinimumStatusDuration (open-ocpp #46)
                     await self._send_status(t, force=True)
 
-            return Reply(accepted, then=statuses)
-        if what == "MeterValues":
-            return Reply(accepted, then=lambda: self.station.sample_now(cid, "trigger"))
-        if what == "DiagnosticsStatusNotification":
-            return Reply(
-                accepted,
-                then=lambda: self._fire(
-                    "DiagnosticsStatusNotification", {"status": self.diagnostics_status}
-                ),
-            )
-        if what == "FirmwareStatusNotification":
-            return Reply(
-                accepted,
-                then=lambda: self._fire(
-                    "FirmwareStatusNotification", {"status": self.firmware_status}
-                ),
-            )
-        return {"status": "NotImplemented"}
+            return statuses
+        if action == "MeterValues":
+            return lambda: self.station.sample_now(cid, "trigger")
+        if action == "DiagnosticsStatusNotification":
+            return lambda: self._fire("DiagnosticsStatusNotification",
+                                      {"status": self.diagnostics_status})
+        if action == "FirmwareStatusNotification":
+            return lambda: self._fire("FirmwareStatusNotification",
+                                      {"status": self.firmware_status})
+        if action in ("SignedFirmwareStatusNotification", "LogStatusNotification"):
+            status, request_id = ((self.firmware_status, self.firmware_request_id)
+                                  if action.startswith("Signed")
+                                  else (self.log_status, self.log_request_id))
+            payload: dict[str, Any] = {"status": status}
+            if status != "Idle" and request_id is not None:
+                payload["requestId"] = request_id  # whitepaper: only while busy
+            return lambda: self._fire(action, payload)
+        if action == "SignCertificate" and self.request_csr is not None:
+            request = self.request_csr
+
+            async def csr() -> None:
+                request()
+
+            return csr
+        return None
 
     async def _get_local_list_version(self, p: dict[str, Any]) -> dict[str, Any]:
         if not self.keys.get_bool("LocalAuthListEnabled"):

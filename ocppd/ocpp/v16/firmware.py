@@ -94,6 +94,10 @@ class FirmwareStatus(StrEnum):
     INSTALL_SCHEDULED = "InstallScheduled"
 
 
+#: statuses that end an update: once one is said, a new request cancels nothing
+FINAL_STATUSES = frozenset({FirmwareStatus.DOWNLOAD_FAILED, FirmwareStatus.INSTALLATION_FAILED,
+                            FirmwareStatus.INVALID_SIGNATURE})
+
 #: what FirmwareStatusNotification (unsigned) may carry, OCPP 1.6 §7.25
 PLAIN_STATUSES = frozenset(FirmwareStatus) - {
     FirmwareStatus.SIGNATURE_VERIFIED, FirmwareStatus.INVALID_SIGNATURE,
@@ -159,6 +163,7 @@ class FirmwareService:
         self.phase = Phase.IDLE
         self._inherited = self._load()  # a job a previous run left: its outcome is reported
         self._update: asyncio.Task[None] | None = None
+        self._update_over = False  # the update task has said its final status
         self._diag: asyncio.Task[None] | None = None
         self._getlog: asyncio.Task[None] | None = None
         self._tasks = TaskSet(log, "firmware")
@@ -213,8 +218,11 @@ class FirmwareService:
         """Report ``status``: SignedFirmwareStatusNotification for a SignedUpdateFirmware job
         (with its requestId), FirmwareStatusNotification otherwise."""
         request_id = None if job is None else job.get("request_id")
+        if status in FINAL_STATUSES:
+            self._update_over = True  # before the send: its answer may take a while
         if status in PLAIN_STATUSES:  # what a triggered FirmwareStatusNotification reports
             self.cp.firmware_status = status.value
+            self.cp.firmware_request_id = request_id
         log.info("firmware status %s", status.value)
         if request_id is None:
             conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
@@ -265,7 +273,7 @@ class FirmwareService:
             return {"status": "InvalidCertificate"}
         if self.phase in (Phase.INSTALLING, Phase.INSTALLED):
             return {"status": "Rejected"}  # an installation cannot be cancelled
-        busy = self._update is not None and not self._update.done()
+        busy = self._update is not None and not self._update.done() and not self._update_over
         retrieve_at = mapping.parse_iso(fw["retrieveDateTime"])
         install_at = mapping.parse_iso(fw["installDateTime"]) if fw.get("installDateTime") \
             else None
@@ -315,6 +323,7 @@ class FirmwareService:
                 await self._update
         self._inherited = None  # a new request supersedes what a previous run left
         log.info("firmware update from %s", shown)
+        self._update_over = False
         self._update = self._spawn(run)
 
     def _refusal(self, location: str) -> FirmwareStatus | None:
@@ -576,6 +585,9 @@ class FirmwareService:
                        policy: RetryPolicy) -> None:
         async def status(value: str) -> None:
             log.info("log upload %d: %s", request_id, value)
+            # a triggered LogStatusNotification reports Uploading while it lasts, then Idle
+            self.cp.log_status, self.cp.log_request_id = (
+                ("Uploading", request_id) if value == "Uploading" else ("Idle", None))
             await self.cp.send("LogStatusNotification", {"status": value, "requestId": request_id})
 
         workdir = Path(tempfile.mkdtemp(prefix="ocppd-log-"))
@@ -596,6 +608,7 @@ class FirmwareService:
             else:
                 await status("UploadFailure")
         finally:
+            self.cp.log_status, self.cp.log_request_id = "Idle", None
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _security_log_text(self, start: datetime | None, stop: datetime | None) -> str:

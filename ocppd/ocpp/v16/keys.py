@@ -291,6 +291,22 @@ def _normalise(d: KeyDef, value: str) -> str | None:
     return value
 
 
+def initial_problems(defs: list[KeyDef], initial: Mapping[str, object]) -> list[str]:
+    """What Keys() would refuse in the [ocpp] table, one line per key, without a store: the
+    configuration check runs this before the daemon ever opens its database."""
+    by_name = {d.name.lower(): d for d in defs}
+    problems = []
+    for name, raw in initial.items():
+        known = by_name.get(name.lower())
+        if known is None:
+            problems.append(f"ocpp.{name}: not an OCPP 1.6 key")
+            continue
+        text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        if _normalise(known, text) is None:
+            problems.append(f"ocpp.{name}: invalid value {raw!r}")
+    return problems
+
+
 class Keys:
     """The live key table, backed by the store."""
 

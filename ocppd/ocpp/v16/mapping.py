@@ -49,12 +49,14 @@ ERROR_CODE = {
     Fault.METER_FAILURE: "PowerMeterFailure",
     Fault.OVER_TEMPERATURE: "HighTemperature",
     Fault.READER_FAILURE: "ReaderFailure",
+    Fault.BOARD_LINK_LOST: "InternalError",
     Fault.OTHER: "OtherError",
 }
 VENDOR_ERROR = {
     Fault.CONTACTOR_WELDED: "ContactorWelded",
     Fault.CONTACTOR_STUCK_OPEN: "ContactorStuckOpen",
     Fault.EMERGENCY_STOP: "EmergencyStop",
+    Fault.BOARD_LINK_LOST: "BoardLinkLost",
 }
 
 AUTH_STATUS = {
