@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -43,6 +44,9 @@ async def measure(settings: Settings, workdir: Path, say: bool,
             async def storage() -> object:
                 return bench.storage_replay()
             async def wear_step() -> object:
+                if not shutil.which("strace"):
+                    print("  wear: strace not found, the fsync count is skipped"
+                          " (apt-get install strace)", file=sys.stderr)
                 return [await wear.charging_wear(bench, settings.wear_samples)
                         for _ in range(settings.runs)]
 
