@@ -823,6 +823,7 @@ class Station:
             reading = await self._read_meter(c)
             now = self.wall()
             meter_start = self._energy_wh(c)
+            plugged = c.pilot.plugged
             try:
                 with self.store.atomic():
                     local_id = self.store.begin_transaction(
@@ -839,6 +840,8 @@ class Station:
                     assert tx is not None
                     if self.port is not None:
                         self.port.enqueue_start(tx)
+                # the contactor closes on a recorded transaction only (storage/durability.py)
+                await self.store.durable()
             except StorageError as exc:
                 # A transaction that cannot be recorded cannot be billed: no energy for it,
                 # and no session holds the plug.
@@ -846,8 +849,6 @@ class Station:
                 if c.lock_fitted:
                     await self._move_lock(c, locked=False)
                 raise Refused(f"cannot record the transaction: {exc}") from None
-            plugged = c.pilot.plugged
-            await self.store.durable()  # the contactor closes on a recorded transaction only
             self.storage_error = None
             c.tx, c.tx_parent_id_tag, c.invalid_id, c.finishing = tx, parent, False, False
             if c.reservation_id is not None:  # used up (or another card took a reserved one)

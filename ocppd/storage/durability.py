@@ -42,6 +42,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from ocppd.errors import StorageError
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_BYTES = 1 << 20  # WAL size that asks for a checkpoint (when idle)
@@ -176,6 +178,15 @@ class Syncer:
                       self.wal_path, exc)
         self.error = exc
         with self._cond:
+            failed, self._waiters = self._waiters, []
+            self._cond.notify_all()
+        # whoever waits learns it now (a session is refused, a message waits and is retried)
+        # rather than waiting on a disk that may never answer
+        error = StorageError(f"{self.wal_path}: cannot make the write-ahead log durable: {exc};"
+                             " check the disk (failing SD card, full file system)")
+        for _, loop, fut in failed:
+            loop.call_soon_threadsafe(_fail, fut, error)
+        with self._cond:
             self._cond.wait(timeout=1.0)  # a failing disk: do not spin
 
     def _maybe_checkpoint(self) -> None:
@@ -198,6 +209,11 @@ class Syncer:
             self.checkpoints += 1
         except sqlite3.Error as exc:
             log.warning("%s: checkpoint failed: %s", self.db_path, exc)
+
+
+def _fail(fut: asyncio.Future[None], error: Exception) -> None:
+    if not fut.done():
+        fut.set_exception(error)
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

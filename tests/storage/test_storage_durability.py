@@ -5,6 +5,7 @@ caller's thread and only when allowed; the write pattern of a meter sample is on
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sqlite3
 import time
@@ -12,6 +13,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from ocppd.errors import StorageError
 from ocppd.storage import Store
 
 
@@ -133,3 +137,22 @@ def test_a_log_that_outgrows_the_hard_limit_is_checkpointed_anyway(db_path: Path
         assert _eventually(lambda: syncer.checkpoints >= 1)
     finally:
         s.close()
+
+
+async def test_a_disk_that_cannot_flush_fails_the_barrier(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever waits for durability learns that the disk fails (a session is refused, a
+    message is retried), instead of waiting forever; once the disk answers, it works again."""
+    real = os.fdatasync
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    store.set_setting("k", "v")
+    with pytest.raises(StorageError, match="cannot make the write-ahead log durable"):
+        await asyncio.wait_for(store.durable(), 10)
+    monkeypatch.setattr(os, "fdatasync", real)
+    store.set_setting("k", "w")
+    await asyncio.wait_for(store.durable(), 10)
