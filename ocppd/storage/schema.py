@@ -148,7 +148,9 @@ MIGRATIONS: tuple[str, ...] = (
     #   or run once per transaction) and AUTOINCREMENT (a page of sqlite_sequence per put; the
     #   store hands out seqs itself, above every seq it ever used: outbox.py).
     # - tx_samples is keyed by (local_id, id) WITHOUT ROWID: the rows of a transaction are
-    #   found through the table itself, not through an index written on every sample.
+    #   found through the table itself, not through an index written on every sample. Its
+    #   energy_wh is the meter register of the sample, when the transaction's own row was not
+    #   rewritten for it (transactions.py).
     """
     DROP INDEX outbox_by_tx;
     DROP INDEX outbox_meter;
@@ -172,9 +174,10 @@ MIGRATIONS: tuple[str, ...] = (
         id INTEGER NOT NULL,
         taken_at TEXT NOT NULL,
         payload TEXT NOT NULL,
+        energy_wh INTEGER,
         PRIMARY KEY (local_id, id)
     ) WITHOUT ROWID;
-    INSERT INTO tx_samples_v5 SELECT local_id, id, taken_at, payload FROM tx_samples;
+    INSERT INTO tx_samples_v5 SELECT local_id, id, taken_at, payload, NULL FROM tx_samples;
     DROP TABLE tx_samples;
     ALTER TABLE tx_samples_v5 RENAME TO tx_samples;
     """,

@@ -45,6 +45,7 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
         self._over_cap_warned = False
         self._tx_samples_max = tx_samples_max
         self.outbox_dropped = 0  # MeterValues dropped by the cap since open
+        self._open_meter_readings()
         self._open_confirmations(confirm_mark_dir)
         db.on_rollback.append(self._forget_cached_counts)
 

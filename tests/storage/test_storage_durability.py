@@ -10,7 +10,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -156,3 +156,36 @@ async def test_a_disk_that_cannot_flush_fails_the_barrier(
     monkeypatch.setattr(os, "fdatasync", real)
     store.set_setting("k", "w")
     await asyncio.wait_for(store.durable(), 10)
+
+
+def test_a_periodic_sample_keeps_its_reading_in_the_sample_row(db_path: Path) -> None:
+    """SD-card wear: in a sample's commit the meter register rides in the transaction-sample
+    row, so the transaction's own row is not rewritten; reading the transaction (and, after a
+    power cut, ending it with its last reading) still sees the newest register."""
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with Store.open(db_path) as s:
+        lid = s.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=100, started_at=t0)
+        for i in range(1, 4):
+            at = t0 + timedelta(minutes=i)
+            with s.atomic():
+                s.update_meter(lid, 100 + i, at)
+                s.add_tx_sample(lid, at, {"timestamp": "x", "sampledValue": [{"value": "v"}]})
+        tx = s.transaction(lid)
+        assert tx is not None and (tx.last_meter_wh, tx.last_meter_at) == (103, t0 + timedelta(
+            minutes=3))
+        at = t0 + timedelta(minutes=4)
+        with s.atomic():  # no transaction sample in this commit: the row takes the reading
+            s.update_meter(lid, 104, at)
+    raw = sqlite3.connect(db_path)
+    try:
+        row = raw.execute("SELECT last_meter_wh FROM transactions WHERE local_id = ?",
+                          (lid,)).fetchone()
+        assert row[0] == 104
+        stored = raw.execute("SELECT count(*) FROM tx_samples WHERE energy_wh IS NOT NULL"
+                             ).fetchone()[0]
+        assert stored == 3  # the three sample commits did not rewrite the transaction row
+    finally:
+        raw.close()
+    with Store.open(db_path) as s:
+        (tx,) = s.active_transactions()  # as after a power cut
+        assert (tx.last_meter_wh, tx.last_meter_at) == (104, at)
