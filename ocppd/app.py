@@ -1,5 +1,7 @@
 """The one place that wires everything: config -> storage, hardware, station, OCPP, control.
 
+(Above 400 lines: it is the composition root, every feature is wired here and nowhere else.)
+
 Lifecycle (issue: a daemon that starts and stops like a real Linux service):
 - READY=1 once config, storage and hardware are up; the Central System may still be away.
 - STATUS= says what the daemon is doing; WATCHDOG=1 comes from the event loop itself.
@@ -27,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 from ocppd import __version__, config, privacy, security
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
+from ocppd.core.evse import PilotState
 from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
 from ocppd.events import EventBus
-from ocppd.hw.base import Hardware, PilotState
+from ocppd.hw.base import Hardware
 from ocppd.installer import InstallerActions, limit_reasons
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
@@ -732,8 +735,8 @@ class ControlApiImpl(InstallerActions):
         stats = cp.link.stats
         connectors = []
         for c in st.connectors.values():
-            view = st.connector_view(c)
-            status, fault = cp._current(c.id)
+            view = c.as_dict()
+            status, fault = st.status_of(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
             view["limits"] = limit_reasons(c, st.charger_limit_a, cfg.hardware.max_current_a)

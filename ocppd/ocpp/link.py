@@ -1,5 +1,8 @@
 """The OCPP-J 1.6 link: one WebSocket to the Central System, kept up forever, carrying RPC frames.
 
+(Above 400 lines: transport, keepalive and the RPC session of one connection share its
+lifetime and state here; separating them into three modules is still to do.)
+
 What it does, and the rule behind each part:
 
 - Connects to ``url/<percent-encoded charge point id>`` with subprotocol ``ocpp1.6`` (OCPP-J §3.1,

@@ -73,5 +73,7 @@ async def test_marker_does_not_outlive_the_restart_it_was_meant_for(
         (runtime / KEEP_SESSIONS_MARKER).write_text("")
     async with running(cfg, plugged=(1,)) as d:
         await wait_until(lambda: d.station.connectors[1].tx is not None, what="resumed session")
+        # online before the stop, so the StopTransaction goes out at shutdown, not next start
+        await wait_until(lambda: d.cp.online, what="registered again")
     stop = (await cs.wait_for("StopTransaction"))[0]
     assert stop["reason"] == "Reboot"

@@ -1,6 +1,9 @@
 """OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics, with the Security
 Whitepaper's SignedUpdateFirmware and GetLog.
 
+(Above 400 lines: one service for the four commands, which share the persisted firmware job,
+its phases and the status notifications; the transfers themselves live in transfers.py.)
+
 Rules followed, with the spec section where they live:
 - UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
   ``retrieveDate``; FirmwareStatusNotification (§4.5, §7.25) reports Downloading, Downloaded,
@@ -65,9 +68,9 @@ from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.certificates import trusted_roots
 from ocppd.ocpp.v16.transfers import CHUNK_BYTES, RetryPolicy, download, tls_context, upload
+from ocppd.ports import StationApi
 from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
-from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
@@ -149,7 +152,7 @@ def _safe_name(text: str) -> str:
 class FirmwareService:
     """The Firmware Management profile, plugged into a ChargePoint with ``register()``."""
 
-    def __init__(self, *, cfg: Config, store: Store, station: Station, cp: Any,
+    def __init__(self, *, cfg: Config, store: Store, station: StationApi, cp: Any,
                  restart: Callable[[], None], wall: Callable[[], datetime],
                  install_timeout_s: float = 900.0, journal_unit: str = "ocppd") -> None:
         self.cfg = cfg
@@ -684,8 +687,7 @@ class FirmwareService:
             "registration": lambda: cp.registration.value,
             "connected": lambda: cp.link.connected,
             "configuration": lambda: {d.name: v for d, v in cp.keys.readable()},
-            "connectors": lambda: [self.station.connector_view(c)
-                                   for c in self.station.connectors.values()],
+            "connectors": self.station.connector_views,
             "storage": self.store.diagnostics,
         }
         for key, read in parts.items():
