@@ -428,16 +428,15 @@ class FirmwareService:
         return any(c.tx is not None or c.stopping for c in self.station.connectors.values())
 
     async def _wait_idle(self) -> None:
-        if not self._busy():
-            return
-        log.info("firmware installation deferred until the transactions end")
-        while self._busy():
-            self._tx_ended.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tx_ended.wait(), IDLE_RECHECK_S)
-        # the Central System learns that the sessions ended before it hears of the installation
-        # (StopTransaction goes out once it is durable; bounded: an offline link does not hold
-        # the installation up)
+        if self._busy():
+            log.info("firmware installation deferred until the transactions end")
+            while self._busy():
+                self._tx_ended.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._tx_ended.wait(), IDLE_RECHECK_S)
+        # the Central System learns that the sessions ended before it hears of the installation,
+        # also when the last one ended just before (its StopTransaction may still be queued);
+        # bounded: an offline link does not hold the installation up
         await self.cp.flush(FLUSH_BEFORE_INSTALL_S)
         log.info("all connectors idle: installing the firmware")
 
