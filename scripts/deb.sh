@@ -102,7 +102,7 @@ cmd_build() {
     # The tests run in the chroots are the ones of this very tree, taken before the build
     # writes into it: a commit made while a check runs cannot pair new tests with an old package.
     mkdir -p "$TEST_SRC"
-    (cd "$src" && cp -r tests pyproject.toml debian systemd scripts etc "$TEST_SRC/")
+    (cd "$src" && cp -r tests pyproject.toml README.md debian systemd scripts etc "$TEST_SRC/")
     say "dpkg-buildpackage ocppd $version"
     if ! (cd "$src" && dpkg-buildpackage -us -uc -b) >"$BUILD_DIR/build.log" 2>&1; then
         tail -n 40 "$BUILD_DIR/build.log" >&2
@@ -229,7 +229,10 @@ check_suite() {
     say "[$suite] test suite against Debian's libraries"
     t1=$SECONDS
     in_chroot apt-get install -y -q --no-install-recommends $TEST_DEPS >/dev/null
-    in_chroot sh /tmp/chroot-check.sh testenv || failed=1
+    # pip in the chroot trusts the CAs this machine trusts (a TLS-inspecting proxy's, say); the
+    # minbase chroot has no CA store of its own.
+    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$C/tmp/host-ca.pem"
+    in_chroot env PIP_CERT=/tmp/host-ca.pem sh /tmp/chroot-check.sh testenv || failed=1
     in_chroot sh /tmp/chroot-check.sh versions /opt/ocppd-tests/bin/python
     # The chroot's shell parses $PYTEST_ARGS, so quoted marker expressions work.
     if ! in_chroot sh -c "cd /tmp/src && /opt/ocppd-tests/bin/python -m pytest -q -p no:cacheprovider -rfEs --continue-on-collection-errors $PYTEST_ARGS tests" \
