@@ -234,8 +234,12 @@ check_suite() {
     cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$C/tmp/host-ca.pem"
     in_chroot env PIP_CERT=/tmp/host-ca.pem sh /tmp/chroot-check.sh testenv || failed=1
     in_chroot sh /tmp/chroot-check.sh versions /opt/ocppd-tests/bin/python
-    # The chroot's shell parses $PYTEST_ARGS, so quoted marker expressions work.
-    if ! in_chroot sh -c "cd /tmp/src && /opt/ocppd-tests/bin/python -m pytest -q -p no:cacheprovider -rfEs --continue-on-collection-errors $PYTEST_ARGS tests" \
+    # The chroot's shell parses $PYTEST_ARGS, so quoted marker expressions work. Its own PID
+    # namespace (and /proc): tests that look for leftover processes see only their own, not
+    # whatever else runs on this machine.
+    if ! unshare --fork --pid --mount-proc="$C/proc" \
+        chroot "$C" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+        sh -c "cd /tmp/src && /opt/ocppd-tests/bin/python -m pytest -q -p no:cacheprovider -rfEs --continue-on-collection-errors $PYTEST_ARGS tests" \
         >"$CACHE/pytest-$suite.log" 2>&1; then
         failed=1
         say "[$suite] TESTS FAILED (full log: $CACHE/pytest-$suite.log)"
