@@ -71,10 +71,11 @@ async def test_marker_does_not_outlive_the_restart_it_was_meant_for(
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction")
         (runtime / KEEP_SESSIONS_MARKER).write_text("")
+    cs.messages.clear()
     async with running(cfg, plugged=(1,)) as d:
         await wait_until(lambda: d.station.connectors[1].tx is not None, what="resumed session")
         # registered again (a Charging status follows the accepted BootNotification): stopped
         # before that, the daemon could only queue its StopTransaction for the next start
-        await cs.wait_for("StatusNotification", lambda p: p["status"] == "Charging", count=2)
+        await wait_status(cs, "Charging")
     stop = (await cs.wait_for("StopTransaction"))[0]
     assert stop["reason"] == "Reboot"
