@@ -31,6 +31,7 @@ bench: venv
 lint: venv
 	$(VENV)/bin/ruff check ocppd tests scripts
 	$(VENV)/bin/mypy ocppd
+	$(VENV)/bin/lint-imports --no-cache
 
 ## Debian package (needs dpkg-dev, debhelper, dh-python: scripts/deb.sh installs them).
 deb:

@@ -1,5 +1,7 @@
 """The one place that wires everything: config -> storage, hardware, station, OCPP, control.
 
+(Above 400 lines: it is the composition root, every feature is wired here and nowhere else.)
+
 Lifecycle (issue: a daemon that starts and stops like a real Linux service):
 - READY=1 once config, storage and hardware are up; the Central System may still be away.
 - STATUS= says what the daemon is doing; WATCHDOG=1 comes from the event loop itself.
@@ -27,16 +29,19 @@ from typing import TYPE_CHECKING, Any
 from ocppd import __version__, config, privacy, security
 from ocppd.config import Config
 from ocppd.control import ControlServer, Refused
+from ocppd.core.evse import PilotState
 from ocppd.core.model import StopReason
 from ocppd.errors import ConfigError, StorageError
 from ocppd.events import EventBus
-from ocppd.hw.base import Hardware, PilotState
+from ocppd.hw.base import Hardware
 from ocppd.installer import InstallerActions, limit_reasons
 from ocppd.ocpp.link import Link, LinkSettings
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.chargepoint import ChargePoint
+from ocppd.ocpp.v16.client_cert import ClientCertificates
 from ocppd.ocpp.v16.keys import Keys, V16Policy, standard_keys
 from ocppd.ocpp.v16.profile_switch import SecurityProfileSwitch
+from ocppd.ocpp.v16.root_trial import RootTrial
 from ocppd.ocpp.v16.security import SecurityLog
 from ocppd.ocpp.validate import Validator
 from ocppd.security import SecurityEventType, security_event
@@ -199,6 +204,8 @@ class Daemon:
         self.web: Any = None  # ocppd.web.WebServer when [web] enabled
         self.seclog: SecurityLog | None = None
         self.certs: CertificateService | None = None
+        self.client_certs: ClientCertificates | None = None
+        self.root_trial: RootTrial | None = None
 
     # --- setup ------------------------------------------------------------------------------------
 
@@ -242,14 +249,16 @@ class Daemon:
         def password() -> str | None:
             return keys.get("AuthorizationKey") or cs.password
 
+        # a certificate of our own (CertificateSigned) comes before the configured one
+        own = self.client_certs.files() if self.client_certs is not None else None
         return LinkSettings(
             url=cs.url,
             charge_point_id=self.cfg.charge_point.id,
             security_profile=profile,
             password=password,
             ca_file=self._central_system_ca(),
-            client_cert_file=cs.client_cert_file,
-            client_key_file=cs.client_key_file,
+            client_cert_file=own or cs.client_cert_file,
+            client_key_file=None if own else cs.client_key_file,
             insecure_skip_tls_verify=cs.insecure_skip_tls_verify,
             reconnect_min_s=cs.reconnect_min_s,
             reconnect_max_s=cs.reconnect_max_s,
@@ -259,6 +268,22 @@ class Daemon:
             ping_interval_s=float(keys.get_int("WebSocketPingInterval")),
             log_frames=self.cfg.logging.log_frames,
         )
+
+    def _central_system_roots(self) -> list[Any]:
+        """The Central System roots a certificate from CertificateSigned must chain up to: the
+        installed CentralSystemRootCertificates and central_system.ca_file."""
+        from ocppd import pki
+        from ocppd.ocpp.v16.certificates import trusted_roots
+
+        assert self.store is not None
+        roots = trusted_roots(self.store, "central_system_root")
+        ca_file = self.cfg.central_system.ca_file
+        if ca_file is not None:
+            try:
+                roots += pki.load_pem_chain(ca_file.read_bytes())
+            except (OSError, pki.CertificateError) as exc:
+                log.error("central_system.ca_file %s unreadable: %s", ca_file, exc)
+        return roots
 
     def _central_system_ca(self) -> Path | None:
         """What the link trusts for the Central System's certificate.
@@ -273,8 +298,12 @@ class Daemon:
         roots = [] if self.store is None else self.store.certificates("central_system_root")
         if not roots:
             return cs.ca_file
-        parts = [cs.ca_file.read_text()] if cs.ca_file else []
-        parts += [r.pem for r in roots]
+        if self.root_trial is not None and self.root_trial.pending is not None:
+            # AdditionalRootCertificateCheck: the new root alone, so a connection proves it
+            parts = [r.pem for r in self.root_trial.trusted(roots)]
+        else:
+            parts = [cs.ca_file.read_text()] if cs.ca_file else []
+            parts += [r.pem for r in roots]
         bundle = self.cfg.storage.path.parent / CS_ROOTS_BUNDLE
         tmp = bundle.with_name(bundle.name + ".tmp")
         tmp.write_text("\n".join(p.strip() for p in parts) + "\n")
@@ -339,8 +368,12 @@ class Daemon:
             from ocppd.ocpp.v16.certificates import CertificateService
 
             assert self.store is not None and self.cp is not None
-            self.certs = CertificateService(cfg=self.cfg, store=self.store, keys=self.cp.keys,
-                                            wall=self.wall)
+            cp = self.cp
+            self.certs = CertificateService(
+                cfg=self.cfg, store=self.store, keys=cp.keys, wall=self.wall,
+                root_trial=self.root_trial, reconnect=lambda why: cp.link.reconnect_now(why),
+                profile=lambda: max(self.cfg.central_system.security_profile,
+                                    cp.keys.get_int("SecurityProfile")))
             self.certs.register(self.cp.handlers)
             keys, link = self.cp.keys, self.cp.link
             # a changed Central System root applies from the next connection on
@@ -432,13 +465,26 @@ class Daemon:
                 on_event=cp.security_event,
             )
 
+            self.client_certs = client_certs = ClientCertificates(
+                cfg=cfg, store=store, keys=keys, cp=cp, wall=self.wall,
+                roots=self._central_system_roots, profile=lambda: switch.current,
+                on_changed=lambda: cp.link.update(self.link_settings(keys)))
+            client_certs.register(cp.handlers)
+            cp.request_csr = client_certs.request_soon
+            # security changes on trial (ocpp/v16/trial.py): confirmed by a connection, undone
+            # when they cannot connect
+            self.root_trial = RootTrial(
+                store=store, on_changed=lambda: cp.link.update(self.link_settings(keys)))
+            trials = [switch.trial, client_certs.trial, self.root_trial.trial]
+
             async def on_connected() -> None:
-                switch.connected()
+                for trial in trials:
+                    trial.connected()
                 await cp.on_connected()
 
             def on_connect_failed(reason: str) -> None:
-                if switch.connect_failed(reason):  # back to the previous profile
-                    cp.link.update(self.link_settings(keys))
+                if any([trial.connect_failed(reason) for trial in trials]):
+                    cp.link.update(self.link_settings(keys))  # back to the previous settings
 
             cp.link = Link(
                 self.link_settings(keys),
@@ -479,6 +525,7 @@ class Daemon:
         tasks: list[asyncio.Future[Any]] = [
             asyncio.ensure_future(cp.run()),
             asyncio.ensure_future(self.seclog.run()),
+            asyncio.ensure_future(client_certs.run()),
         ]
         interval = watchdog_interval_s()
         if interval is not None:
@@ -665,8 +712,8 @@ class ControlApiImpl(InstallerActions):
         stats = cp.link.stats
         connectors = []
         for c in st.connectors.values():
-            view = st.connector_view(c)
-            status, fault = cp._current(c.id)
+            view = c.as_dict()
+            status, fault = st.status_of(c.id)
             view["status"] = mapping.STATUS[status]
             view["error"] = mapping.ERROR_CODE[fault] if fault else "NoError"
             view["limits"] = limit_reasons(c, st.charger_limit_a, cfg.hardware.max_current_a)

@@ -1,5 +1,7 @@
 """Configuration: /etc/ocppd.toml -> frozen dataclasses.
 
+(Above 400 lines: mostly the schema, one dataclass per section, declarations only.)
+
 The dataclasses below are the schema. Each field's metadata may carry a range (``lo``/``hi``), a
 set of allowed ``choices``, a ``secret`` flag (never printed) and a ``doc`` line. The loader walks
 the TOML document against them and collects every problem as one line naming the file and the

@@ -1,5 +1,8 @@
 """The local control socket that ``ocppctl`` talks to.
 
+(Above 400 lines: the wire protocol, the command table and the event subscriptions of one
+socket; the commands are thin calls into the station and the adapter.)
+
 A Unix stream socket (``control.socket``, mode ``control.mode``, default 0o660 so that root and
 group ``ocppd`` may use it). The protocol is newline-delimited JSON, one request per line, any
 number of requests per connection, answered in order::

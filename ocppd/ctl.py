@@ -1,5 +1,8 @@
 """ocppctl: look at and drive a running ocppd through its control socket.
 
+(Above 400 lines: one small function per verb and its output format; the verbs share
+the argument parser and the socket client, nothing else.)
+
     ocppctl [--socket PATH | --config PATH] [--timeout S] VERB ...
 
 The socket is found in this order: ``--socket``; ``control.socket`` of an explicit

@@ -21,7 +21,8 @@ from ocppd.ocpp.v16.keys import KeyDef
 
 if TYPE_CHECKING:
     from ocppd.ocpp.v16.chargepoint import ChargePoint
-    from ocppd.station import Connector, Station
+    from ocppd.shell.views import ConnectorView as Connector
+    from ocppd.station import Station
     from ocppd.storage import Store
 
 SECRET_SHOWN = "********"

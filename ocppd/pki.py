@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,10 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 class CertificateError(OcppdError, ValueError):
     """Not a certificate, not a CA, expired, or not issued by a trusted root."""
+
+
+class PrivateKeyError(OcppdError, ValueError):
+    """A private key file that cannot be read or does not fit its certificate."""
 
 
 class SignatureError(OcppdError, ValueError):
@@ -158,6 +164,17 @@ def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> None:
                                f" ({type(exc).__name__})") from None
 
 
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` issued ``cert`` (names match and the signature verifies)."""
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        _check_signed_by(cert, issuer)
+    except CertificateError:
+        return False
+    return True
+
+
 def verify_chain(chain: list[x509.Certificate], roots: Iterable[x509.Certificate],
                  now: datetime | None = None) -> x509.Certificate:
     """Check that ``chain[0]`` (the leaf, followed by intermediates in any order) chains up to
@@ -216,3 +233,81 @@ def verify_file_signature(path: Path, signature_b64: str, signer: x509.Certifica
     except (InvalidSignature, ValueError):
         raise SignatureError("the signature over the image does not verify") from None
     raise SignatureError(f"unsupported signing key type {type(key).__name__}")
+
+
+# --- the charge point's own key and certificate (security profile 3) -----------------------------
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+def new_private_key() -> PrivateKey:
+    """A fresh key for a CSR: ECDSA on P-256 (secp256r1), one of the curves the whitepaper's
+    TLS cipher suites (TLS_ECDHE_ECDSA_*) are used with, small enough for a slow board."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def private_key_pem(key: PrivateKey) -> bytes:
+    """PEM, PKCS#8, unencrypted: the daemon starts unattended; the file's mode protects it."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def write_secret_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file created with mode 0600 from its first byte, replacing ``path``
+    atomically (a crash leaves the old file or the new one, never half of either)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+
+
+def load_private_key(path: Path) -> PrivateKey:
+    """The (first) private key of a PEM file; PrivateKeyError when there is none."""
+    try:
+        data = path.read_bytes()
+        start = data.index(b"-----BEGIN PRIVATE KEY-----")
+        key = serialization.load_pem_private_key(data[start:], password=None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise PrivateKeyError(f"cannot read private key {path}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise PrivateKeyError(f"{path}: unsupported key type {type(key).__name__}")
+    return key
+
+
+def make_csr(key: PrivateKey, *, common_name: str, organization: str | None) -> str:
+    """A PKCS#10 certificate signing request in PEM (Security Whitepaper, SignCertificate):
+    the subject's commonName is the charge point identity, organizationName the CpoName."""
+    attrs = []
+    if organization:
+        attrs.append(x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, organization))
+    attrs.append(x509.NameAttribute(x509.NameOID.COMMON_NAME, common_name))
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name(attrs))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def same_public_key(cert: x509.Certificate, key: PrivateKey) -> bool:
+    """Whether ``cert`` certifies ``key`` (its public half)."""
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return bool(cert.public_key().public_bytes(*fmt) == key.public_key().public_bytes(*fmt))
+
+
+def common_name(cert: x509.Certificate) -> str | None:
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(names[0].value) if names else None
+
+
+def not_after(cert: x509.Certificate) -> datetime:
+    return getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=UTC)
+
+
+def not_before(cert: x509.Certificate) -> datetime:
+    return (getattr(cert, "not_valid_before_utc", None)
+            or cert.not_valid_before.replace(tzinfo=UTC))

@@ -58,6 +58,7 @@ class Behaviour:
     parent_of: dict[str, str] = field(default_factory=dict)
     fail_actions: dict[str, int] = field(default_factory=dict)  # answer CALLERROR n times
     clock_offset_s: float = 0.0  # the Central System's clock runs this far ahead
+    sign_status: str = "Accepted"  # the answer to SignCertificate
     # action -> gate: a CALL of that action is answered only once its gate is set (while held,
     # further frames are still read, so a CALL that overtakes it is seen)
     hold: dict[str, asyncio.Event] = field(default_factory=dict)
@@ -169,6 +170,10 @@ class _CP(OcppChargePoint):
     async def on_log_status(self, **_: Any) -> Any:
         return call_result.LogStatusNotification()
 
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, **_: Any) -> Any:
+        return call_result.SignCertificate(status=self.server.behaviour.sign_status)
+
 
 class CentralSystem:
     """Start with ``async with CentralSystem() as cs:``; ``cs.url`` is the base URL."""
@@ -228,6 +233,7 @@ class CentralSystem:
         self.handshakes.append({
             "authorization": headers.get("Authorization"),
             "peercert": ws.transport.get_extra_info("peercert") if self.ssl_context else None,
+            "tls": ws.transport.get_extra_info("cipher") if self.ssl_context else None,
         })
         self.cps[cp_id] = cp
         self.connections += 1

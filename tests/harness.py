@@ -119,7 +119,7 @@ async def running(
     task = asyncio.ensure_future(d.run())
     try:
         await wait_until(
-            lambda: task.done() or (d.station is not None and d.station._started),
+            lambda: task.done() or (d.station is not None and d.station.started),
             what="daemon start",
         )
         if task.done():

@@ -88,17 +88,35 @@ class CA:
         return path
 
     def issue(self, cn: str, *, ips: tuple[str, ...] = (), dns: tuple[str, ...] = (),
-              server: bool = True) -> Issued:
+              server: bool = True, valid_days: float = 7, age_days: float = 1 / 24) -> Issued:
         key = _new_key(self.use_rsa)
+        return Issued(self.certify(key.public_key(), _name(cn), ips=ips, dns=dns, server=server,
+                                   valid_days=valid_days, age_days=age_days), key)
+
+    def cross_sign(self, other: CA) -> x509.Certificate:
+        """``other``'s root (its name and key) issued by this CA: a new root signed by the one
+        it replaces."""
+        return self.certify(other.key.public_key(), other.cert.subject, server=False, ca=True,
+                            valid_days=30)
+
+    def sign_csr(self, csr_pem: str, *, valid_days: float = 7) -> x509.Certificate:
+        """A client certificate for a CSR, as a Central System's CA would issue it."""
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+        assert csr.is_signature_valid
+        return self.certify(csr.public_key(), csr.subject, server=False, valid_days=valid_days)
+
+    def certify(self, public_key: object, subject: x509.Name, *, ips: tuple[str, ...] = (),
+                dns: tuple[str, ...] = (), server: bool = True, valid_days: float = 7,
+                age_days: float = 1 / 24, ca: bool = False) -> x509.Certificate:
         now = datetime.now(UTC)
         b = (
             x509.CertificateBuilder()
-            .subject_name(_name(cn)).issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .subject_name(subject).issuer_name(self.cert.subject)
+            .public_key(public_key)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(hours=1))
-            .not_valid_after(now + timedelta(days=7))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .not_valid_before(now - timedelta(days=age_days))
+            .not_valid_after(now + timedelta(days=valid_days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.key.public_key()), critical=False)
         )
@@ -109,4 +127,4 @@ class CA:
         if server:
             b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                                 critical=False)
-        return Issued(b.sign(self.key, hashes.SHA256()), key)
+        return b.sign(self.key, hashes.SHA256())

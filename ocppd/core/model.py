@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ocppd.hw.base import Fault, PilotState
+from ocppd.core.evse import Fault, PilotState
 
 
 class Status(StrEnum):

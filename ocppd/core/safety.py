@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ocppd.hw.base import Fault, PilotState
+from ocppd.core.evse import Fault, PilotState
 
 # IEC 61851-1: 6 A is the smallest current a PWM pilot may offer; 80 A the largest.
 MIN_OFFER_A = 6.0

@@ -93,13 +93,6 @@ class DrawWatch:
     ceiling_a: float | None = None  # None: not reduced
     _below_since_s: float | None = None
     _peak_a: float = 0.0
-    _asking: bool = False
-
-    def note_asking(self, asking: bool) -> bool:
-        """The EV's pilot state (C/D: asking). Starting to ask lifts the ceiling."""
-        rising = asking and not self._asking
-        self._asking = asking
-        return self.reset() if rising else False
 
     def reset(self) -> bool:
         """The session ended or the EV asks again: forget everything. True if the ceiling went."""

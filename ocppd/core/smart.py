@@ -1,5 +1,8 @@
 """Smart charging: charging profiles, stacking and the composite schedule.
 
+(Above 400 lines: one algorithm, the composite schedule, with the validity rules it rests on;
+pure functions that read top to bottom.)
+
 Pure domain code (OCPP 1.6 §3.13, §5.16, §6.43, §7.7-7.13 in core names): no I/O, no clock.
 Every time is an aware UTC ``datetime`` passed in by the caller.
 

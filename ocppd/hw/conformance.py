@@ -1,5 +1,8 @@
 """The conformance kit: checks a board driver against every obligation of hw/base.py.
 
+(Above 400 lines: one check per obligation of hw/base.py, each with its own short rig
+script; a driver author reads the file as the list of what is asked of a driver.)
+
 A driver author writes a *rig*: the driver's board object plus hands and eyes on the hardware
 behind it (a simulated board, or the real one on a bench), then runs every check::
 

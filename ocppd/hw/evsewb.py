@@ -1,5 +1,8 @@
 """EVSE WB / EVSE DIN controller boards over Modbus RTU: the ``evse_wb`` driver.
 
+(A little above 400 lines: the register map, its quirks and the poll loop that enforces them
+are one board's story; split, the quirks would be read apart from the registers they concern.)
+
 On these boards a small MCU generates the control pilot, reads the vehicle state and the cable's
 proximity resistor, checks the EV's diode and an optional RCD, and switches the contactor relay
 itself. The Pi tells it how much current to offer and whether it may charge at all. Many

@@ -1,5 +1,7 @@
 """The built-in simulator: a charger and an EV per connector, behind the same seam as real drivers.
 
+(Above 400 lines: the board, the EV and its battery form one physical model per connector.)
+
 What it models, per connector:
 
 - **The EV.** Plugging makes it a fresh car at ``SimConfig.initial_soc_pct`` in state B. It

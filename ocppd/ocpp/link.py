@@ -1,5 +1,8 @@
 """The OCPP-J 1.6 link: one WebSocket to the Central System, kept up forever, carrying RPC frames.
 
+(Above 400 lines: transport, keepalive and the RPC session of one connection share its
+lifetime and state here; separating them into three modules is still to do.)
+
 What it does, and the rule behind each part:
 
 - Connects to ``url/<percent-encoded charge point id>`` with subprotocol ``ocpp1.6`` (OCPP-J §3.1,
@@ -64,6 +67,9 @@ SHORT_BACKOFF_S = 60.0
 #: after that, one "still offline" line per this long at most (and one when the error changes):
 #: the journal shows the charger is still trying without a line per attempt
 OFFLINE_REPORT_EVERY_S = 600.0
+#: at most one InvalidMessages security event per this long (Security Whitepaper security
+#: events): a broken or hostile Central System must not flood the bounded security log
+INVALID_MESSAGES_EVENT_EVERY_S = 3600.0
 _T = TypeVar("_T")
 
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | Reply]]
@@ -141,13 +147,38 @@ class _Setup(Exception):  # noqa: N818 - internal: a problem found before connec
     pass
 
 
+# Security Whitepaper ed. 3 §2.1 (TLS): TLS 1.2 or newer only, and for TLS 1.2 the suites of
+# the whitepaper's list (TLS_ECDHE_ECDSA_WITH_AES_128/256_GCM_SHA256/384 and
+# TLS_RSA_WITH_AES_128/256_GCM_SHA256/384), with TLS_ECDHE_RSA_WITH_AES_128/256_GCM_* for a
+# Central System with an RSA certificate, forward-secret suites first. TLS 1.3 suites are
+# OpenSSL's (all AEAD). Nothing else is offered, so an older or weaker server is refused.
+TLS_MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+TLS12_CIPHERS = ":".join((
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+    "AES128-GCM-SHA256", "AES256-GCM-SHA384",
+))
+# OpenSSL's reasons for a handshake the server refused over the TLS version or the suites
+_TLS_VERSION_REASONS = {"TLSV1_ALERT_PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL",
+                        "WRONG_VERSION_NUMBER", "TLSV1_ALERT_INSUFFICIENT_SECURITY"}
+_TLS_CIPHER_REASONS = {"NO_CIPHERS_AVAILABLE", "NO_SHARED_CIPHER", "WRONG_CIPHER_RETURNED",
+                       "SSLV3_ALERT_HANDSHAKE_FAILURE"}
+
+
 def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
     try:
         # ca_file pins the Central System's CA (Whitepaper: CentralSystemRootCertificate);
-        # without it the system store (Debian ca-certificates) is used.
+        # without it the system store (Debian ca-certificates) is used. The server's name is
+        # checked against its certificate (check_hostname, the default of this context).
         ctx = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
     except (OSError, ssl.SSLError) as exc:
         raise _Setup(f"cannot load ca_file {s.ca_file}: {exc}") from None
+    ctx.minimum_version = TLS_MINIMUM_VERSION
+    ctx.set_ciphers(TLS12_CIPHERS)
+    if s.ca_file:
+        # Every installed root is a trust anchor as it is, also one issued by another root
+        # (AdditionalRootCertificateCheck: the new root is issued by the one it replaces)
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     if s.security_profile >= 3:
         if not s.client_cert_file:
             raise _Setup("security profile 3 needs client_cert_file (and client_key_file)")
@@ -162,12 +193,26 @@ def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
     return ctx
 
 
-def _security_event_of(exc: BaseException, message: str) -> None:
+def _security_event_of(exc: BaseException, message: str, profile: int) -> None:
     """Security Whitepaper security events a failed connect may be."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         security_event(SecurityEventType.INVALID_CENTRAL_SYSTEM_CERTIFICATE, message)
     elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status == 401:
         security_event(SecurityEventType.FAILED_TO_AUTHENTICATE_AT_CENTRAL_SYSTEM, message)
+    elif (reason := _tls_reason(exc)) in _TLS_VERSION_REASONS:
+        security_event(SecurityEventType.INVALID_TLS_VERSION, message)
+    elif reason in _TLS_CIPHER_REASONS and profile < 3:
+        # at profile 3 a handshake failure may as well be our client certificate refused
+        security_event(SecurityEventType.INVALID_TLS_CIPHER_SUITE, message)
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """OpenSSL's reason of a failed TLS handshake, wrapped or not by aiohttp."""
+    for e in (getattr(exc, "os_error", None), exc, exc.__cause__, exc.__context__):
+        reason = getattr(e, "reason", None) if isinstance(e, ssl.SSLError) else None
+        if isinstance(reason, str) and reason:
+            return reason
+    return None
 
 
 def _explain(exc: BaseException, s: LinkSettings, url: str) -> str:
@@ -280,6 +325,8 @@ class Link:
         self._drop_reason: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offline: _Offline | None = _Offline(since=datetime.now(UTC))  # until connected
+        self._invalid_unreported = 0  # invalid frames since the last InvalidMessages event
+        self._invalid_reported_at = -math.inf  # link clock of that event
 
     # --- public -----------------------------------------------------------------------------------
 
@@ -448,6 +495,7 @@ class Link:
                 self.stats.incoming_errors += 1
                 log.warning("invalid %s response from the Central System: %s", action,
                             exc.description)
+                self._invalid_message(f"invalid {action} response: {exc.description}")
                 raise InvalidResponse(CallErrorCode.FormationViolation, exc.description,
                                       exc.details) from None
         return answer.payload
@@ -583,7 +631,7 @@ class Link:
             await session.close()
             message = _explain(exc, s, url)
             if message != self.stats.last_error:  # a change of error, not every retry
-                _security_event_of(exc, message)
+                _security_event_of(exc, message, s.security_profile)
             self._fail(message)
             return None
         if ws.protocol != SUBPROTOCOL:
@@ -777,9 +825,22 @@ class Link:
                              message_type=head[0] if head else None)
         self._on_bad_frame(ws, exc, f"<binary frame, {len(data)} bytes>")
 
+    def _invalid_message(self, what: str) -> None:
+        """Count a frame that failed validation; an InvalidMessages security event for the
+        first, then at most one per INVALID_MESSAGES_EVENT_EVERY_S with the count between."""
+        self._invalid_unreported += 1
+        now = self._clock()
+        if now - self._invalid_reported_at < INVALID_MESSAGES_EVENT_EVERY_S:
+            return
+        more = self._invalid_unreported - 1
+        self._invalid_unreported, self._invalid_reported_at = 0, now
+        security_event(SecurityEventType.INVALID_MESSAGES,
+                       what + (f" ({more} more since the last report)" if more else ""))
+
     def _on_bad_frame(self, ws: aiohttp.ClientWebSocketResponse, exc: rpc.FrameError,
                       text: str) -> None:
         self.stats.incoming_errors += 1
+        self._invalid_message(f"bad frame from the Central System: {exc.description}")
         if isinstance(exc, rpc.UnknownMessageType):
             log.warning("frame with an unknown MessageTypeId ignored (OCPP-J §4.1.3): %s",
                         _for_log(text)[:200])
@@ -811,6 +872,7 @@ class Link:
                 self.stats.incoming_errors += 1
                 log.warning("invalid %s from the Central System: %s", call.action,
                             exc.description)
+                self._invalid_message(f"invalid {call.action}: {exc.description}")
                 raise
         result = await self._handler(call.action, call.payload)
         reply = result if isinstance(result, Reply) else Reply(result)

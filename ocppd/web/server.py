@@ -1,5 +1,8 @@
 """The installer's web page, served by the daemon (aiohttp, Jinja2 templates, Chart.js).
 
+(Above 400 lines: one class, because every route shares the session store, the request
+guard and the live stream; the password and session rules live in auth.py.)
+
 Everything it shows comes from the control socket's commands (ocppd.control) and the event
 stream (ocppd.events): no second source of truth, and every action goes through the same
 dispatch ``ocppctl`` uses, with the same checks and answers.

@@ -1,117 +1,117 @@
-"""A station with a recording board, to check the safety rules after every event synchronously.
+"""The session core with a recording board, to check the safety rules after every event.
 
-Only the board is a recorder here: it stands for the contactor and pilot outputs, which is what
-the property is about. Transactions are set directly on the connector (the session logic has its
-own end-to-end tests).
+The rig is a minimal shell: it steps the core (ocppd/core/session) and carries the output
+effects out on a board that records them in order, so an ordering mistake (raising one offer
+before lowering another, changing an offer before opening a contactor) shows even if the end
+state is fine. Recording a transaction's start or end is immediate, as a shell's would be.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ocppd import config
-from ocppd.hw.base import FaultChanged, Hardware, PilotChanged
-from ocppd.station import Station
-from ocppd.storage import TxRecord
+from ocppd.core.model import StopReason
+from ocppd.core.session import machine
+from ocppd.core.session.state import (
+    CableRated,
+    ChargerState,
+    ConnectorSpec,
+    ConnectorState,
+    EndTransaction,
+    Event,
+    FaultSeen,
+    LimitSet,
+    LockMoved,
+    MoveLock,
+    Offer,
+    PilotSeen,
+    Rules,
+    SetContactor,
+    Started,
+    StopRequested,
+    Tx,
+    TxEnded,
+    TxStarted,
+    initial,
+)
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-class RecordingBoard:
-    def __init__(self) -> None:
-        self.closed: dict[int, bool] = {1: False}
-        self.offer: dict[int, float | None] = {1: None}
-        self.locked: dict[int, bool] = {1: False}
-        self.lock_works = True
-
-    async def start(self, emit: Any) -> None: ...
-    async def close(self) -> None: ...
-
-    def set_contactor(self, connector_id: int, closed: bool) -> None:
-        self.closed[connector_id] = closed
-
-    def set_offer(self, connector_id: int, current_a: float | None) -> None:
-        self.offer[connector_id] = current_a
-
-    def set_pilot_error(self, connector_id: int) -> None:
-        self.offer[connector_id] = None
-
-    async def lock(self, connector_id: int, locked: bool) -> bool:
-        if self.lock_works:
-            self.locked[connector_id] = locked
-        return self.lock_works
-
-    def has_lock(self, connector_id: int) -> bool:
-        return True
-
-
-class _Policy:
-    def __getattr__(self, name: str) -> Any:
-        return 0
+def tx(key: int) -> Tx:
+    return Tx(tx_key=str(key), id_tag="T", parent_id_tag=None, meter_start_wh=0,
+              started_at=datetime.fromtimestamp(key, UTC))
 
 
 class Rig:
-    def __init__(self) -> None:
-        cfg = config.from_dict(
-            {
-                "charge_point": {"id": "X"},
-                "central_system": {"url": "ws://127.0.0.1:1/x"},
-                "connectors": [{}],
-                "storage": {"path": "/tmp/unused.db"},
-                "control": {"socket": "/tmp/x.sock"},
-            }
-        )
-        self.board = RecordingBoard()
-        self.station = Station(
-            cfg=cfg,
-            store=None,
-            hw=Hardware(board=self.board, meters={}),  # type: ignore[arg-type]
-            policy=_Policy(),
-        )  # type: ignore[arg-type]
-        self.connector = self.station.connectors[1]
-        self.station._apply(self.connector)
+    def __init__(self, n: int = 1, *, charger_max_a: float | None = None,
+                 on_offer: Callable[[dict[int, float | None]], None] | None = None) -> None:
+        self.rules = Rules(stop_on_ev_disconnect=False, stop_on_invalid_id=False,
+                           charger_max_a=charger_max_a)
+        specs = [ConnectorSpec(connector_id=i, evse_id=i, max_current_a=32.0, lockable=True)
+                 for i in range(1, n + 1)]
+        self.state: ChargerState = initial(specs)
+        self.closed: dict[int, bool] = dict.fromkeys(range(1, n + 1), False)
+        self.offer: dict[int, float | None] = dict.fromkeys(range(1, n + 1))
+        self.locked: dict[int, bool] = dict.fromkeys(range(1, n + 1), False)  # the actuator
+        self.lock_works = True
+        self._on_offer = on_offer
+        self._started = 0
+        self.step(Started())
 
-    @property
-    def closed(self) -> bool:
-        return self.board.closed[1]
+    def connector(self, cid: int = 1) -> ConnectorState:
+        return self.state.connector(cid)
 
-    @property
-    def offer(self) -> float | None:
-        return self.board.offer[1]
+    def step(self, event: Event) -> None:
+        self.state, effects = machine.step(self.state, event, NOW, self.rules)
+        for e in effects:
+            match e:
+                case SetContactor(connector_id=cid, closed=closed):
+                    self.closed[cid] = closed
+                case Offer(connector_id=cid, current_a=amps):
+                    # a contactor opens before its offer drops (open first, then change the offer)
+                    assert not self.closed[cid] or (amps or 0) >= 6.0, "offer dropped while closed"
+                    self.offer[cid] = amps
+                    if self._on_offer is not None:
+                        self._on_offer(self.offer)
+                case EndTransaction(connector_id=cid):
+                    self.step(TxEnded(connector_id=cid))
+                case MoveLock(connector_id=cid, locked=locked):
+                    self.move_lock(cid, locked)
 
-    def apply(self, kind: str, value: Any) -> None:
-        c = self.connector
+    def move_lock(self, cid: int, locked: bool) -> None:
+        """A lock move, as a shell makes it: the actuator moves if it works."""
+        if self.lock_works:
+            self.locked[cid] = locked
+        self.step(LockMoved(connector_id=cid, locked=locked, ok=self.lock_works))
+
+    def set_tx(self, cid: int, running: bool) -> None:
+        """Start or end a transaction, as a shell records it."""
+        c = self.connector(cid)
+        if running and c.tx is None:
+            if c.spec.lockable:  # the shell locks the plug before it records a start
+                self.move_lock(cid, True)
+                if not self.lock_works:
+                    return  # a failed lock starts no transaction
+            self._started += 1
+            self.step(TxStarted(connector_id=cid, tx=tx(self._started)))
+        elif not running and c.tx is not None and c.stop is None:
+            self.step(StopRequested(connector_id=cid, reason=StopReason.LOCAL))
+
+    def apply(self, kind: str, value: Any, cid: int = 1) -> None:
         if kind == "pilot":
-            self.station._emit(PilotChanged(connector_id=1, state=value))
+            self.step(PilotSeen(connector_id=cid, pilot=value))
         elif kind == "fault":
             fault, active = value
-            self.station._emit(FaultChanged(connector_id=1, fault=fault, active=active))
+            self.step(FaultSeen(connector_id=cid, fault=fault, active=active))
         elif kind == "limit":
-            self.station.set_limit(1, value)
+            self.step(LimitSet(connector_id=cid, limit_a=value))
+        elif kind == "cable":
+            self.step(CableRated(connector_id=cid, max_current_a=value))
         elif kind == "tx":
-            c.tx = _tx() if value else None
-            self.station._apply(c)
+            self.set_tx(cid, bool(value))
         elif kind == "lock":  # a lock move that works (True) or fails (False)
-            self.board.lock_works = value
-            asyncio.run(self.station._move_lock(c, locked=True))
-
-
-def _tx() -> TxRecord:
-    now = datetime.now(UTC)
-    return TxRecord(
-        local_id=1,
-        connector_id=1,
-        id_tag="T",
-        tx_id=None,
-        meter_start_wh=0,
-        started_at=now,
-        last_meter_wh=None,
-        last_meter_at=None,
-        meter_stop_wh=None,
-        stopped_at=None,
-        stop_reason=None,
-        stop_id_tag=None,
-        reservation_id=None,
-        id_tag_status=None,
-        finished=False,
-    )
+            self.lock_works = value
+            self.move_lock(cid, True)

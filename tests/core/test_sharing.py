@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ocppd.core.evse import PilotState
 from ocppd.core.sharing import (
     DRAW_SETTLE_S,
     MIN_SHARE_A,
@@ -135,12 +136,16 @@ def test_no_judgement_while_nothing_is_offered() -> None:
 
 
 def test_an_ev_that_starts_asking_again_gets_its_ceiling_lifted() -> None:
-    w = DrawWatch()
-    assert not w.note_asking(False)
-    w.observe(0.0, 16.0, 0.0)  # EV in B: draws nothing
-    w.observe(0.0, 16.0, DRAW_SETTLE_S)
-    assert w.ceiling_a == MIN_SHARE_A
-    assert not w.note_asking(False)  # still not asking: stays reduced
-    assert w.note_asking(True)
-    assert w.ceiling_a is None
-    assert not w.note_asking(True)
+    # the rule lives in the session core now: a pilot rising to C/D lifts the draw ceiling
+    from safety_rig import Rig
+
+    from ocppd.core.session.state import DrawCeiling
+
+    rig = Rig()
+    rig.apply("pilot", PilotState.B)
+    rig.apply("tx", True)
+    rig.step(DrawCeiling(connector_id=1, ceiling_a=MIN_SHARE_A))  # EV in B: draws nothing
+    rig.apply("pilot", PilotState.B)
+    assert rig.connector().draw_ceiling_a == MIN_SHARE_A  # still not asking: stays reduced
+    rig.apply("pilot", PilotState.C)
+    assert rig.connector().draw_ceiling_a is None

@@ -88,8 +88,8 @@ async def test_expiry_timers_do_not_outlive_shutdown(cs: CentralSystem, tmp_path
         await booted(cs)
         assert await reserve(cs, 3, 1, 600) == "Accepted"
         station = d.station
-        assert set(station._reservation_timers) == {3}
-    assert station._reservation_timers == {}
+        assert {t.key for t in station.armed_timers() if t.kind == "reservation"} == {3}
+    assert station.armed_timers() == {}
     with Store.open(cfg.storage.path) as store:  # still reserved: re-armed at the next start
         assert [r.reservation_id for r in store.reservations()] == [3]
 

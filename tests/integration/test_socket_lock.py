@@ -74,7 +74,7 @@ async def running_watched(
     task = asyncio.ensure_future(d.run())
     try:
         await wait_until(
-            lambda: task.done() or (d.station is not None and d.station._started),
+            lambda: task.done() or (d.station is not None and d.station.started),
             what="daemon start",
         )
         if task.done():
@@ -113,6 +113,29 @@ async def test_plug_is_locked_before_the_contactor_closes_and_released_after(
         await cs.wait_for("StopTransaction")
         await wait_until(lambda: not sim(d).view(1).locked, what="plug released")
         assert w.closed_unlocked == []
+
+
+@pytest.mark.parametrize("unlock", [True, False])
+async def test_ev_side_disconnect_releases_the_plug_only_if_configured(
+    cs: CentralSystem, tmp_path: Path, unlock: bool
+) -> None:
+    """§9.1.35 UnlockConnectorOnEVSideDisconnect: the cable is unplugged at the EV, the
+    transaction stops (StopTransactionOnEVSideDisconnect); the socket's lock opens only if the
+    key says so."""
+    cfg = sim_config(tmp_path, cs.url, ocpp={"UnlockConnectorOnEVSideDisconnect": unlock})
+    async with running(cfg) as d:
+        await booted(cs)
+        sim(d).plug(1)
+        await d.station.swipe("TAG1", None)
+        await wait_status(cs, "Charging")
+        sim(d).unplug(1)
+        await cs.wait_for("StopTransaction")
+        await wait_until(lambda: d.station.connectors[1].tx is None, what="stop recorded")
+        if unlock:
+            await wait_until(lambda: not sim(d).view(1).locked, what="plug released")
+        else:
+            await wait_status(cs, "Available")
+            assert sim(d).view(1).locked, "UnlockConnectorOnEVSideDisconnect=false keeps it"
 
 
 async def test_waiting_authorization_locks_when_the_ev_is_plugged(

@@ -121,7 +121,7 @@ async def test_daemon_stops_promptly_with_a_browser_following_events(
     task = asyncio.ensure_future(d.run())
     try:
         await wait_until(lambda: d.web is not None and d.web.port is not None
-                         and d.station is not None and d.station._started, what="start")
+                         and d.station is not None and d.station.started, what="start")
         await booted(cs)
         assert d.web is not None
         url = f"http://127.0.0.1:{d.web.port}"

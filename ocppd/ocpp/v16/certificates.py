@@ -13,8 +13,11 @@ Rules followed:
   next connection could not verify the Central System.
 - Every change of the trust anchors is a ReconfigurationOfSecurityParameters security event.
 - Installed CentralSystemRootCertificates are what the link trusts from the next connection on
-  (app.py ``_central_system_ca``). AdditionalRootCertificateCheck is false (read-only): a new
-  root is added to the trusted ones at once, not held back until a connection succeeded.
+  (app.py ``_central_system_ca``). With AdditionalRootCertificateCheck false (the default) a
+  new root is added to the trusted ones at once. With it true (set in /etc/ocppd.toml; the key
+  is read-only) a new root is Rejected unless the installed root issued it, and under TLS it
+  replaces that root only after a connection verified with it alone, else the old root comes
+  back (root_trial.py; the charge point reconnects after answering to find out).
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any
 from ocppd import pki
 from ocppd.config import Config
 from ocppd.errors import StorageError
+from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16.keys import Keys
+from ocppd.ocpp.v16.root_trial import RootTrial
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
 
@@ -57,11 +62,16 @@ def trusted_roots(store: Store, use: str) -> list[Any]:
 
 class CertificateService:
     def __init__(self, *, cfg: Config, store: Store, keys: Keys,
-                 wall: Callable[[], datetime]) -> None:
+                 wall: Callable[[], datetime], root_trial: RootTrial | None = None,
+                 profile: Callable[[], int] | None = None,
+                 reconnect: Callable[[str], None] | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.keys = keys
         self.wall = wall
+        self.root_trial = root_trial  # AdditionalRootCertificateCheck
+        self._profile = profile or (lambda: cfg.central_system.security_profile)
+        self._reconnect = reconnect
         #: called after a CentralSystemRootCertificate was installed or deleted
         self.on_central_system_roots_changed: list[Callable[[], None]] = []
 
@@ -70,7 +80,7 @@ class CertificateService:
         handlers["GetInstalledCertificateIds"] = self._get_ids
         handlers["DeleteCertificate"] = self._delete
 
-    async def _install(self, p: dict[str, Any]) -> dict[str, Any]:
+    async def _install(self, p: dict[str, Any]) -> dict[str, Any] | Reply:
         kind, use = p["certificateType"], USE[p["certificateType"]]
         try:
             cert = pki.load_pem_chain(p["certificate"])[0]
@@ -80,6 +90,8 @@ class CertificateService:
             return {"status": "Rejected"}
         fp = pki.fingerprint(cert)
         known = any(c.fingerprint == fp for c in self.store.certificates(use))
+        if use == "central_system_root" and not known and self._root_check():
+            return self._install_replacing_root(cert, fp)
         limit = self.keys.get_int("CertificateStoreMaxLength")
         if not known and self.store.certificate_count() >= limit:
             log.warning("InstallCertificate %s rejected: the store holds its maximum of %d"
@@ -97,6 +109,52 @@ class CertificateService:
                            f"{kind} installed: {cert.subject.rfc4514_string()}")
             self._changed(use)
         return {"status": "Accepted"}
+
+    def _root_check(self) -> bool:
+        return self.root_trial is not None and self.keys.get_bool("AdditionalRootCertificateCheck")
+
+    def _install_replacing_root(self, cert: Any, fp: str) -> dict[str, Any] | Reply:
+        """AdditionalRootCertificateCheck: the new root must be issued by the installed one,
+        one replacement at a time, and is tried before the old one goes."""
+        assert self.root_trial is not None
+        kind = "CentralSystemRootCertificate"
+        if self.root_trial.pending is not None:
+            log.warning("InstallCertificate %s rejected: another new root is still on trial",
+                        kind)
+            return {"status": "Rejected"}
+        old = trusted_roots(self.store, "central_system_root")
+        if old and not any(pki.issued_by(cert, o) for o in old):
+            log.warning("InstallCertificate %s rejected: not issued by the installed root"
+                        " (AdditionalRootCertificateCheck)", kind)
+            security_event(SecurityEventType.INVALID_CENTRAL_SYSTEM_CERTIFICATE,
+                           f"new {kind} {cert.subject.rfc4514_string()} not issued by the"
+                           " installed root")
+            return {"status": "Rejected"}
+        try:
+            self.store.certificate_put(use="central_system_root", fingerprint=fp,
+                                       pem=pki.to_pem(cert), at=self.wall())
+        except StorageError as exc:
+            log.error("InstallCertificate %s failed: %s", kind, exc)
+            return {"status": "Failed"}
+        subject = cert.subject.rfc4514_string()
+        if not old or self._profile() < 2 or self._reconnect is None:
+            # nothing to fall back to, or no TLS to prove it with: it replaces the old at once
+            for c in self.store.certificates("central_system_root"):
+                if c.fingerprint != fp:
+                    self.store.certificate_delete(c.id)
+            security_event(SecurityEventType.RECONFIGURATION_OF_SECURITY_PARAMETERS,
+                           f"{kind} installed: {subject}")
+            self._changed("central_system_root")
+            return {"status": "Accepted"}
+        log.warning("new %s %s installed: reconnecting to try it before the old one goes",
+                    kind, subject)
+        self.root_trial.start(fp)
+        reconnect = self._reconnect
+
+        async def try_it() -> None:
+            reconnect("new Central System root certificate")
+
+        return Reply({"status": "Accepted"}, then=try_it)
 
     async def _get_ids(self, p: dict[str, Any]) -> dict[str, Any]:
         roots = trusted_roots(self.store, USE[p["certificateType"]])

@@ -1,6 +1,9 @@
 """OCPP 1.6 Firmware Management: UpdateFirmware and GetDiagnostics, with the Security
 Whitepaper's SignedUpdateFirmware and GetLog.
 
+(Above 400 lines: one service for the four commands, which share the persisted firmware job,
+its phases and the status notifications; the transfers themselves live in transfers.py.)
+
 Rules followed, with the spec section where they live:
 - UpdateFirmware (§5.19): the .conf (empty) goes out at once; the download starts at
   ``retrieveDate``; FirmwareStatusNotification (§4.5, §7.25) reports Downloading, Downloaded,
@@ -65,9 +68,9 @@ from ocppd.ocpp.rpc import Reply
 from ocppd.ocpp.v16 import FIRMWARE_JOB_KEY, mapping
 from ocppd.ocpp.v16.certificates import trusted_roots
 from ocppd.ocpp.v16.transfers import CHUNK_BYTES, RetryPolicy, download, tls_context, upload
+from ocppd.ports import StationApi
 from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
-from ocppd.station import Station
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
 
@@ -149,7 +152,7 @@ def _safe_name(text: str) -> str:
 class FirmwareService:
     """The Firmware Management profile, plugged into a ChargePoint with ``register()``."""
 
-    def __init__(self, *, cfg: Config, store: Store, station: Station, cp: Any,
+    def __init__(self, *, cfg: Config, store: Store, station: StationApi, cp: Any,
                  restart: Callable[[], None], wall: Callable[[], datetime],
                  install_timeout_s: float = 900.0, journal_unit: str = "ocppd") -> None:
         self.cfg = cfg
@@ -222,6 +225,7 @@ class FirmwareService:
             self._update_over = True  # before the send: its answer may take a while
         if status in PLAIN_STATUSES:  # what a triggered FirmwareStatusNotification reports
             self.cp.firmware_status = status.value
+            self.cp.firmware_request_id = request_id
         log.info("firmware status %s", status.value)
         if request_id is None:
             conf = await self.cp.send("FirmwareStatusNotification", {"status": status.value})
@@ -584,6 +588,9 @@ class FirmwareService:
                        policy: RetryPolicy) -> None:
         async def status(value: str) -> None:
             log.info("log upload %d: %s", request_id, value)
+            # a triggered LogStatusNotification reports Uploading while it lasts, then Idle
+            self.cp.log_status, self.cp.log_request_id = (
+                ("Uploading", request_id) if value == "Uploading" else ("Idle", None))
             await self.cp.send("LogStatusNotification", {"status": value, "requestId": request_id})
 
         workdir = Path(tempfile.mkdtemp(prefix="ocppd-log-"))
@@ -604,6 +611,7 @@ class FirmwareService:
             else:
                 await status("UploadFailure")
         finally:
+            self.cp.log_status, self.cp.log_request_id = "Idle", None
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _security_log_text(self, start: datetime | None, stop: datetime | None) -> str:
@@ -679,8 +687,7 @@ class FirmwareService:
             "registration": lambda: cp.registration.value,
             "connected": lambda: cp.link.connected,
             "configuration": lambda: {d.name: v for d, v in cp.keys.readable()},
-            "connectors": lambda: [self.station.connector_view(c)
-                                   for c in self.station.connectors.values()],
+            "connectors": self.station.connector_views,
             "storage": self.store.diagnostics,
         }
         for key, read in parts.items():

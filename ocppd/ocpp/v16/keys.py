@@ -1,5 +1,7 @@
 """OCPP 1.6 configuration keys (§9, the Security whitepaper §7) and vendor keys.
 
+(Above 400 lines: the table of every key, declarations only.)
+
 Every standard key is here with its access (R, RW, or W for AuthorizationKey), type, validation
 and default; values set by the Central System or ocppctl are persisted in the store under
 ``ocpp.<Key>``. Initial values come from the [ocpp] table of /etc/ocppd.toml, then from the

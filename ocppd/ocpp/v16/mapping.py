@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocppd.core.auth import Credential
+from ocppd.core.evse import Fault, MeterReading
 from ocppd.core.model import AuthStatus, Status, StopReason
-from ocppd.hw.base import Fault, MeterReading
 
 STATUS = {
     Status.AVAILABLE: "Available",

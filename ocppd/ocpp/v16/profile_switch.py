@@ -8,8 +8,9 @@ The rules, and where each one is kept:
 - It is Rejected for a value lower than the profile in use: never downgrade (TC_084).
 - Otherwise it is Accepted, and the charge point reconnects with the new profile (TC_083). The
   previous profile is written to the store first; when the new one does not connect within
-  ``TRIAL_ATTEMPTS`` attempts, the charge point goes back to it. A restart during the trial
-  resumes the trial, so a profile that cannot connect never cuts the charger off for good.
+  ``TRIAL_ATTEMPTS`` attempts, the charge point goes back to it (ocpp/v16/trial.py). A restart
+  during the trial resumes the trial, so a profile that cannot connect never cuts the charger
+  off for good.
 - Either way a security event is raised (``on_event``).
 """
 
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 
 from ocppd.ocpp.link import LinkSettings
 from ocppd.ocpp.v16.keys import ChangeResult, Keys
+from ocppd.ocpp.v16.trial import TRIAL_ATTEMPTS, LinkTrial
 from ocppd.storage import Store
 
 log = logging.getLogger("ocppd.ocpp")
@@ -30,8 +32,6 @@ log = logging.getLogger("ocppd.ocpp")
 KEY = "SecurityProfile"
 #: store setting: the profile to go back to while a new one is on trial
 FALLBACK_SETTING = "link.security_profile_fallback"
-#: connection attempts the new profile gets before the charge point falls back
-TRIAL_ATTEMPTS = 3
 #: the whitepaper's event type for a change of security settings (security events list)
 EVENT_RECONFIGURED = "ReconfigurationOfSecurityParameters"
 
@@ -57,20 +57,24 @@ def missing_prerequisites(profile: int, s: LinkSettings) -> list[str]:
         if not _readable(s.ca_file):
             missing.append("a Central System root certificate (central_system.ca_file)")
     if profile >= 3:
-        if not (_readable(s.client_cert_file) and _readable(s.client_key_file)):
+        # the key may share the certificate's file (a certificate from CertificateSigned)
+        if not (_readable(s.client_cert_file)
+                and (s.client_key_file is None or _readable(s.client_key_file))):
             missing.append("a client certificate and key (central_system.client_cert_file,"
-                           " client_key_file)")
+                           " client_key_file, or one from CertificateSigned)")
         else:
             try:  # a certificate that does not match its key would never connect
                 ssl.create_default_context().load_cert_chain(
-                    str(s.client_cert_file), str(s.client_key_file))
+                    str(s.client_cert_file),
+                    str(s.client_key_file) if s.client_key_file else None)
             except (OSError, ssl.SSLError) as exc:
                 missing.append(f"a usable client certificate ({exc})")
     return missing
 
 
 class SecurityProfileSwitch:
-    """Guards, applies and, when it fails, undoes a change of SecurityProfile."""
+    """Guards, applies and, when it fails, undoes a change of SecurityProfile (the trial and
+    its fallback: ``ocppd.ocpp.v16.trial``)."""
 
     def __init__(
         self,
@@ -83,12 +87,12 @@ class SecurityProfileSwitch:
         attempts: int = TRIAL_ATTEMPTS,
     ) -> None:
         self._keys = keys
-        self._store = store
         self._base = base_profile  # [central_system] security_profile: the floor
         self._settings_for = settings_for
         self._on_event = on_event
-        self._attempts = attempts
-        self._failures = 0
+        self.trial = LinkTrial(store=store, setting=FALLBACK_SETTING,
+                               what="the new security profile", on_confirm=self._confirmed,
+                               on_revert=self._reverted, attempts=attempts)
         keys.guards[KEY] = self.guard
         trial = self.trial_from
         if trial is not None:
@@ -103,7 +107,7 @@ class SecurityProfileSwitch:
     @property
     def trial_from(self) -> int | None:
         """The profile to fall back to while a new one is on trial, else None."""
-        text = self._store.get_setting(FALLBACK_SETTING)
+        text = self.trial.undo
         return int(text) if text is not None else None
 
     def guard(self, value: str) -> ChangeResult | None:
@@ -119,38 +123,28 @@ class SecurityProfileSwitch:
             log.warning("SecurityProfile %d refused: it needs %s", new, "; ".join(missing))
             return ChangeResult.REJECTED
         # Written before the key, so a crash in between leaves a trial that confirms at once.
-        self._store.set_setting(FALLBACK_SETTING, str(cur))
-        self._failures = 0
+        self.trial.start(str(cur))
         log.warning("SecurityProfile %d accepted (was %d): reconnecting with it", new, cur)
         return None
 
     def connected(self) -> None:
         """The link is up: a profile on trial has proven itself."""
-        was = self.trial_from
-        if was is None:
-            return
-        self._store.delete_setting(FALLBACK_SETTING)
-        self._failures = 0
-        if was != self.current:
-            self._on_event(EVENT_RECONFIGURED,
-                           f"SecurityProfile {self.current} in use (was {was})")
+        self.trial.connected()
 
     def connect_failed(self, reason: str) -> bool:
         """A connection attempt failed. True when this made the switch fall back (the caller
         gives the link the previous profile's settings)."""
-        was = self.trial_from
-        if was is None:
-            return False
-        self._failures += 1
-        if self._failures < self._attempts:
-            return False
+        return self.trial.connect_failed(reason)
+
+    def _confirmed(self, was: str) -> None:
+        if int(was) != self.current:
+            self._on_event(EVENT_RECONFIGURED, f"SecurityProfile {self.current} in use (was {was})")
+
+    def _reverted(self, was: str, reason: str) -> None:
         new = self.current
-        self._keys.restore(KEY, str(was))
-        self._store.delete_setting(FALLBACK_SETTING)
-        self._failures = 0
+        self._keys.restore(KEY, was)
         self._on_event(EVENT_RECONFIGURED,
                        f"SecurityProfile {new} did not connect ({reason}); back to {was}")
-        return True
 
 
 __all__ = ["SecurityProfileSwitch", "missing_prerequisites"]

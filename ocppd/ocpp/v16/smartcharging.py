@@ -35,7 +35,7 @@ from ocppd.core.smart import (
 )
 from ocppd.ocpp.v16 import profiles as pj
 from ocppd.ocpp.v16.keys import Keys
-from ocppd.station import Station
+from ocppd.ports import StationApi
 from ocppd.storage import Store, StoredProfile, TxRecord
 
 log = logging.getLogger("ocppd.smart")
@@ -47,7 +47,7 @@ class SmartCharging:
         *,
         cfg: Config,
         store: Store,
-        station: Station,
+        station: StationApi,
         keys: Keys,
         wall: Callable[[], datetime],
     ) -> None:

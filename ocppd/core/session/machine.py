@@ -1,0 +1,409 @@
+"""Every rule that changes a charging session, in one place: ``step(state, event, now, rules)``.
+
+(Just above 400 lines on purpose: every transition in one file, so the rule table reads whole.)
+
+No I/O and no clock: ``now`` is an argument, storage writes, timers and hardware outputs come
+back as effects (state.py) for the shell to carry out. An event that cannot happen in the
+current state raises ``IllegalEvent`` instead of corrupting the state.
+
+A step has two halves:
+
+1. **Transition** (``_RULES``, one function per event type): what the event changes, plus the
+   effects only it can cause (record a start or an end, store availability, move the lock).
+2. **Settle** (derive.py), the same after every event: the charger-wide limit is re-shared,
+   pilot offers and contactors follow from the facts through the safety rules (core/safety.py),
+   statuses are derived (core/model.py) and reported when they change, and the timers the state
+   needs are compared with those it needed before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ocppd.core.evse import Fault, PilotState
+from ocppd.core.model import (
+    STOPPING_FAULTS,
+    AuthStatus,
+    StopReason,
+)
+from ocppd.core.session.derive import resumes, settle, usable, wanted_timers
+from ocppd.core.session.state import (
+    ArmTimer,
+    Authorized,
+    AvailabilitySet,
+    BeginTransaction,
+    CableRated,
+    ChargerState,
+    ConnectorState,
+    DrawCeiling,
+    Effect,
+    EndPoint,
+    EndTransaction,
+    EnergyRead,
+    Event,
+    FaultSeen,
+    ForgetDraw,
+    ForgetReservation,
+    IdTagJudged,
+    IllegalEvent,
+    LimitSet,
+    LocalLimitSet,
+    LockMoved,
+    MoveLock,
+    PilotSeen,
+    RecordStopRequest,
+    ReservationCancelled,
+    Reserved,
+    Rules,
+    ShuttingDown,
+    Started,
+    Stop,
+    StopRequested,
+    StoreAvailability,
+    StoreReservation,
+    TimerFired,
+    TimerKind,
+    TxEnded,
+    TxStarted,
+    WaitCancelled,
+    Waiting,
+)
+
+Effects = list[Effect]
+
+
+class _Step:
+    """The state being built by one transition, with the effects it asked for."""
+
+    def __init__(self, state: ChargerState, now: datetime, rules: Rules) -> None:
+        self.state, self.now, self.rules = state, now, rules
+        self.effects: Effects = []
+
+    def c(self, connector_id: int) -> ConnectorState:
+        return self.state.connector(connector_id)
+
+    def put(self, c: ConnectorState, **changes: Any) -> ConnectorState:
+        new = replace(c, **changes)
+        self.state = replace(
+            self.state, connectors={**self.state.connectors, c.connector_id: new}
+        )
+        return new
+
+    # --- rules shared by several events ----------------------------------------------------------
+
+    def stop(self, c: ConnectorState, reason: StopReason, stop_id_tag: str | None = None,
+             *, unlock: bool = True, end: EndPoint = EndPoint.NOW) -> None:
+        """Ask for a transaction's end; a second request while one is under way changes nothing.
+
+        The contactor opens in this very step (settle), the request is made durable next, and
+        only then may the shell wait on the meter and the disk to record the end."""
+        if c.tx is None or c.stop is not None:
+            return
+        c = self.put(c, stop=Stop(reason=reason, stop_id_tag=stop_id_tag,
+                                  unlock=unlock and c.spec.lockable))
+        assert c.tx is not None
+        if end is EndPoint.NOW:
+            self.effects.append(RecordStopRequest(connector_id=c.connector_id,
+                                                  tx_key=c.tx.tx_key, reason=reason,
+                                                  stop_id_tag=stop_id_tag))
+        self.effects.append(EndTransaction(connector_id=c.connector_id, tx_key=c.tx.tx_key,
+                                           reason=reason, stop_id_tag=stop_id_tag, end=end))
+
+    def judge(self, c: ConnectorState) -> None:
+        """What a refused idTag (§3.5.4) means for its session: stop, suspend, or allow up to
+        MaxEnergyOnInvalidId (§9.1.15). The one rule for a verdict just received and for a
+        session resumed after a restart, so a suspended session never comes back with energy."""
+        if c.tx is None:
+            return
+        if c.tx.id_tag_status in (None, AuthStatus.ACCEPTED):
+            # The latest verdict counts: the same rule a restart applies to the stored one.
+            self.put(c, invalid_id=False)
+            return
+        cap_wh = self.rules.max_energy_on_invalid_id_wh
+        if self.rules.stop_on_invalid_id:
+            self.stop(c, StopReason.DEAUTHORIZED)
+        elif cap_wh is None:
+            self.put(c, invalid_id=True)
+        else:
+            # without a fresh reading (dead meter at start-up) the last stored register counts
+            energy_wh = c.energy_wh if c.energy_wh is not None else c.tx.meter_start_wh
+            if energy_wh - c.tx.meter_start_wh >= cap_wh:
+                self.put(c, invalid_id=True)
+
+    def set_operative(self, c: ConnectorState, operative: bool) -> None:
+        self.put(c, operative=operative, scheduled_operative=None,
+                 waiting=c.waiting if operative else None)
+        self.effects.append(StoreAvailability(connector_id=c.connector_id, operative=operative,
+                                              scheduled=None))
+
+    def begin(self, c: ConnectorState, w: Waiting) -> None:
+        self.put(c, waiting=None)
+        self.effects.append(BeginTransaction(connector_id=c.connector_id, id_tag=w.id_tag,
+                                             parent_id_tag=w.parent_id_tag,
+                                             reservation_id=w.reservation_id))
+
+
+# --- transitions, one per event type ------------------------------------------------------------
+
+
+def _pilot(s: _Step, e: PilotSeen) -> None:
+    c = s.c(e.connector_id)
+    old = c.pilot
+    if e.pilot is old:
+        return
+    faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.PILOT_FAULT)
+    if e.pilot in (PilotState.E, PilotState.F):
+        faults += (Fault.PILOT_FAULT,)
+    if (e.pilot is PilotState.A) != (old is PilotState.A):
+        # A cable left or entered the socket: whatever a failed lock move left behind is gone.
+        # Without lock feedback nothing else would ever tell.
+        faults = tuple(f for f in faults if f is not Fault.LOCK_FAILURE)
+    c = s.put(c, pilot=e.pilot, faults=faults)
+    if e.pilot.wants_power and not old.wants_power:  # an EV that starts asking gets its share
+        c = s.put(c, draw_ceiling_a=None)
+        s.effects.append(ForgetDraw(connector_id=c.connector_id))
+    if not s.state.running:
+        return
+    if e.pilot.plugged and not old.plugged:
+        c = s.put(c, finishing=False)
+        if c.waiting is not None and c.tx is None:
+            s.begin(c, c.waiting)
+        elif c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
+            # the EV is back for a session whose lock failed (or was released): lock again
+            s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+    elif e.pilot is PilotState.A:
+        c = s.put(c, finishing=False)
+        if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
+            # §9.1.35: the socket side is unlocked only if UnlockConnectorOnEVSideDisconnect
+            s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
+
+
+def _fault(s: _Step, e: FaultSeen) -> None:
+    def toggle(faults: tuple[Fault, ...]) -> tuple[Fault, ...]:
+        kept = tuple(f for f in faults if f is not e.fault)
+        return kept + (e.fault,) if e.active else kept
+
+    if e.connector_id == 0:
+        s.state = replace(s.state, faults=toggle(s.state.faults))
+        targets = list(s.state.connectors.values())
+    else:
+        c = s.c(e.connector_id)
+        targets = [s.put(c, faults=toggle(c.faults))]
+    if e.active and e.fault in STOPPING_FAULTS and s.state.running:
+        # the charger cannot safely go on: the transaction ends rather than pauses
+        reason = StopReason.EMERGENCY_STOP if e.fault is Fault.EMERGENCY_STOP else StopReason.OTHER
+        for c in targets:
+            s.stop(s.c(c.connector_id), reason)
+
+
+def _cable(s: _Step, e: CableRated) -> None:
+    s.put(s.c(e.connector_id), cable_max_a=e.max_current_a)
+
+
+def _energy(s: _Step, e: EnergyRead) -> None:
+    c = s.put(s.c(e.connector_id), energy_wh=e.energy_wh)
+    if c.tx is not None and not c.invalid_id and s.rules.max_energy_on_invalid_id_wh is not None:
+        if not s.rules.stop_on_invalid_id:
+            s.judge(c)
+
+
+def _draw(s: _Step, e: DrawCeiling) -> None:
+    s.put(s.c(e.connector_id), draw_ceiling_a=e.ceiling_a)
+
+
+def _limit(s: _Step, e: LimitSet) -> None:
+    if e.connector_id == 0:
+        s.state = replace(s.state, limit_a=e.limit_a)
+    else:
+        s.put(s.c(e.connector_id), smart_limit_a=e.limit_a)
+
+
+def _local_limit(s: _Step, e: LocalLimitSet) -> None:
+    s.put(s.c(e.connector_id), local_limit_a=e.limit_a)
+
+
+def _authorized(s: _Step, e: Authorized) -> None:
+    c = s.c(e.connector_id)
+    if not usable(s.state, c.connector_id):
+        raise IllegalEvent(f"connector {c.connector_id} cannot take a session now")
+    timeout_s = max(1, s.rules.connection_timeout_s)
+    w = Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
+                reservation_id=e.reservation_id, deadline=s.now + timedelta(seconds=timeout_s))
+    if c.pilot.plugged:
+        s.begin(c, w)
+    else:
+        s.put(c, waiting=w)
+
+
+def _wait_cancelled(s: _Step, e: WaitCancelled) -> None:
+    c = s.c(e.connector_id)
+    if c.waiting is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no waiting session")
+    s.put(c, waiting=None)
+
+
+def _tx_started(s: _Step, e: TxStarted) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is not None:
+        raise IllegalEvent(f"connector {c.connector_id} already has a transaction")
+    if c.hold is not None:  # used up (or another card took the reserved connector)
+        s.effects.append(ForgetReservation(reservation_id=c.hold.reservation_id))
+    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None)
+    s.judge(c)
+
+
+def _stop_requested(s: _Step, e: StopRequested) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction to stop")
+    s.stop(c, e.reason, e.stop_id_tag, unlock=e.unlock)
+
+
+def _tx_ended(s: _Step, e: TxEnded) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None or c.stop is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction being stopped")
+    unlock = c.stop.unlock
+    c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
+              draw_ceiling_a=None)
+    s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
+    if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
+        s.set_operative(c, c.scheduled_operative)
+    if unlock:  # as at the end of any session: a lock left engaged keeps the driver's cable
+        s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
+
+
+def _lock_moved(s: _Step, e: LockMoved) -> None:
+    """Only a lock move that worked lets the contactor close (core/safety.py); after a failed
+    one the lock's position is not known. Its outcome sets or clears ConnectorLockFailure."""
+    c = s.c(e.connector_id)
+    faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.LOCK_FAILURE)
+    if not e.ok:
+        faults += (Fault.LOCK_FAILURE,)
+    s.put(c, locked=e.ok and e.locked, faults=faults)
+
+
+def _id_tag_judged(s: _Step, e: IdTagJudged) -> None:
+    c = s.c(e.connector_id)
+    if c.tx is None:
+        raise IllegalEvent(f"connector {c.connector_id} has no transaction to judge")
+    parent = e.parent_id_tag if e.parent_id_tag is not None else c.tx.parent_id_tag
+    s.judge(s.put(c, tx=replace(c.tx, id_tag_status=e.status, parent_id_tag=parent)))
+
+
+def _reserved(s: _Step, e: Reserved) -> None:
+    _forget(s, e.hold.reservation_id)  # the same id replaces (§5.13)
+    c = s.c(e.connector_id)
+    if c.hold is not None:
+        raise IllegalEvent(f"connector {c.connector_id} is reserved already")
+    s.put(c, hold=e.hold)
+    s.effects.append(StoreReservation(connector_id=c.connector_id, hold=e.hold))
+
+
+def _forget(s: _Step, reservation_id: int, *, expired: bool = False) -> None:
+    for c in s.state.connectors.values():
+        if c.hold is not None and c.hold.reservation_id == reservation_id:
+            s.put(c, hold=None)
+            s.effects.append(ForgetReservation(reservation_id=reservation_id, expired=expired))
+
+
+def _reservation_cancelled(s: _Step, e: ReservationCancelled) -> None:
+    _forget(s, e.reservation_id)
+
+
+def _availability(s: _Step, e: AvailabilitySet) -> None:
+    if e.connector_id == 0:
+        s.state = replace(s.state, operative=e.operative)
+        s.effects.append(StoreAvailability(connector_id=0, operative=e.operative, scheduled=None))
+        targets = list(s.state.connectors.values())
+    else:
+        targets = [s.c(e.connector_id)]
+    for c in targets:
+        if c.tx is not None:  # Scheduled: applies when the transaction ends
+            s.put(c, scheduled_operative=e.operative)
+            s.effects.append(StoreAvailability(connector_id=c.connector_id,
+                                               operative=c.operative, scheduled=e.operative))
+        else:
+            s.set_operative(c, e.operative)
+
+
+def _timer(s: _Step, e: TimerFired) -> None:
+    due = wanted_timers(s.state).get(e.timer)
+    if due is None:
+        return  # cancelled or replaced meanwhile
+    if s.now < due:  # fired early: the wall clock was set back meanwhile
+        s.effects.append(ArmTimer(timer=e.timer, at=due))
+        return
+    match e.timer.kind:
+        case TimerKind.CONNECTION:  # §9.1.6: no EV in time, back to Available
+            s.put(s.c(e.timer.key), waiting=None)
+        case TimerKind.RESERVATION:
+            _forget(s, e.timer.key, expired=True)
+
+
+def _started(s: _Step, e: Started) -> None:
+    """End of start-up: transactions the power cut left open resume or end (§4.10, TC_032);
+    a Scheduled availability whose transaction ended with the power applies; plug locks are
+    brought where the sessions need them."""
+    s.state = replace(s.state, running=True)
+    for c in list(s.state.connectors.values()):
+        if c.tx is not None and c.stop is not None:
+            # A stop was asked before the restart: finished as asked, whatever power_loss says
+            # (its contactor was open from the moment it was asked).
+            stop, c = c.stop, s.put(c, stop=None)
+            s.stop(c, stop.reason, stop.stop_id_tag, end=EndPoint.AS_ASKED)
+        elif resumes(c, s.rules):
+            s.judge(c)
+            if c.spec.lockable and s.c(c.connector_id).stop is None:
+                # What the lock did while the daemon was down is unknown: no energy before the
+                # plug is locked again.
+                s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+        elif c.tx is not None:
+            s.stop(c, StopReason.POWER_LOSS, end=EndPoint.LAST_RECORD)
+        else:
+            if c.scheduled_operative is not None:
+                s.set_operative(c, c.scheduled_operative)
+            if c.spec.lockable:  # no session holds this plug: release it
+                s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
+
+
+def _shutting_down(s: _Step, e: ShuttingDown) -> None:
+    s.state = replace(s.state, shutting_down=True)
+
+
+_RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
+    PilotSeen: _pilot,
+    FaultSeen: _fault,
+    CableRated: _cable,
+    EnergyRead: _energy,
+    DrawCeiling: _draw,
+    LimitSet: _limit,
+    LocalLimitSet: _local_limit,
+    Authorized: _authorized,
+    WaitCancelled: _wait_cancelled,
+    TxStarted: _tx_started,
+    StopRequested: _stop_requested,
+    TxEnded: _tx_ended,
+    IdTagJudged: _id_tag_judged,
+    LockMoved: _lock_moved,
+    Reserved: _reserved,
+    ReservationCancelled: _reservation_cancelled,
+    AvailabilitySet: _availability,
+    TimerFired: _timer,
+    Started: _started,
+    ShuttingDown: _shutting_down,
+}
+
+
+def step(
+    state: ChargerState, event: Event, now: datetime, rules: Rules
+) -> tuple[ChargerState, tuple[Effect, ...]]:
+    """Apply one event. Returns the new state and what the shell must do, in order."""
+    s = _Step(state, now, rules)
+    _RULES[type(event)](s, event)
+    new, settled = settle(state, s.state, rules)
+    # outputs and statuses first (an open contactor never waits behind a storage write)
+    return new, (*settled, *s.effects)

@@ -1,0 +1,193 @@
+"""Recording transactions for the station shell: the effects BeginTransaction, EndTransaction
+and RecordStopRequest, and the Central System's verdict on a started one. Each start and stop
+writes the transaction and its queued message in one SQLite transaction, serialized by the
+station's lock, so a power cut leaves either both or neither."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ocppd.core.auth import Credential
+from ocppd.core.model import AuthStatus
+from ocppd.core.session.state import (
+    BeginTransaction,
+    EndPoint,
+    EndTransaction,
+    IdTagJudged,
+    RecordStopRequest,
+    TxEnded,
+    TxStarted,
+)
+from ocppd.errors import StorageError
+from ocppd.ports import Refused
+from ocppd.privacy import tag
+from ocppd.shell import recovery
+
+if TYPE_CHECKING:  # the type of ``self`` in the methods below
+    from ocppd.shell.host import Host
+
+log = logging.getLogger("ocppd.station")
+
+
+class RecordingMixin:
+    storage_error: str | None  # the last write failure (full disk), for ocppctl
+
+    async def _record_start(self: Host, e: BeginTransaction) -> None:
+        cid = e.connector_id
+        on_start = self._on_start.pop(cid, None)
+        async with self._lock:
+            if self.state.connector(cid).tx is not None:
+                return
+            # IEC 61851-1 case B: the plug is locked before the session may have energy.
+            # OCTT TC_024 (Start Charging Session - Lock Failure): when the lock fails, the
+            # Charge Point reports ConnectorLockFailure (StatusNotification Faulted, §4.9) and
+            # does not start a transaction. So the lock comes before anything is recorded: no
+            # StartTransaction is queued, the authorization is used up, and the fault clears
+            # when the cable leaves the socket (or a later lock move works).
+            lockable = self._specs[cid - 1].lockable
+            if lockable and not await self._move_lock(cid, locked=True):
+                raise Refused(f"connector {cid}: the plug could not be locked, no transaction")
+            reading = await self._read_meter(cid)
+            now = self.wall()
+            meter_start = self._energy_wh(cid)
+            try:
+                with self.store.atomic():
+                    local_id = self.store.begin_transaction(
+                        connector_id=cid,
+                        id_tag=e.id_tag,
+                        meter_start_wh=meter_start,
+                        started_at=now,
+                        reservation_id=e.reservation_id,
+                        parent_id_tag=e.parent_id_tag,
+                    )
+                    if e.reservation_id is not None:
+                        self.store.reservation_delete(e.reservation_id)
+                    tx = self.store.transaction(local_id)
+                    assert tx is not None
+                    if self.port is not None:
+                        self.port.enqueue_start(tx)
+            except StorageError as exc:
+                # A transaction that cannot be recorded cannot be billed: no energy for it,
+                # and no session holds the plug.
+                self._storage_failed(exc)
+                if lockable:
+                    await self._move_lock(cid, locked=False)
+                raise Refused(f"cannot record the transaction: {exc}") from None
+            self.storage_error = None
+            self._live[cid].tx = tx
+            log.info(
+                "connector %d: transaction %d started for %s at %d Wh",
+                cid,
+                local_id,
+                tag(e.id_tag),
+                meter_start,
+                extra={"CONNECTOR_ID": cid},
+            )
+            if reading is not None and self.port is not None:
+                self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
+                                       context="begin",
+                                       offered_a=self.state.connector(cid).offer_a)
+            if on_start is not None:
+                on_start(cid, tx)  # first: its limit must hold before the contactor may close
+            for hook in self.on_tx_started:
+                hook(cid, tx)
+            jobs = self._step(TxStarted(connector_id=cid, tx=recovery.core_tx(tx)))
+        for job in jobs:  # a refused idTag may stop it at once: outside the lock
+            await job
+
+    async def _record_stop(self: Host, e: EndTransaction) -> None:
+        cid = e.connector_id
+        tx = self._live[cid].tx
+        assert tx is not None and str(tx.local_id) == e.tx_key
+        async with self._lock:
+            reading = await self._read_meter(cid) if e.end is EndPoint.NOW else None
+            match e.end:
+                case EndPoint.NOW:
+                    meter_stop, now = max(self._energy_wh(cid), tx.meter_start_wh), self.wall()
+                case EndPoint.LAST_RECORD:  # the power went: its last stored reading is all
+                    meter_stop = max(tx.last_meter_wh or tx.meter_start_wh, tx.meter_start_wh)
+                    now = tx.last_meter_at or tx.started_at
+                case EndPoint.AS_ASKED:
+                    # asked before a restart: the contactor was open since, so the register
+                    # read at start-up is the one at the stop (the stored one if the meter
+                    # does not answer)
+                    live_wh = self._energy_wh(cid) if self._live[cid].last_reading else 0
+                    meter_stop = max(tx.meter_start_wh, tx.last_meter_wh or 0, live_wh)
+                    now = tx.stopped_at or self.wall()
+            try:
+                with self.store.atomic():
+                    self.store.finish_transaction(
+                        tx.local_id,
+                        meter_stop_wh=meter_stop,
+                        stopped_at=now,
+                        reason=e.reason.value,
+                        stop_id_tag=e.stop_id_tag,
+                    )
+                    done = self.store.transaction(tx.local_id)
+                    assert done is not None
+                    if self.port is not None:
+                        if reading is not None:
+                            self.port.meter_sample(connector_id=cid, tx=done, reading=reading,
+                                                   at=now, context="end",
+                                                   offered_a=self.state.connector(cid).offer_a)
+                        self.port.enqueue_stop(done)
+            except StorageError as exc:
+                # The contactor is already open. The transaction stays open in the database and
+                # is stopped at the next start-up (power-loss rules) with its last reading.
+                self._storage_failed(exc)
+                done = tx
+            log.info(
+                "connector %d: transaction %d stopped (%s%s) at %d Wh",
+                cid,
+                tx.local_id,
+                e.reason.value,
+                ", asked before the restart" if e.end is EndPoint.AS_ASKED else "",
+                meter_stop,
+                extra={"CONNECTOR_ID": cid},
+            )
+            self._live[cid].tx = None
+            for hook in self.on_tx_ended:
+                hook(cid, done)
+            jobs = self._step(TxEnded(connector_id=cid))
+        for job in jobs:
+            await job
+
+    def _record_stop_request(self: Host, e: RecordStopRequest) -> None:
+        tx = self._live[e.connector_id].tx
+        if tx is None:
+            return
+        try:
+            self.store.request_stop(tx.local_id, reason=e.reason.value,
+                                    stop_id_tag=e.stop_id_tag, at=self.wall())
+        except StorageError as exc:
+            self._storage_failed(exc)  # the stop goes on; only its crash-safety is lost
+
+    def _storage_failed(self: Host, exc: StorageError) -> None:
+        if self.storage_error != str(exc):
+            log.error("storage write failed: %s", exc)
+        self.storage_error = str(exc)
+
+    def on_start_confirmed(self: Host, local_id: int, tx_id: int, cred: Credential) -> None:
+        """StartTransaction.conf arrived (possibly long after an offline start)."""
+        with self.store.atomic():
+            self.store.set_transaction_id(local_id, tx_id)
+            self.store.set_id_tag_status(local_id, cred.status.value)
+            if cred.parent_id_tag is not None:  # the Central System's word on the parent wins
+                self.store.set_parent_id_tag(local_id, cred.parent_id_tag)
+        for cid, live in self._live.items():
+            if live.tx is None or live.tx.local_id != local_id:
+                continue
+            tx = self.store.transaction(local_id)
+            if tx is None:
+                continue
+            live.tx = tx
+            for hook in self.on_tx_confirmed:
+                hook(cid, tx)
+            if cred.status is not AuthStatus.ACCEPTED:
+                log.warning("connector %d: idTag %s rejected by the Central System (%s)",
+                            cid, tag(tx.id_tag), cred.status.value)
+            if self.state.connector(cid).tx is not None:
+                self._step_soon(IdTagJudged(connector_id=cid, status=cred.status,
+                                            parent_id_tag=cred.parent_id_tag))
+
