@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from types import SimpleNamespace
-from typing import Any, cast
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from pki import CA
 
 from ocppd.ocpp.link import LinkSettings, _ssl_context
