@@ -56,6 +56,7 @@ from ocppd.systemd import (
     setup_logging,
     watchdog_interval_s,
 )
+from ocppd.warmup import warm_up
 
 if TYPE_CHECKING:
     from ocppd.ocpp.v16.certificates import CertificateService
@@ -227,6 +228,10 @@ class Daemon:
             outbox_max_messages=s.outbox_max_messages,
             tx_samples_max=s.stop_txn_data_max_samples,
             security_log_max=self.cfg.security.security_log_max_entries,
+            # the runtime directory is a tmpfs: the confirmed-MeterValues watermark, rewritten
+            # on every confirmation, costs the SD card nothing there (storage/outbox.py)
+            confirm_mark_dir=Path(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+                                  or self.cfg.control.socket.parent),
         )
 
     def _keys(self, store: Store) -> Keys:
@@ -438,11 +443,15 @@ class Daemon:
             self.station = station = Station(
                 cfg=cfg, store=store, hw=hw, policy=V16Policy(keys), wall=self.wall
             )
+            # checkpoints (and the fsync of the log restart after one) only between sessions
+            store.may_checkpoint = lambda: all(c.tx is None for c in station.connectors.values())
+            validator = Validator()  # one for the link and the outbox: each schema compiled once
             self.cp = cp = ChargePoint(
                 cfg=cfg,
                 store=store,
                 station=station,
                 keys=keys,
+                validator=validator,
                 wall=self.wall,
                 on_reset=self._on_reset,
                 monotonic=self.monotonic,
@@ -489,7 +498,7 @@ class Daemon:
             cp.link = Link(
                 self.link_settings(keys),
                 handler=cp.handle,
-                validator=Validator(),
+                validator=validator,
                 on_connected=on_connected,
                 on_disconnected=cp.on_disconnected,
                 on_connect_failed=on_connect_failed,
@@ -527,6 +536,7 @@ class Daemon:
             asyncio.ensure_future(self.seclog.run()),
             asyncio.ensure_future(client_certs.run()),
         ]
+        tasks.append(asyncio.ensure_future(self._warm_up_after_boot(cp, keys)))
         interval = watchdog_interval_s()
         if interval is not None:
             tasks.append(asyncio.ensure_future(run_watchdog(self.notifier, interval)))
@@ -556,6 +566,19 @@ class Daemon:
         if self.reset_hard:
             self._reboot()
         return self.exit_code
+
+    async def _warm_up_after_boot(self, cp: ChargePoint, keys: Keys) -> None:
+        """First calls as fast as later ones: see ocppd/warmup.py."""
+        accepted = asyncio.Event()
+        cp.on_accepted.append(accepted.set)
+        await accepted.wait()
+        cp.on_accepted.remove(accepted.set)
+
+        def plugins() -> None:
+            load, cp.load_plugins = cp.load_plugins, None  # the first DataTransfer's scan
+            if load is not None:
+                load()
+        await warm_up(cp.validator, load_plugins=plugins, others=(lambda: keys.lookup(None),))
 
     async def _run_not_configured(self) -> int:
         """The shipped configuration: no identity, no Central System. Stay up (no restart

@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -26,11 +27,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench/ helper package
 
-from bench import procs, report  # noqa: E402
+from bench import procs, report, wear  # noqa: E402
 from bench.cs import CentralSystem  # noqa: E402
 from bench.figures import FULL, QUICK, Bench, Settings  # noqa: E402
 
-STEPS = ("startup", "imports", "idle_cpu", "storage_replay", "calls", "replay", "reaction")
+STEPS = ("startup", "imports", "idle_cpu", "storage_replay", "calls", "replay", "reaction",
+         "wear", "slow_fsync", "cold")
 
 
 async def measure(settings: Settings, workdir: Path, say: bool,
@@ -41,9 +43,26 @@ async def measure(settings: Settings, workdir: Path, say: bool,
         try:
             async def storage() -> object:
                 return bench.storage_replay()
+            async def wear_step() -> object:
+                if not shutil.which("strace"):
+                    print("  wear: strace not found, the fsync count is skipped"
+                          " (apt-get install strace)", file=sys.stderr)
+                return [await wear.charging_wear(bench, settings.wear_samples)
+                        for _ in range(settings.runs)]
+
+            async def slow_step() -> object:
+                if not wear.have_compiler():
+                    print("  slow_fsync: skipped, no C compiler for the fsync-delaying library",
+                          file=sys.stderr)
+                    return {"skipped": "no C compiler"}
+                return await wear.slow_fsync(bench, settings.reaction_runs)
+
+            async def cold_step() -> object:
+                return await wear.cold_calls(bench, settings.runs)
             steps = (("startup", bench.startup), ("imports", bench.import_times),
                      ("idle_cpu", bench.idle_cpu), ("storage_replay", storage),
-                     ("calls", bench.calls), ("replay", bench.replay), ("reaction", bench.reaction))
+                     ("calls", bench.calls), ("replay", bench.replay), ("reaction", bench.reaction),
+                     ("wear", wear_step), ("slow_fsync", slow_step), ("cold", cold_step))
             for name, step in steps:
                 if name not in only:
                     continue

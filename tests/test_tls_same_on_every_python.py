@@ -19,7 +19,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pki import CA
 
-from ocppd.ocpp.link import LinkSettings, _ssl_context
+from ocppd.ocpp.settings import LinkSettings
+from ocppd.ocpp.transport import _ssl_context
 from ocppd.ocpp.v16.transfers import tls_context
 
 pytestmark = pytest.mark.asyncio

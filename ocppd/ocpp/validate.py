@@ -100,6 +100,18 @@ class Validator:
             raise OcppCallError(CallErrorCode.FormationViolation,
                                 f"{action} {what}: nested too deeply") from None
 
+    @property
+    def compiled(self) -> frozenset[str]:
+        """The schemas compiled so far (request names, ``<action>Response`` for responses)."""
+        return frozenset(self._compiled)
+
+    def warm(self, action: str) -> None:
+        """Compile the request and response schemas of ``action`` now, not at its first use
+        (ocppd.warmup does it in idle time after the boot)."""
+        if self.knows(action):
+            self._checker(action)
+            self._checker(f"{action}Response")
+
     def check_request(self, action: str, payload: Any) -> None:
         """Raise OcppCallError if ``payload`` is not a valid ``action`` request."""
         self._check(action, action, payload, "request")

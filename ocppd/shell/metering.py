@@ -77,12 +77,15 @@ class MeteringMixin:
                 continue
             tx = self._live[cid].tx
             try:
-                if tx is not None:
-                    self.store.update_meter(tx.local_id, int(round(reading.energy_import_wh)), now)
-                if self.port is not None and (tx is not None or context != "periodic"):
-                    self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
-                                           context=context,
-                                           offered_a=self.state.connector(cid).offer_a)
+                # one commit per sample: register, transaction sample and queued MeterValues
+                with self.store.atomic():
+                    if tx is not None:
+                        self.store.update_meter(tx.local_id, int(round(reading.energy_import_wh)),
+                                                now)
+                    if self.port is not None and (tx is not None or context != "periodic"):
+                        self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
+                                               context=context,
+                                               offered_a=self.state.connector(cid).offer_a)
             except StorageError as exc:
                 self._storage_failed(exc)
 
@@ -90,9 +93,10 @@ class MeteringMixin:
         for cid in self.connectors:
             reading = await self._read_meter(cid)
             if reading is not None and self.port is not None:
-                self.port.meter_sample(connector_id=cid, tx=self._live[cid].tx, reading=reading,
-                                       at=at, context="clock",
-                                       offered_a=self.state.connector(cid).offer_a)
+                with self.store.atomic():  # one commit per sample
+                    self.port.meter_sample(connector_id=cid, tx=self._live[cid].tx,
+                                           reading=reading, at=at, context="clock",
+                                           offered_a=self.state.connector(cid).offer_a)
 
     async def refresh_readings(self: Host, max_age_s: float = 1.0) -> None:
         """Read the meters whose reading is older than ``max_age_s`` or than the last contactor

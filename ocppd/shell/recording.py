@@ -67,6 +67,8 @@ class RecordingMixin:
                     assert tx is not None
                     if self.port is not None:
                         self.port.enqueue_start(tx)
+                # the contactor closes on a recorded transaction only (storage/durability.py)
+                await self.store.durable()
             except StorageError as exc:
                 # A transaction that cannot be recorded cannot be billed: no energy for it,
                 # and no session holds the plug.

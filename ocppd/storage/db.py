@@ -4,12 +4,17 @@ This is the one place that talks to ``sqlite3`` and the one place its errors bec
 ``StorageError``. Everything runs synchronously on the event-loop thread, so every statement
 must be quick (indexed lookups, small batches).
 
-Durability. The database is in WAL mode with ``synchronous=FULL``: every commit fsyncs the
-write-ahead log, so a commit that returned survives a power cut at any later instant. A few
-writes whose loss after a power cut is harmless may commit *lazily* (``durable=False``:
-``synchronous=NORMAL`` for that one commit, no fsync). The WAL is append-only, so the next
-durable commit (or checkpoint) makes every earlier lazy commit durable too: a power cut can
-only undo a tail of lazy commits, never one that a later durable commit depends on.
+Durability. The database is in WAL mode with ``synchronous=NORMAL``: a commit appends its frames
+to the write-ahead log and returns without an fsync, so nothing on the event-loop thread waits for
+the disk. A background thread (``durability.Syncer``) fsyncs the log: at once after a commit made
+with ``durable=True`` (the default), or with the next one for a commit made with ``durable=False``
+(writes whose loss after a power cut is harmless). Code that may only act once a write survives a
+power cut awaits the barrier (``Store.durable()``). The WAL is append-only and checksummed, so a
+power cut can only undo a tail of commits nobody acted upon. See durability.py.
+
+Page size. New databases use 1 KiB pages: a commit writes whole pages to the log, and the rows a
+meter sample touches are small, so 4 KiB pages wrote four times the bytes for the same data
+(SD-card wear). Existing databases keep their page size.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 
 from ocppd.errors import StorageError
 from ocppd.storage import schema
+from ocppd.storage.durability import Syncer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,8 @@ _SQLITE_NOTADB = 26
 _CORRUPT_CODES = (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 Params = Sequence[Any]
+
+PAGE_SIZE_BYTES = 1024  # new databases (see the module docstring)
 
 
 class StorageFullError(StorageError):
@@ -64,6 +72,11 @@ class Database:
         self.path = path
         self._depth = 0  # nesting of atomic()
         self.on_rollback: list[Any] = []  # callbacks: drop caches that may describe undone work
+        # callbacks run inside every outermost transaction just before COMMIT (writes that ride
+        # along with whatever commits next), and after a COMMIT succeeded
+        self.before_commit: list[Callable[[], None]] = []
+        self.after_commit: list[Callable[[], None]] = []
+        self.syncer = Syncer(path)
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -92,10 +105,14 @@ class Database:
                     f"{path}: schema version {version} was written by a newer ocppd (this one"
                     f" knows up to {schema.LATEST_VERSION}); refusing to open it"
                 )
+            if version == 0 and int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0:
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}")  # before the first table
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StorageError(f"{path}: cannot switch the database to WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            # checkpoints fsync: the background thread runs them (durability.py)
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("PRAGMA journal_size_limit = 4194304")  # trim the WAL after checkpoints
             if max_size_bytes is not None:
                 # a hard ceiling keeps the store from filling the SD card; hitting it behaves
@@ -114,6 +131,7 @@ class Database:
         return cls(conn, path)
 
     def close(self) -> None:
+        self.syncer.close()  # everything committed becomes durable first
         try:
             self._conn.close()
         except sqlite3.Error as e:
@@ -166,10 +184,12 @@ class Database:
 
     @contextmanager
     def atomic(self, *, durable: bool = True) -> Iterator[None]:
-        """All writes inside commit together (one fsync), or none on an exception.
+        """All writes inside commit together, or none on an exception.
 
         Nested blocks become savepoints: an exception caught inside the outer block undoes only
-        the inner block. ``durable`` matters only for the outermost block.
+        the inner block. ``durable`` matters only for the outermost block: True asks the
+        background thread to fsync the log at once, False leaves the commit to the next fsync.
+        Either way the commit returns without waiting for the disk.
         """
         conn = self._conn
         if self._depth:
@@ -193,13 +213,14 @@ class Database:
             return
 
         # sqlite3 errors propagate untranslated: the caller's guard() names the action
-        if not durable:
-            conn.execute("PRAGMA synchronous = NORMAL")
+        changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
                 yield
+                for cb in self.before_commit:
+                    cb()
             except BaseException:
                 self._rollback()
                 raise
@@ -210,8 +231,10 @@ class Database:
                 raise
         finally:
             self._depth = 0
-            if not durable:
-                conn.execute("PRAGMA synchronous = FULL")
+        for cb in self.after_commit:
+            cb()
+        if conn.total_changes != changes:
+            self.syncer.committed_one(sync=durable)
 
     def _rollback(self) -> None:
         if self._conn.in_transaction:

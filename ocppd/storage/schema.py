@@ -142,6 +142,45 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (use, fingerprint)
     );
     """,
+    # 5: SD-card wear: fewer pages written per meter sample (each is a page in the log).
+    # - The outbox loses its two indexes (a page each per put and per delete; it is short in
+    #   normal operation, and the queries that used them scan it in seq order, its primary key,
+    #   or run once per transaction) and AUTOINCREMENT (a page of sqlite_sequence per put; the
+    #   store hands out seqs itself, above every seq it ever used: outbox.py).
+    # - tx_samples is keyed by (local_id, id) WITHOUT ROWID: the rows of a transaction are
+    #   found through the table itself, not through an index written on every sample. Its
+    #   energy_wh is the meter register of the sample, when the transaction's own row was not
+    #   rewritten for it (transactions.py).
+    """
+    DROP INDEX outbox_by_tx;
+    DROP INDEX outbox_meter;
+    CREATE TABLE outbox_v5 (
+        seq INTEGER PRIMARY KEY,
+        action TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        local_tx_id INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('start', 'stop', 'meter')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        created_at TEXT NOT NULL
+    );
+    INSERT INTO outbox_v5 SELECT seq, action, payload, local_tx_id, kind, attempts,
+        next_attempt_at, created_at FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v5 RENAME TO outbox;
+    DROP INDEX tx_samples_by_tx;
+    CREATE TABLE tx_samples_v5 (
+        local_id INTEGER NOT NULL,
+        id INTEGER NOT NULL,
+        taken_at TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        energy_wh INTEGER,
+        PRIMARY KEY (local_id, id)
+    ) WITHOUT ROWID;
+    INSERT INTO tx_samples_v5 SELECT local_id, id, taken_at, payload, NULL FROM tx_samples;
+    DROP TABLE tx_samples;
+    ALTER TABLE tx_samples_v5 RENAME TO tx_samples;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -1,18 +1,20 @@
 """The persistent store: one SQLite file that survives crashes, outages and power cuts.
 
 The layers above decide WHAT to store; this class makes it durable, atomic and fast. Every
-public method is one transaction, committed (and fsynced) before it returns, unless it runs
-inside ``atomic()``, where everything commits together. All errors are ``StorageError``
-(``StorageFullError`` for a full disk, ``StorageCorruptError`` for a damaged file); programming
-errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
+public method is one transaction, committed before it returns (and fsynced right after, off the
+event-loop thread), unless it runs inside ``atomic()``, where everything commits together. All
+errors are ``StorageError`` (``StorageFullError`` for a full disk, ``StorageCorruptError`` for
+a damaged file); programming errors (unknown ids, naive datetimes) are ``KeyError``/``ValueError``.
 
-Calls are synchronous and quick: the store is used from the event-loop thread.
+Calls are synchronous and quick: the store is used from the event-loop thread, and no call waits
+for the disk (commits are made durable by a background thread; ``durable()`` is the barrier for
+code that must act only on durable writes, see durability.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +37,7 @@ EVENTS_MAX = 5000  # diagnostics ring: newest events kept
 
 class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
     def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int,
-                 security_log_max: int = 10_000) -> None:
+                 security_log_max: int = 10_000, confirm_mark_dir: Path | None = None) -> None:
         self._db = db
         self._seclog_max = security_log_max
         self._outbox_max = outbox_max_messages
@@ -43,30 +45,34 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
         self._over_cap_warned = False
         self._tx_samples_max = tx_samples_max
         self.outbox_dropped = 0  # MeterValues dropped by the cap since open
-        self._open_confirmations()
+        self._open_meter_readings()
+        self._open_confirmations(confirm_mark_dir)
         db.on_rollback.append(self._forget_cached_counts)
 
     @classmethod
     def open(cls, path: Path, *, move_aside_corrupt: bool = False,
              outbox_max_messages: int = 50_000, tx_samples_max: int = 1000,
-             max_size_bytes: int | None = None, security_log_max: int = 10_000) -> Store:
+             max_size_bytes: int | None = None, security_log_max: int = 10_000,
+             confirm_mark_dir: Path | None = None) -> Store:
         """Open (creating or upgrading) the store at ``path``.
 
         A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
         renamed to ``<path>.corrupt-<UTC timestamp>`` (never deleted) and an empty store is
         created. A file from a newer ocppd is always refused. ``max_size_bytes`` caps the file
         (writes beyond it fail like a full disk, with ``StorageFullError``).
+        ``confirm_mark_dir``: where the watermark of confirmed MeterValues is kept (outbox.py);
+        a tmpfs such as the runtime directory spares the disk. Default: next to the database.
         """
         if outbox_max_messages < 1 or tx_samples_max < 2:
             raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
         db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt,
                            max_size_bytes=max_size_bytes)
         return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max,
-                   security_log_max=security_log_max)
+                   security_log_max=security_log_max, confirm_mark_dir=confirm_mark_dir)
 
     def close(self) -> None:
         try:
-            if self._mark is not None and not self._mark.closed:
+            if self._mark is None or not self._mark.closed:
                 self.outbox_flush()
         finally:
             if self._mark is not None:
@@ -89,10 +95,32 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
-        """Group calls: they commit together with one fsync, or not at all on an exception.
+        """Group calls: they commit together (one fsync, in the background), or not at all on an
+        exception.
         Nest-safe (inner blocks are savepoints)."""
         with self._db.guard("run an atomic block"), self._db.atomic():
             yield
+
+    async def durable(self) -> None:
+        """The durability barrier: returns once every write committed so far survives a power
+        cut (all but the lazy ones, ``durable=False``, whose loss is harmless). Await it before
+        acting on a write (sending a queued message, closing a contactor for a new
+        transaction); commits themselves never wait for the disk (durability.py)."""
+        await self._db.syncer.wait()
+
+    def sync(self) -> bool:
+        """The same, blocking the calling thread; True once durable (tools and tests)."""
+        return self._db.syncer.wait_blocking()
+
+    @property
+    def may_checkpoint(self) -> Callable[[], bool]:
+        return self._db.syncer.may_checkpoint
+
+    @may_checkpoint.setter
+    def may_checkpoint(self, fn: Callable[[], bool]) -> None:
+        """When a checkpoint (and the log restart after it, an fsync on the loop thread) is
+        harmless: the application says 'no transaction running'."""
+        self._db.syncer.may_checkpoint = fn
 
     def integrity_check(self) -> list[str]:
         """``['ok']`` when the file is healthy (``PRAGMA quick_check``)."""

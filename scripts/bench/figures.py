@@ -34,12 +34,13 @@ class Settings:
     calls: int  # per batch, per action
     replay_n: int
     reaction_runs: int
+    wear_samples: int  # periodic samples per wear run (1 s apart)
 
 
 FULL = Settings(runs=5, settle_s=1.0, idle_window_s=60.0, idle_slices=6, calls=1000,
-                replay_n=10_000, reaction_runs=9)
+                replay_n=10_000, reaction_runs=9, wear_samples=30)
 QUICK = Settings(runs=2, settle_s=0.3, idle_window_s=2.0, idle_slices=2, calls=100,
-                 replay_n=300, reaction_runs=3)
+                 replay_n=300, reaction_runs=3, wear_samples=3)
 
 
 def median(values: Sequence[float]) -> float:
@@ -67,16 +68,20 @@ class Bench:
         return d
 
     async def _daemon(self, what: str, *, queued: int = 0, boot_status: str | None = None,
+                      ocpp: dict[str, int] | None = None, env: dict[str, str] | None = None,
                       ) -> tuple[procs.Proc, procs.NotifySocket, Path, str]:
         d = self._new_dir(what)
         cp_id = f"{workload.CP_ID}-{self._n}"
-        cfg = workload.write_config(d, self.cs.url, cp_id=cp_id, connectors=CONNECTORS)
+        cfg = workload.write_config(d, self.cs.url, cp_id=cp_id, connectors=CONNECTORS,
+                                    ocpp=ocpp)
         # An existing database, as on every start but the first of a charger's life.
         workload.prefill_outbox(d / "ocppd.db", queued)
         if boot_status is not None:
             self.cs.boot_status_of[cp_id] = boot_status
         notify = procs.NotifySocket(d / "notify.sock")
-        proc = await procs.start_daemon(cfg, notify)
+        # as under systemd (RuntimeDirectory=): the daemon's runtime directory is a tmpfs
+        env = {**procs.runtime_dir_env(), **(env or {})}
+        proc = await procs.start_daemon(cfg, notify, env)
         return proc, notify, d, cp_id
 
     async def _stop(self, proc: procs.Proc, notify: procs.NotifySocket | None = None) -> None:
@@ -180,23 +185,29 @@ class Bench:
             await asyncio.sleep(max(self.s.settle_s, 1.0))
             slice_s = self.s.idle_window_s / self.s.idle_slices
             slices: dict[str, list[float]] = {"ocppd": [], "floor": []}
+            written_per_h: list[float] = []  # bytes the daemon wrote, per slice, scaled
             t_start = time.monotonic()
             cpu_start = {"ocppd": proc.cpu_s(), "floor": floor.cpu_s()}
+            written_start = proc.write_bytes()
             for _ in range(self.s.idle_slices):
                 t0 = time.monotonic()
                 c0 = {"ocppd": proc.cpu_s(), "floor": floor.cpu_s()}
+                w0 = proc.write_bytes()
                 await asyncio.sleep(slice_s)
                 wall_s = time.monotonic() - t0
+                written_per_h.append((proc.write_bytes() - w0) * 3600 / wall_s)
                 slices["ocppd"].append((proc.cpu_s() - c0["ocppd"]) / wall_s * 100)
                 slices["floor"].append((floor.cpu_s() - c0["floor"]) / wall_s * 100)
             wall_s = time.monotonic() - t_start
             whole = {"ocppd": (proc.cpu_s() - cpu_start["ocppd"]) / wall_s * 100,
                      "floor": (floor.cpu_s() - cpu_start["floor"]) / wall_s * 100}
+            written = proc.write_bytes() - written_start
             frames = sum(len(v) for v in self.cs.stations[cp_id].handled.values())
         finally:
             await self._stop(floor)
             await self._stop(proc, notify)
         return {"slice_s": slice_s, "window_s": wall_s, "slices_pct": slices, "window_pct": whole,
+                "written_bytes": written, "written_bytes_per_h_slices": written_per_h,
                 "ocppd_frames_in_window_and_boot": frames}
 
     # --- 4: calls from the Central System and replay -------------------------------------------

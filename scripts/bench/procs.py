@@ -9,11 +9,14 @@ is how the reaction figure sees the contactor close.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +109,17 @@ class Proc:
     def peak_rss_kb(self) -> int:
         return self._status_kb("VmHWM")
 
+    def write_bytes(self) -> int:
+        """Bytes this process caused to be written to storage (proc(5) /proc/PID/io,
+        counted when a page is dirtied), all its threads."""
+        for row in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+            if row.startswith("write_bytes:"):
+                return int(row.split()[1])
+        raise RuntimeError(f"no write_bytes in /proc/{self.pid}/io")
+
+    def threads(self) -> list[int]:
+        return sorted(int(t.name) for t in Path(f"/proc/{self.pid}/task").iterdir())
+
     def cpu_s(self) -> float:
         """utime + stime of the process (all its threads), seconds."""
         text = Path(f"/proc/{self.pid}/stat").read_text()
@@ -188,8 +202,21 @@ class NotifySocket:
             self.path.unlink()
 
 
-async def start_daemon(cfg_path: Path, notify: NotifySocket | None = None) -> Proc:
-    env = child_env({"NOTIFY_SOCKET": str(notify.path)} if notify else None)
+def runtime_dir_env() -> dict[str, str]:
+    """RUNTIME_DIRECTORY on a tmpfs, as systemd sets it for the service (RuntimeDirectory=);
+    removed when the benchmark exits. Empty where there is no /dev/shm."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return {}
+    path = tempfile.mkdtemp(prefix="ocppd-bench-run-", dir=shm)
+    atexit.register(shutil.rmtree, path, True)
+    return {"RUNTIME_DIRECTORY": path}
+
+
+async def start_daemon(cfg_path: Path, notify: NotifySocket | None = None,
+                       env_extra: dict[str, str] | None = None) -> Proc:
+    env = child_env({**({"NOTIFY_SOCKET": str(notify.path)} if notify else {}),
+                     **(env_extra or {})})
     argv = [sys.executable, "-m", "ocppd", "--config", str(cfg_path)]
     return await Proc("ocppd").start(argv, env)
 

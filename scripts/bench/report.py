@@ -117,10 +117,49 @@ def figures(raw: dict[str, Any]) -> list[Figure]:
     if sr := raw.get("storage_replay"):
         out.append(_fig("storage_replay_per_s", "  of which SQLite alone: read+confirm/s", "1/s",
                         sr["per_s"], None, "info", None))
+    if idle:
+        out.append(_fig("idle_written_kib_per_h", "written per idle hour (write_bytes)", "KiB",
+                        [b / 1024 for b in idle["written_bytes_per_h_slices"]], None, "0",
+                        lambda o, _f: o == 0))
+    out += _wear_figures(raw)
     if re := raw.get("reaction"):
         out.append(_fig("swipe_to_contactor_ms", "swipe -> contactor closed (- CS time)", "ms",
                         col(re["runs"], "swipe_to_contactor_ms"), None, "< 50 ms",
                         _below(50.0)))
+    return out
+
+
+def _wear_figures(raw: dict[str, Any]) -> list[Figure]:
+    from bench.wear import SAMPLES_PER_HOUR
+
+    out: list[Figure] = []
+    if wr := raw.get("wear"):
+        per_h = [SAMPLES_PER_HOUR / r["samples"] for r in wr]
+        out += [
+            _fig("charging_written_mib_per_h", "written per charging hour (write_bytes)", "MiB",
+                 [r["written_bytes"] * h / 2**20 for r, h in zip(wr, per_h, strict=True)], None,
+                 "<= 0.5 MiB", lambda o, _f: o <= 0.5),
+            _fig("charging_file_growth_kib_per_h", "  database files' growth per hour", "KiB",
+                 [r["file_growth_bytes"] * h / 1024 for r, h in zip(wr, per_h, strict=True)],
+                 None, "info", None),
+        ]
+        if all(r["fsyncs"] is not None for r in wr):
+            out.append(_fig("fsyncs_per_sample", "fsync+fdatasync per sample (strace)", "1",
+                            [r["fsyncs"] / r["samples"] for r in wr], None, "<= 1",
+                            lambda o, _f: o <= 1.0))
+    sf = raw.get("slow_fsync")
+    if sf and "skipped" not in sf:
+        out.append(_fig("unplug_to_open_slow_fsync_ms",
+                        f"unplug -> contactor open, fsync {sf['fsync_ms']} ms (floor: normal"
+                        " disk)", "ms", sf["slow_ms"], sf["normal_ms"], "< 20 ms", _below(20.0)))
+    if cold := raw.get("cold"):
+        for what, name in (("DataTransfer", "first DataTransfer after start"),
+                           ("GetConfiguration", "first GetConfiguration after start"),
+                           ("swipe", "first swipe -> contactor after start")):
+            out.append(_fig(f"{what}_cold_ms", f"{name} (floor: warm)", "ms",
+                            col(cold["runs"], f"{what}_cold_ms"),
+                            col(cold["runs"], f"{what}_warm_ms"), "<= warm + 2 ms",
+                            lambda o, f: f is not None and o <= f + 2.0))
     return out
 
 

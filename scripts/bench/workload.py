@@ -17,7 +17,9 @@ CP_ID = "CP-BENCH-1"
 METER_SAMPLE_INTERVAL_S = 60
 
 
-def config_text(workdir: Path, url: str, *, cp_id: str = CP_ID, connectors: int = 2) -> str:
+def config_text(workdir: Path, url: str, *, cp_id: str = CP_ID, connectors: int = 2,
+                ocpp: dict[str, int] | None = None) -> str:
+    keys = {"MeterValueSampleInterval": METER_SAMPLE_INTERVAL_S, **(ocpp or {})}
     conn = "".join('\n[[connectors]]\nmax_current_a = 32.0\ncable = "socket"\n'
                    for _ in range(connectors))
     return f"""
@@ -42,8 +44,7 @@ level = "info"
 [system]
 reboot_command = ["/bin/true"]
 [ocpp]
-MeterValueSampleInterval = {METER_SAMPLE_INTERVAL_S}
-"""
+""" + "".join(f"{k} = {v}\n" for k, v in keys.items())
 
 
 def write_config(workdir: Path, url: str, **kw: Any) -> Path:

@@ -203,6 +203,8 @@ async def test_remote_start_with_an_invalid_profile_is_rejected_and_starts_nothi
         conf = await cs.call(CP_ID, call.RemoteStartTransaction(id_tag="R2", connector_id=1))
         assert conf.status == "Accepted"
         await wait_status(cs, "Charging")
+        # the queued StartTransaction goes out once durable: the status may overtake it (§3.7)
+        await cs.wait_for("StartTransaction")
         assert [p["idTag"] for p in cs.received("StartTransaction")] == ["R2"]
 
 

@@ -243,3 +243,47 @@ class SteppedSleep:
 
     def release(self) -> None:
         self._go.release()
+
+
+class ManualTimer:
+    def __init__(self, when: float, callback: Callable[[], None]) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """An injected clock with its timers (``Link(clock=c, call_later=c.call_later)``): time
+    moves only when the test advances it, and timers fire at their exact time on it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+        self._timers: list[ManualTimer] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> ManualTimer:
+        timer = ManualTimer(self.now + delay_s, callback)
+        self._timers.append(timer)
+        return timer
+
+    @property
+    def armed(self) -> int:
+        """Timers waiting to fire."""
+        return sum(not t.cancelled for t in self._timers)
+
+    def advance(self, delta_s: float) -> None:
+        """Move time on by ``delta_s``, firing each timer due on the way at its own time."""
+        end = self.now + delta_s
+        while True:
+            self._timers = [t for t in self._timers if not t.cancelled]
+            due = [t for t in self._timers if t.when <= end]
+            if not due:
+                break
+            timer = min(due, key=lambda t: t.when)
+            self._timers.remove(timer)
+            self.now = max(self.now, timer.when)
+            timer.callback()
+        self.now = end

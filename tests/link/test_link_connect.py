@@ -6,15 +6,21 @@ import asyncio
 import json
 import logging
 import ssl
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 from faultproxy import FaultProxy, Mode
-from linkkit import CentralSystem, Handlers, SteppedSleep, running, settings_for
+from linkkit import (
+    CentralSystem,
+    Handlers,
+    ManualClock,
+    SteppedSleep,
+    running,
+    settings_for,
+)
 
 from ocppd.ocpp.link import Link, LinkSettings, backoff_delay_s, build_url
 
@@ -326,96 +332,121 @@ async def test_jitter_spreads_delays(cs: CentralSystem, handlers: Handlers) -> N
 # --- dead links ---------------------------------------------------------------------------------
 
 
+async def _until(cond: Callable[[], bool], what: str, timeout_s: float = 5.0) -> None:
+    """Wait (bounded) for something the event loop brings about."""
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.005)
+    try:
+        await asyncio.wait_for(poll(), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s} s: {what}") from None
+
+
+# The keepalive runs on the link's injected clock: these tests step through the intervals of
+# WebSocketPingInterval (OCPP-J §5.3) exactly instead of measuring wall-clock windows.
+
+
 async def test_half_open_link_is_detected_and_replaced(cs: CentralSystem,
                                                        handlers: Handlers) -> None:
-    ping_s = 0.2
+    ping_s, clock = 60.0, ManualClock()
     async with FaultProxy(cs.port) as proxy:
-        down = asyncio.Event()
+        down_at: list[float] = []
         link = Link(settings_for(f"ws://127.0.0.1:{proxy.port}/ocpp", ping_interval_s=ping_s,
                                  reconnect_min_s=0.05, reconnect_max_s=0.1),
-                    handler=handlers, on_disconnected=lambda _r: down.set())
+                    handler=handlers, on_disconnected=lambda _r: down_at.append(clock.now),
+                    clock=clock, call_later=clock.call_later)
         async with running(link):
             await cs.connection(1)
             await asyncio.wait_for(link.wait_connected(), 5)
             await proxy.set_mode(Mode.BLACKHOLE)  # the established connection goes half-open
-            t0 = time.monotonic()
             await proxy.set_mode(Mode.PASS)  # new connections work again; the old one is dead
-            await asyncio.wait_for(down.wait(), 5)
-            detected_s = time.monotonic() - t0
+            t0 = clock.now
+            clock.advance(ping_s)  # an interval of silence: a ping (into the void)
+            clock.advance(ping_s / 2)  # no pong within half an interval: dead
+            await _until(lambda: bool(down_at), "the half-open connection dropped")
             conn2 = await cs.connection(2)
             await asyncio.wait_for(link.wait_connected(), 5)
-            replaced_s = time.monotonic() - t0
             handlers.returns("ClearCache", {"status": "Accepted"})
             assert (await conn2.call("ClearCache", {}))[2] == {"status": "Accepted"}
-    assert detected_s <= 2 * ping_s + 0.15, detected_s
-    assert replaced_s <= 3 * ping_s, replaced_s
+    assert down_at[0] == t0 + 1.5 * ping_s  # (the second: closing at the end)
 
 
 async def test_pings_keep_an_idle_link_to_a_live_peer(cs: CentralSystem,
                                                       handlers: Handlers) -> None:
-    ping_s = 0.1
-    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers)
+    ping_s, clock = 60.0, ManualClock()
+    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers,
+                clock=clock, call_later=clock.call_later)
     async with running(link):
         conn = await cs.connection(1)
         await asyncio.wait_for(link.wait_connected(), 5)
-        loop = asyncio.get_running_loop()
-        t0 = loop.time()
-        while conn.pings < 3:  # idle: nothing but pings and pongs
-            assert loop.time() - t0 < 5, "no pings"
-            await asyncio.sleep(0.01)
-        assert link.connected and len(cs.conns) == 1
-        # at most one per interval of silence, however slow this machine is
-        assert conn.pings <= (loop.time() - t0) / ping_s + 1
+        clock.advance(ping_s - 1)
+        assert conn.pings == 0 and clock.armed == 1  # not before an interval of silence
+        clock.advance(1)
+        for n in range(1, 5):  # idle: nothing but pings and pongs, one per interval
+            await _until(lambda: conn.pings == n, f"ping {n}")  # noqa: B023
+            await _until(lambda: link.last_received == clock.now, f"pong {n}")  # noqa: B023
+            clock.advance(ping_s)
+        await _until(lambda: conn.pings == 5, "ping 5")
+        assert link.connected and len(cs.conns) == 1 and not conn.closed.is_set()
+        assert conn.pings == 5
 
 
 async def test_a_new_ping_interval_applies_without_reconnecting(cs: CentralSystem,
                                                                handlers: Handlers) -> None:
-    link = Link(settings_for(cs.url, ping_interval_s=0), handler=handlers)
+    clock = ManualClock()
+    link = Link(settings_for(cs.url, ping_interval_s=0), handler=handlers,
+                clock=clock, call_later=clock.call_later)
     async with running(link):
         conn = await cs.connection(1)
         await asyncio.wait_for(link.wait_connected(), 5)
-        await asyncio.sleep(0.3)
-        assert conn.pings == 0  # WebSocketPingInterval 0: no pings
-        link.update(settings_for(cs.url, ping_interval_s=0.1))
-        for _ in range(500):  # bounded: 5 s
-            if conn.pings >= 2:
-                break
-            await asyncio.sleep(0.01)
-        assert conn.pings >= 2 and len(cs.conns) == 1
+        assert clock.armed == 0  # WebSocketPingInterval 0: no pings
+        link.update(settings_for(cs.url, ping_interval_s=30))
+        assert clock.armed == 1
+        clock.advance(30)
+        await _until(lambda: conn.pings == 1, "a ping on the new interval")
+        assert len(cs.conns) == 1
         link.update(settings_for(cs.url, ping_interval_s=0))
-        await asyncio.sleep(0.15)  # a ping already on its way may still arrive
-        seen = conn.pings
-        await asyncio.sleep(0.4)
-        assert conn.pings == seen and link.connected
+        assert clock.armed == 0  # off at once: nothing left to fire
+        clock.advance(3600)
+        assert conn.pings == 1 and link.connected
 
 
 async def test_traffic_makes_pings_unnecessary(cs: CentralSystem, handlers: Handlers) -> None:
-    ping_s = 0.3
-    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers)
+    ping_s, clock = 60.0, ManualClock()
+    link = Link(settings_for(cs.url, ping_interval_s=ping_s), handler=handlers,
+                clock=clock, call_later=clock.call_later)
     handlers.returns("ClearCache", {"status": "Accepted"})
     async with running(link):
         conn = await cs.connection(1)
         await asyncio.wait_for(link.wait_connected(), 5)
-        for _ in range(12):  # a frame every 0.1 s: never an interval of silence
+        for _ in range(12):  # a frame every 20 s: never an interval of silence
+            clock.advance(20)
             await conn.call("ClearCache", {})
-            await asyncio.sleep(0.1)
-        assert conn.pings == 0
+        assert conn.pings == 0 and link.connected
+        clock.advance(ping_s)  # then silence: a ping after one interval
+        await _until(lambda: conn.pings == 1, "a ping after an interval of silence")
 
 
 async def test_peer_that_never_pongs_is_dropped_and_reconnected(handlers: Handlers) -> None:
-    ping_s = 0.2
+    ping_s, clock = 60.0, ManualClock()
     async with CentralSystem(answer_pings=False) as silent:
-        reasons: list[str] = []
+        reasons: list[tuple[float, str]] = []
         link = Link(settings_for(silent.url, ping_interval_s=ping_s, reconnect_min_s=0.05,
                                  reconnect_max_s=0.1),
-                    handler=handlers, on_disconnected=reasons.append)
+                    handler=handlers, on_disconnected=lambda r: reasons.append((clock.now, r)),
+                    clock=clock, call_later=clock.call_later)
         async with running(link):
-            await silent.connection(1)
+            conn = await silent.connection(1)
             await asyncio.wait_for(link.wait_connected(), 5)
-            t0 = time.monotonic()
+            t0 = clock.now
+            clock.advance(ping_s)
+            await _until(lambda: conn.pings == 1, "the ping reached the peer")
+            assert not reasons and link.connected  # a ping out is no reason to drop
+            clock.advance(ping_s / 2)
             await silent.connection(2, timeout_s=5)  # dropped, and connected again
-            assert time.monotonic() - t0 <= 2 * ping_s + 0.3
-    assert reasons and "no answer to a WebSocket ping" in reasons[0]
+    assert reasons[0][0] == t0 + 1.5 * ping_s
+    assert "no answer to a WebSocket ping within 30 s" in reasons[0][1]
 
 
 async def test_pings_from_the_central_system_are_answered(handlers: Handlers) -> None:

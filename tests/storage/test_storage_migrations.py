@@ -34,6 +34,10 @@ def _value(table: str, column: str, decl: str, pk: int) -> Any:
         return "stop"
     if column == "status":
         return "Accepted"
+    if column == "use":  # certificates: CHECK (use IN (...))
+        return "central_system_root"
+    if column == "delivery":  # security_log: CHECK (delivery IN (...))
+        return "pending"
     if column in ("key", "tag_key"):
         return "key1"
     if "INT" in decl.upper():

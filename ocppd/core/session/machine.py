@@ -252,6 +252,11 @@ def _tx_started(s: _Step, e: TxStarted) -> None:
     if c.hold is not None:  # used up (or another card took the reserved connector)
         s.effects.append(ForgetReservation(reservation_id=c.hold.reservation_id))
     c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None)
+    if c.pilot is PilotState.A and s.rules.stop_on_ev_disconnect:
+        # The EV left while the start was being recorded (the shell waits until the record is
+        # durable before the contactor may close): the session ends as an unplug ends it.
+        s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
+        return
     s.judge(c)
 
 

@@ -79,6 +79,7 @@ log = logging.getLogger("ocppd.firmware")
 JOB_KEY = FIRMWARE_JOB_KEY  # the persisted UpdateFirmware job (JSON), see Phase
 JOURNAL_TIMEOUT_S = 30.0
 IDLE_RECHECK_S = 5.0
+FLUSH_BEFORE_INSTALL_S = 10.0  # queued transaction messages, before Installing
 
 
 class FirmwareStatus(StrEnum):
@@ -434,6 +435,10 @@ class FirmwareService:
             self._tx_ended.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tx_ended.wait(), IDLE_RECHECK_S)
+        # the Central System learns that the sessions ended before it hears of the installation
+        # (StopTransaction goes out once it is durable; bounded: an offline link does not hold
+        # the installation up)
+        await self.cp.flush(FLUSH_BEFORE_INSTALL_S)
         log.info("all connectors idle: installing the firmware")
 
     def _block(self) -> list[int]:

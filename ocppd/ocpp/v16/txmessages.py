@@ -136,6 +136,7 @@ class TxMessagesMixin(ChargePointBase):
                     await self._sleep(wait_s)
                     break  # read again: the head may have changed meanwhile
                 try:
+                    await self.store.durable()  # never send what a power cut could undo
                     delivered = await self._deliver(item)
                 except StorageError as exc:
                     # e.g. a full disk: the message stays queued; try again later, loudly
