@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -149,7 +149,7 @@ class Checks:
         print(f"  [{self.suite}] ok   {name}{extra} [{time.monotonic() - t0:.1f} s]", flush=True)
 
 
-def config_text(url: str, driver: str = "sim") -> str:
+def config_text(url: str, driver: str = "sim", extra: str = "") -> str:
     gpio = """
 meter = "main"
 [connectors.contactor]
@@ -183,20 +183,60 @@ path = "/var/lib/ocppd/ocppd.db"
 socket = "/run/ocppd/control.sock"
 [ocpp]
 MeterValueSampleInterval = 0
+{extra}"""
+
+# What an installer opts into to take firmware from a Central System that cannot sign it, served
+# over plain HTTP by the check itself on the host's loopback (etc/ocppd.toml, [security]).
+UNSIGNED_FIRMWARE = """
+[security]
+allow_unsigned_firmware = true
+allow_insecure_firmware_download = true
 """
 
 
-def upgrade_deb(deb: Path, out: Path) -> Path:
-    """The same package with a higher version: what `apt upgrade` would install."""
+def upgrade_deb(deb: Path, out: Path, suffix: str = "+up1", *, new_firmware: bool = False
+                ) -> Path:
+    """The same package with a higher version: what `apt upgrade` would install. With
+    ``new_firmware`` ocppd itself reports the new version too (firmwareVersion defaults to it),
+    as a firmware image built from a newer release would."""
     with tempfile.TemporaryDirectory() as tree:
         run("dpkg-deb", "-R", str(deb), tree)
         control = Path(tree, "DEBIAN", "control")
         text = control.read_text()
         version = next(line.split(": ", 1)[1] for line in text.splitlines()
                        if line.startswith("Version: "))
-        control.write_text(text.replace(f"Version: {version}", f"Version: {version}+up1"))
+        control.write_text(text.replace(f"Version: {version}", f"Version: {version}{suffix}"))
+        if new_firmware:
+            init = next(Path(tree).glob("usr/lib/python3*/dist-packages/ocppd/__init__.py"))
+            code = init.read_text()
+            old = next(ln for ln in code.splitlines() if ln.startswith("__version__ = "))
+            init.write_text(code.replace(old, old[:-1] + f'{suffix}"'))
+            # keep DEBIAN/md5sums true to the changed file (debsums would flag it otherwise)
+            md5 = Path(tree, "DEBIAN", "md5sums")
+            rel = str(init.relative_to(tree))
+            digest = run("md5sum", str(init)).stdout.split()[0]
+            md5.write_text("".join(f"{digest}  {rel}\n" if ln.endswith(f"  {rel}") else ln + "\n"
+                                   for ln in md5.read_text().splitlines()))
         run("dpkg-deb", "--root-owner-group", "-b", tree, str(out))
     return out
+
+
+@contextlib.asynccontextmanager
+async def file_server(directory: Path) -> AsyncIterator[str]:
+    """Plain HTTP on the host's loopback serving ``directory``; yields the base URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_static("/", directory)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one list of checks
@@ -213,6 +253,9 @@ async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one l
     pkgs.mkdir(parents=True)
     shutil.copy(deb, pkgs / "ocppd.deb")
     upgrade_deb(deb, pkgs / "ocppd-upgrade.deb")
+    served = work / "served"
+    served.mkdir()
+    firmware_deb = upgrade_deb(deb, served / "ocppd-firmware.deb", "+up2", new_firmware=True)
     box = Container(suite, root)
     c = Checks(suite)
 
@@ -391,6 +434,59 @@ async def check_suite(suite: str, deb: Path) -> list[str]:  # noqa: C901 - one l
                 assert (await sh("test -e /var/lib/ocppd", check=False)).returncode != 0
                 assert (await sh("test -e /etc/ocppd.toml", check=False)).returncode != 0
                 return "remove keeps the database, purge deletes it"
+
+            async def firmware_through_its_unit() -> str:
+                from csms import now_iso
+                from ocpp.v16 import call
+
+                # The installer's opt-in for unsigned images over HTTP; the image is a newer
+                # ocppd package, so installing it restarts ocppd from inside the firmware unit.
+                await sh(f"cat >/etc/ocppd.toml <<'EOF'\n"
+                         f"{config_text(cs.url, extra=UNSIGNED_FIRMWARE)}\nEOF")
+                boots = len(cs.received("BootNotification"))
+                await sh("systemctl restart ocppd")
+                await cs.wait_for("BootNotification", count=boots + 1, timeout=60)
+                await cs.wait_connected(CP_ID, timeout=30)
+                async with file_server(served) as base:
+                    await cs.call(CP_ID, call.UpdateFirmware(
+                        location=f"{base}/{firmware_deb.name}", retrieve_date=now_iso(),
+                        retries=1))
+                    await cs.wait_for("FirmwareStatusNotification",
+                                      lambda p: p["status"] == "Installing", timeout=60)
+                # Installed comes from the new daemon, after the package's restart of ocppd.
+                await cs.wait_for("FirmwareStatusNotification",
+                                       lambda p: p["status"] in ("Installed",
+                                                                 "InstallationFailed",
+                                                                 "DownloadFailed"),
+                                       timeout=240)
+                statuses = [p["status"] for p in cs.received("FirmwareStatusNotification")]
+                assert statuses == ["Downloading", "Downloaded", "Installing", "Installed"], (
+                    statuses)
+                version = (await sh("dpkg-query -W -f='${Version}' ocppd")).stdout
+                assert version.endswith("+up2"), version
+                boot = cs.received("BootNotification")[-1]
+                assert boot.get("firmwareVersion", "").endswith("+up2"), boot
+                # The new daemon may be up before apt (in the unit) has finished: wait for the
+                # one-shot to end, successfully.
+                fw_unit = f"ocppd-firmware-install@{firmware_deb.name}.service"
+                deadline = time.monotonic() + 120
+                while True:
+                    out = (await sh(f"systemctl show -p ActiveState,Result {fw_unit}")).stdout
+                    fw_state = dict(ln.split("=", 1) for ln in out.splitlines() if "=" in ln)
+                    if fw_state.get("ActiveState") != "activating" or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                assert fw_state.get("Result") == "success", fw_state
+                unit_log = (await sh(f"journalctl -o cat --no-pager -u {fw_unit}")).stdout
+                assert f"Setting up ocppd ({version})" in unit_log, unit_log[-1500:]
+                st = await unit(lambda s: s["ActiveState"] == "active" and
+                                s["StatusText"].startswith("connected"),
+                                "ActiveState", "StatusText")
+                assert st["ActiveState"] == "active", st
+                return f"{' -> '.join(statuses)}; ocppd {version} installed by {fw_unit}"
+
+            await c.check("UpdateFirmware (unsigned, opted in): installed through its unit",
+                          firmware_through_its_unit)
 
             await c.check("remove and purge", remove_purge)
     finally:

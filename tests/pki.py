@@ -124,6 +124,13 @@ class CA:
         names += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
         if names:
             b = b.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        if ca:  # RFC 5280 §4.2.1.3, §4.2.1.2: what a conforming CA certificate carries
+            b = b.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(
+                public_key), critical=False)  # type: ignore[arg-type]
         if server:
             b = b.add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                                 critical=False)

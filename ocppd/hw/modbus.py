@@ -33,9 +33,18 @@ log = logging.getLogger(__name__)
 #  - the unit keyword: ``slave=`` until 3.9, ``device_id=`` from 3.10;
 #  - the RTU framer: a class in 3.0 (pymodbus.framer.rtu_framer), ``FramerType.RTU`` from 3.7;
 #  - ``close()``: a coroutine in some 3.0 builds, plain in later ones;
-#  - ``count`` is keyword-only from 3.7 (always passed by keyword here).
+#  - ``count`` is keyword-only from 3.7 (always passed by keyword here);
+#  - 3.0 calls ``logging.basicConfig()`` when imported (pymodbus.constants): a stderr handler on
+#    the root logger, so under systemd every log line reached the journal twice. The daemon's
+#    logging is ocppd.systemd.setup_logging's alone: what the import adds is taken back.
+_root_log = logging.getLogger()
+_root_before = (list(_root_log.handlers), _root_log.level)
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient  # noqa: E402
 from pymodbus.exceptions import ModbusException  # noqa: E402
+
+for _h in [h for h in _root_log.handlers if h not in _root_before[0]]:
+    _root_log.removeHandler(_h)
+_root_log.setLevel(_root_before[1])
 
 try:
     from pymodbus.framer import FramerType  # >= 3.7

@@ -150,6 +150,9 @@ def _ssl_context(s: LinkSettings) -> ssl.SSLContext:
         raise ConnectFailed(f"cannot load ca_file {s.ca_file}: {exc}") from None
     ctx.minimum_version = TLS_MINIMUM_VERSION
     ctx.set_ciphers(TLS12_CIPHERS)
+    # RFC 5280 conformance (e.g. keyUsage on CA certificates), on every Python: 3.13 (Debian 13)
+    # sets it in create_default_context, 3.11 (Debian 12) does not.
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     if s.ca_file:
         # Every installed root is a trust anchor as it is, also one issued by another root
         # (AdditionalRootCertificateCheck: the new root is issued by the one it replaces)

@@ -3,7 +3,9 @@
 # scripts/deb.sh check (there is no systemd running there: nothing is started).
 #
 #   chroot-check.sh installed   user, groups, conffile, unit, polkit/udev/sysusers files, config
-#   chroot-check.sh versions    the Debian library versions the test suite runs against
+#   chroot-check.sh versions [PYTHON]  the Debian library versions the test suite runs against
+#   chroot-check.sh testenv     /opt/ocppd-tests: a venv over the system site packages with only
+#                               the test-side packages Debian lacks (or ships too old) from pip
 #   chroot-check.sh lifecycle   upgrade keeps db and config edits; remove keeps; purge deletes
 set -u
 
@@ -56,12 +58,12 @@ installed() {
     return $FAILED
 }
 
-versions() {
-    python3 - <<'EOF'
+versions() { # versions [PYTHON]
+    "${1:-python3}" - <<'EOF'
 import importlib.metadata as md
 import sys
-names = ["aiohttp", "pymodbus", "gpiozero", "pyserial", "fastjsonschema", "systemd-python",
-         "pytest", "pytest-asyncio", "hypothesis"]
+names = ["aiohttp", "pymodbus", "gpiozero", "cryptography", "pyserial", "fastjsonschema",
+         "systemd-python", "pytest", "pytest-asyncio", "hypothesis", "websockets", "ocpp"]
 found = []
 for n in names:
     try:
@@ -69,6 +71,38 @@ for n in names:
     except md.PackageNotFoundError:
         found.append(f"{n} -")
 print("  python " + sys.version.split()[0] + ", " + ", ".join(found))
+EOF
+}
+
+# The test suite needs packages Debian lacks: above all `ocpp`, the test-side Central System.
+# They go into a venv that sees the system site packages, so ocppd itself runs on the libraries
+# the package depends on. pip installs a test requirement only when Debian's version (if any)
+# does not satisfy it; a runtime library that pip replaced would make the run meaningless, so
+# that is refused.
+testenv() {
+    python3 -m venv --system-site-packages /opt/ocppd-tests || return 1
+    python3 - >/tmp/test-requirements.txt <<'EOF'
+import tomllib
+with open("/tmp/src/pyproject.toml", "rb") as f:
+    extra = tomllib.load(f)["project"]["optional-dependencies"]["test"]
+# selenium drives a browser; the chroot has none, so those tests skip (and say so).
+print("\n".join(r for r in extra if not r.startswith("selenium")))
+EOF
+    /opt/ocppd-tests/bin/pip install -q --disable-pip-version-check \
+        -r /tmp/test-requirements.txt || return 1
+    echo "  from pip, for the tests only: $(/opt/ocppd-tests/bin/pip list --local \
+        --disable-pip-version-check --format=freeze 2>/dev/null |
+        grep -v -e '^pip==' -e '^setuptools==' | tr '\n' ' ')"
+    /opt/ocppd-tests/bin/python - <<'EOF'
+import importlib
+import sys
+runtime = ["aiohttp", "aiohttp_jinja2", "cryptography", "fastjsonschema", "gpiozero", "pymodbus",
+           "serial", "serial_asyncio", "systemd", "ocppd"]
+bad = [m for m in runtime
+       if not importlib.import_module(m).__file__.startswith("/usr/lib/python3/dist-packages/")]
+if bad:
+    sys.exit(f"  FAIL: not Debian's: {', '.join(bad)}")
+print("  ok: ocppd and its runtime libraries are Debian's (/usr/lib/python3/dist-packages)")
 EOF
 }
 
@@ -109,7 +143,8 @@ lifecycle() {
 
 case "${1:-}" in
 installed) installed ;;
-versions) versions ;;
+versions) versions "${2:-python3}" ;;
+testenv) testenv ;;
 lifecycle) lifecycle ;;
-*) echo "usage: chroot-check.sh installed|versions|lifecycle" >&2; exit 2 ;;
+*) echo "usage: chroot-check.sh installed|versions|testenv|lifecycle" >&2; exit 2 ;;
 esac
