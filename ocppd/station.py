@@ -54,6 +54,7 @@ from ocppd.core.session.state import (
     MoveLock,
     Offer,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     ReportStatus,
     ReservationCancelled,
@@ -176,9 +177,8 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         p = self.policy
         return Rules(
             connection_timeout_s=p.connection_timeout_s,
-            stop_on_ev_disconnect=p.stop_on_ev_disconnect,
+            tx=p.tx_points,
             unlock_on_ev_disconnect=p.unlock_on_ev_disconnect,
-            stop_on_invalid_id=p.stop_on_invalid_id,
             max_energy_on_invalid_id_wh=p.max_energy_on_invalid_id_wh,
             charger_max_a=self.cfg.hardware.max_current_a,
             resume_after_power_loss=(
@@ -230,6 +230,11 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                     self.store.reservation_delete(rid)
                 case BeginTransaction():
                     jobs.append(self._record_start(e))
+                case RecordAuthorization(connector_id=cid):
+                    # Only a begin point without an idTag leads here, which OCPP 1.6 never
+                    # configures (ports.Policy.tx_points); the store keeps no such start yet.
+                    log.error("connector %d: no storage for an idTag given after the start",
+                              cid)
                 case RecordStopRequest():
                     self._record_stop_request(e)
                 case EndTransaction():

@@ -36,6 +36,8 @@ class RecordingMixin:
     async def _record_start(self: Host, e: BeginTransaction) -> None:
         cid = e.connector_id
         on_start = self._on_start.pop(cid, None)
+        if e.id_tag is None:  # a begin point without an idTag: OCPP 1.6 configures none
+            raise Refused(f"connector {cid}: the store records no transaction without an idTag")
         async with self._lock:
             if self.state.connector(cid).tx is not None:
                 return

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from session_world import v16
+
 from ocppd.core.model import StopReason
 from ocppd.core.session import machine
 from ocppd.core.session.state import (
@@ -48,7 +50,7 @@ def tx(key: int) -> Tx:
 class Rig:
     def __init__(self, n: int = 1, *, charger_max_a: float | None = None,
                  on_offer: Callable[[dict[int, float | None]], None] | None = None) -> None:
-        self.rules = Rules(stop_on_ev_disconnect=False, stop_on_invalid_id=False,
+        self.rules = Rules(tx=v16(stop_on_ev_disconnect=False, stop_on_invalid_id=False),
                            charger_max_a=charger_max_a)
         specs = [ConnectorSpec(connector_id=i, evse_id=i, max_current_a=32.0, lockable=True)
                  for i in range(1, n + 1)]

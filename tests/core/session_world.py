@@ -34,6 +34,7 @@ from ocppd.core.session.state import (
     LockMoved,
     MoveLock,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     Rules,
     Started,
@@ -43,11 +44,24 @@ from ocppd.core.session.state import (
     TimerFired,
     Tx,
     TxEnded,
+    TxPoint,
+    TxPoints,
     TxStarted,
     initial,
+    when_all,
 )
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def v16(*, stop_on_ev_disconnect: bool = True, stop_on_invalid_id: bool = True) -> TxPoints:
+    """The transaction points OCPP 1.6 fixes (ocppd/ocpp/v16/keys.py V16Policy.tx_points),
+    with StopTransactionOnEVSideDisconnect and StopTransactionOnInvalidId."""
+    end = {TxPoint.EV_CONNECTED} if stop_on_ev_disconnect else set()
+    if stop_on_invalid_id:
+        end.add(TxPoint.AUTHORIZED)
+    return TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED)}),
+                    end=frozenset(end))
 
 
 @dataclass
@@ -138,6 +152,10 @@ class World:
                             started_at=self.now)
                     self.storage.txs[cid] = StoredTx(connector_id=cid, tx=tx, last_meter_wh=None)
                     self.step(TxStarted(connector_id=cid, tx=tx))
+                case RecordAuthorization(connector_id=cid, id_tag=tag, parent_id_tag=parent):
+                    t = self.storage.txs[cid]
+                    self.storage.txs[cid] = replace(t, tx=replace(t.tx, id_tag=tag,
+                                                                  parent_id_tag=parent))
                 case RecordStopRequest(connector_id=cid, reason=reason, stop_id_tag=stop_tag):
                     t = self.storage.txs[cid]
                     self.storage.txs[cid] = replace(t, stop=Stop(reason=reason,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from session_world import START, World, reserve_hold
+from session_world import START, World, reserve_hold, v16
 
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
@@ -45,7 +45,7 @@ from ocppd.core.session.state import (
     initial,
 )
 
-RULES = Rules(stop_on_invalid_id=False)
+RULES = Rules(tx=v16(stop_on_invalid_id=False))
 
 
 def step(w: World, event: object) -> tuple[object, ...]:
@@ -118,7 +118,7 @@ def test_illegal_events_raise_at_once() -> None:
 
 
 def test_unplugging_opens_first_then_records_the_stop_and_unlocks() -> None:
-    w = charging(Rules(stop_on_ev_disconnect=True))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=True)))
     effects = step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     assert effects[0] == SetContactor(connector_id=1, closed=False)
     tx_key = w.state.connector(1).tx.tx_key  # type: ignore[union-attr]
@@ -128,7 +128,7 @@ def test_unplugging_opens_first_then_records_the_stop_and_unlocks() -> None:
 
 
 def test_ev_disconnect_without_stop_keeps_the_transaction_suspended() -> None:
-    w = charging(Rules(stop_on_ev_disconnect=False))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=False)))
     step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     c = w.state.connector(1)
     assert c.tx is not None and c.status is Status.SUSPENDED_EV and not c.contactor_closed
@@ -145,15 +145,15 @@ def test_a_stopping_fault_ends_the_transaction(fault: Fault) -> None:
 
 
 def test_a_refused_id_tag_stops_suspends_or_allows_up_to_the_cap() -> None:
-    w = charging(Rules(stop_on_invalid_id=True))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=True)))
     effects = step(w, IdTagJudged(connector_id=1, status=AuthStatus.INVALID))
     assert any(isinstance(e, EndTransaction) and e.reason is StopReason.DEAUTHORIZED
                for e in effects)
-    w = charging(Rules(stop_on_invalid_id=False))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=False)))
     step(w, IdTagJudged(connector_id=1, status=AuthStatus.BLOCKED))
     c = w.state.connector(1)
     assert c.invalid_id and c.offer_a == 0 and c.status is Status.SUSPENDED_EVSE
-    w = charging(Rules(stop_on_invalid_id=False, max_energy_on_invalid_id_wh=500))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=False), max_energy_on_invalid_id_wh=500))
     w.step(IdTagJudged(connector_id=1, status=AuthStatus.INVALID))
     assert w.state.connector(1).contactor_closed  # below MaxEnergyOnInvalidId
     w.step(EnergyRead(connector_id=1, energy_wh=1000.0 + 499))
@@ -230,7 +230,7 @@ def test_an_evse_groups_its_connectors() -> None:
 def test_a_socket_outlet_closes_only_on_a_plug_confirmed_locked() -> None:
     """IEC 61851-1 case B; a failed lock is ConnectorLockFailure (Faulted), cleared by the cable
     leaving; the EV coming back asks for the lock again."""
-    w = charging(Rules(stop_on_ev_disconnect=False))  # connector 1 has a lock
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=False)))  # connector 1 has a lock
     effects = step(w, LockMoved(connector_id=1, locked=True, ok=False))
     assert effects[0] == SetContactor(connector_id=1, closed=False)
     c = w.state.connector(1)
@@ -286,7 +286,7 @@ def test_a_later_accepted_verdict_lifts_the_suspension_as_a_restart_would() -> N
 @pytest.mark.parametrize("unlock", [True, False])
 def test_ev_side_disconnect_unlocks_the_socket_only_if_configured(unlock: bool) -> None:
     """§9.1.35 UnlockConnectorOnEVSideDisconnect."""
-    w = charging(Rules(stop_on_ev_disconnect=True, unlock_on_ev_disconnect=unlock))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=True), unlock_on_ev_disconnect=unlock))
     step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     effects = step(w, TxEnded(connector_id=1))
     assert (MoveLock(connector_id=1, locked=False) in effects) is unlock

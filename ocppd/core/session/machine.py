@@ -29,7 +29,7 @@ from ocppd.core.model import (
     AuthStatus,
     StopReason,
 )
-from ocppd.core.session.derive import resumes, settle, usable, wanted_timers
+from ocppd.core.session.derive import begin_due, resumes, settle, usable, wanted_timers
 from ocppd.core.session.state import (
     ArmTimer,
     Authorized,
@@ -54,6 +54,7 @@ from ocppd.core.session.state import (
     LockMoved,
     MoveLock,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     ReservationCancelled,
     Reserved,
@@ -67,6 +68,7 @@ from ocppd.core.session.state import (
     TimerFired,
     TimerKind,
     TxEnded,
+    TxPoint,
     TxStarted,
     WaitCancelled,
     Waiting,
@@ -123,7 +125,7 @@ class _Step:
             self.put(c, invalid_id=False)
             return
         cap_wh = self.rules.max_energy_on_invalid_id_wh
-        if self.rules.stop_on_invalid_id:
+        if TxPoint.AUTHORIZED in self.rules.tx.end:  # the authorization ends, so does the tx
             self.stop(c, StopReason.DEAUTHORIZED)
         elif cap_wh is None:
             self.put(c, invalid_id=True)
@@ -139,11 +141,40 @@ class _Step:
         self.effects.append(StoreAvailability(connector_id=c.connector_id, operative=operative,
                                               scheduled=None))
 
-    def begin(self, c: ConnectorState, w: Waiting) -> None:
-        self.put(c, waiting=None)
-        self.effects.append(BeginTransaction(connector_id=c.connector_id, id_tag=w.id_tag,
-                                             parent_id_tag=w.parent_id_tag,
-                                             reservation_id=w.reservation_id))
+    def begin(self, c: ConnectorState, w: Waiting | None) -> None:
+        """Ask for a transaction's start, with the waiting idTag if there is one. Begun before
+        its EV, it must be plugged in by the idTag's ConnectionTimeOut."""
+        connect_by = w.deadline if w is not None and not c.pilot.plugged else None
+        self.put(c, waiting=None, begin_asked=True, connect_by=connect_by)
+        self.effects.append(BeginTransaction(
+            connector_id=c.connector_id, id_tag=w.id_tag if w is not None else None,
+            parent_id_tag=w.parent_id_tag if w is not None else None,
+            reservation_id=w.reservation_id if w is not None else None))
+
+    def begin_where_due(self) -> None:
+        """The one rule for where a transaction begins (TxPoints, derive.begin_due), whatever
+        event made its points hold: a card, a cable, an EV asking, a lock, a fault gone."""
+        for c in list(self.state.connectors.values()):
+            if begin_due(self.state, c, self.rules.tx):
+                self.begin(c, c.waiting)
+
+    def end_where_due(self, before: ChargerState, after: ChargerState) -> None:
+        """Ends at the power path's points, which only the settled outputs show: the contactor
+        opened (POWER_PATH_CLOSED), or the EV stopped asking with it closed (ENERGY_TRANSFER)."""
+        end = self.rules.tx.end
+        if TxPoint.POWER_PATH_CLOSED not in end and TxPoint.ENERGY_TRANSFER not in end:
+            return
+        for cid, c in after.connectors.items():
+            was = before.connectors[cid]
+            if c.tx is None or c.stop is not None or not was.contactor_closed:
+                continue
+            if was.tx is None or was.tx.tx_key != c.tx.tx_key:
+                continue
+            ev_stopped = not c.pilot.wants_power
+            if ev_stopped and TxPoint.ENERGY_TRANSFER in end:
+                self.stop(self.c(cid), StopReason.EV_STOPPED)
+            elif not c.contactor_closed and TxPoint.POWER_PATH_CLOSED in end:
+                self.stop(self.c(cid), StopReason.EV_STOPPED if ev_stopped else StopReason.OTHER)
 
 
 # --- transitions, one per event type ------------------------------------------------------------
@@ -165,18 +196,19 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
     if e.pilot.wants_power and not old.wants_power:  # an EV that starts asking gets its share
         c = s.put(c, draw_ceiling_a=None)
         s.effects.append(ForgetDraw(connector_id=c.connector_id))
+    if e.pilot.plugged and not old.plugged:
+        # a new EV connection: a new chance to begin, and the EV a transaction waited for
+        c = s.put(c, begin_asked=False, connect_by=None)
     if not s.state.running:
         return
     if e.pilot.plugged and not old.plugged:
         c = s.put(c, finishing=False)
-        if c.waiting is not None and c.tx is None:
-            s.begin(c, c.waiting)
-        elif c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
+        if c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
             # the EV is back for a session whose lock failed (or was released): lock again
             s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
     elif e.pilot is PilotState.A:
         c = s.put(c, finishing=False)
-        if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
+        if TxPoint.EV_CONNECTED in s.rules.tx.end:  # §9.1.30; otherwise SuspendedEV, tx kept
             # §9.1.35: the socket side is unlocked only if UnlockConnectorOnEVSideDisconnect
             s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
 
@@ -206,7 +238,7 @@ def _cable(s: _Step, e: CableRated) -> None:
 def _energy(s: _Step, e: EnergyRead) -> None:
     c = s.put(s.c(e.connector_id), energy_wh=e.energy_wh)
     if c.tx is not None and not c.invalid_id and s.rules.max_energy_on_invalid_id_wh is not None:
-        if not s.rules.stop_on_invalid_id:
+        if TxPoint.AUTHORIZED not in s.rules.tx.end:
             s.judge(c)
 
 
@@ -226,16 +258,20 @@ def _local_limit(s: _Step, e: LocalLimitSet) -> None:
 
 
 def _authorized(s: _Step, e: Authorized) -> None:
+    """An idTag for the connector: it joins a transaction begun without one, or waits for the
+    rest of a begin point (begin_where_due decides after every event)."""
     c = s.c(e.connector_id)
+    if c.tx is not None and c.tx.id_tag is None and c.stop is None:
+        s.put(c, tx=replace(c.tx, id_tag=e.id_tag, parent_id_tag=e.parent_id_tag))
+        s.effects.append(RecordAuthorization(connector_id=c.connector_id, tx_key=c.tx.tx_key,
+                                             id_tag=e.id_tag, parent_id_tag=e.parent_id_tag))
+        return
     if not usable(s.state, c.connector_id):
         raise IllegalEvent(f"connector {c.connector_id} cannot take a session now")
     timeout_s = max(1, s.rules.connection_timeout_s)
-    w = Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
-                reservation_id=e.reservation_id, deadline=s.now + timedelta(seconds=timeout_s))
-    if c.pilot.plugged:
-        s.begin(c, w)
-    else:
-        s.put(c, waiting=w)
+    s.put(c, waiting=Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
+                             reservation_id=e.reservation_id,
+                             deadline=s.now + timedelta(seconds=timeout_s)))
 
 
 def _wait_cancelled(s: _Step, e: WaitCancelled) -> None:
@@ -251,8 +287,9 @@ def _tx_started(s: _Step, e: TxStarted) -> None:
         raise IllegalEvent(f"connector {c.connector_id} already has a transaction")
     if c.hold is not None:  # used up (or another card took the reserved connector)
         s.effects.append(ForgetReservation(reservation_id=c.hold.reservation_id))
-    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None)
-    if c.pilot is PilotState.A and s.rules.stop_on_ev_disconnect:
+    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None,
+              begin_asked=False)
+    if c.pilot is PilotState.A and c.connect_by is None and TxPoint.EV_CONNECTED in s.rules.tx.end:
         # The EV left while the start was being recorded (the shell waits until the record is
         # durable before the contactor may close): the session ends as an unplug ends it.
         s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
@@ -273,7 +310,7 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
         raise IllegalEvent(f"connector {c.connector_id} has no transaction being stopped")
     unlock = c.stop.unlock
     c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
-              draw_ceiling_a=None)
+              draw_ceiling_a=None, connect_by=None)
     s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
     if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
         s.set_operative(c, c.scheduled_operative)
@@ -343,8 +380,12 @@ def _timer(s: _Step, e: TimerFired) -> None:
         s.effects.append(ArmTimer(timer=e.timer, at=due))
         return
     match e.timer.kind:
-        case TimerKind.CONNECTION:  # §9.1.6: no EV in time, back to Available
-            s.put(s.c(e.timer.key), waiting=None)
+        case TimerKind.CONNECTION:  # §9.1.6: no EV in time
+            c = s.c(e.timer.key)
+            if c.waiting is not None:  # the idTag waited: back to Available
+                s.put(c, waiting=None)
+            else:  # the transaction begun before its EV ends
+                s.stop(s.put(c, connect_by=None), StopReason.TIMEOUT)
         case TimerKind.RESERVATION:
             _forget(s, e.timer.key, expired=True)
 
@@ -409,6 +450,8 @@ def step(
     """Apply one event. Returns the new state and what the shell must do, in order."""
     s = _Step(state, now, rules)
     _RULES[type(event)](s, event)
+    s.begin_where_due()
+    s.end_where_due(state, settle(state, s.state, rules)[0])
     new, settled = settle(state, s.state, rules)
     # outputs and statuses first (an open contactor never waits behind a storage write)
     return new, (*settled, *s.effects)
