@@ -93,12 +93,10 @@ class Rig:
         """Start or end a transaction, as a shell records it."""
         c = self.connector(cid)
         if running and c.tx is None:
-            if c.spec.lockable:  # the shell locks the plug before it records a start
-                self.move_lock(cid, True)
-                if not self.lock_works:
-                    return  # a failed lock starts no transaction
             self._started += 1
             self.step(TxStarted(connector_id=cid, tx=tx(self._started)))
+            if c.spec.lockable:  # then the lock, which may fail: no energy before it works
+                self.move_lock(cid, True)
         elif not running and c.tx is not None and c.stop is None:
             self.step(StopRequested(connector_id=cid, reason=StopReason.LOCAL))
 

@@ -143,8 +143,6 @@ class World:
                     self.storage.holds.pop(rid, None)
                 case BeginTransaction(connector_id=cid, id_tag=tag, parent_id_tag=parent,
                                       reservation_id=rid):
-                    if self.specs[cid - 1].lockable:  # the plug is locked before a start
-                        self.step(LockMoved(connector_id=cid, locked=True, ok=True))
                     if rid is not None:
                         self.storage.holds.pop(rid, None)
                     tx = Tx(tx_key=str(next(self.storage.next_key)), id_tag=tag,

@@ -40,9 +40,12 @@ from ocppd.core.session.state import (
     TimerKind,
     Tx,
     TxEnded,
+    TxPoint,
+    TxPoints,
     TxStarted,
     WaitCancelled,
     initial,
+    when_all,
 )
 
 RULES = Rules(tx=v16(stop_on_invalid_id=False))
@@ -62,16 +65,17 @@ def charging(rules: Rules = RULES) -> World:
     return w
 
 
-def test_plugged_ev_and_accepted_card_record_a_start_then_energise() -> None:
-    w = World(1, RULES)
+def test_plugged_ev_and_accepted_card_lock_then_record_a_start_then_energise() -> None:
+    w = World(1, RULES)  # connector 1 is a socket with a lock
     w.step(PilotSeen(connector_id=1, pilot=PilotState.C))
     effects = step(w, Authorized(connector_id=1, id_tag="A", parent_id_tag="P",
                                  reservation_id=None))
+    assert effects == (MoveLock(connector_id=1, locked=True),)  # IEC 61851-1 case B first
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=True))
     assert effects == (BeginTransaction(connector_id=1, id_tag="A", parent_id_tag="P",
                                         reservation_id=None),)
     assert not w.state.connector(1).contactor_closed  # nothing before the start is recorded
     tx = Tx(tx_key="t1", id_tag="A", parent_id_tag="P", meter_start_wh=0, started_at=START)
-    step(w, LockMoved(connector_id=1, locked=True, ok=True))  # the shell locks, then records
     effects = step(w, TxStarted(connector_id=1, tx=tx))
     assert effects[:2] == (Offer(connector_id=1, current_a=32.0),
                            SetContactor(connector_id=1, closed=True))  # offer, then close
@@ -94,11 +98,11 @@ def test_card_first_waits_for_the_ev_and_times_out() -> None:
 
 
 def test_plugging_in_within_the_timeout_starts_and_cancels_the_timer() -> None:
-    w = World(1, RULES)
-    step(w, Authorized(connector_id=1, id_tag="A", parent_id_tag=None, reservation_id=None))
-    effects = step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
-    assert CancelTimer(timer=TimerId(kind=TimerKind.CONNECTION, key=1)) in effects
-    assert effects[-1] == BeginTransaction(connector_id=1, id_tag="A", parent_id_tag=None,
+    w = World(2, RULES)  # connector 2: no lock to move first
+    step(w, Authorized(connector_id=2, id_tag="A", parent_id_tag=None, reservation_id=None))
+    effects = step(w, PilotSeen(connector_id=2, pilot=PilotState.B))
+    assert CancelTimer(timer=TimerId(kind=TimerKind.CONNECTION, key=2)) in effects
+    assert effects[-1] == BeginTransaction(connector_id=2, id_tag="A", parent_id_tag=None,
                                            reservation_id=None)
 
 
@@ -290,3 +294,72 @@ def test_ev_side_disconnect_unlocks_the_socket_only_if_configured(unlock: bool) 
     step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     effects = step(w, TxEnded(connector_id=1))
     assert (MoveLock(connector_id=1, locked=False) in effects) is unlock
+
+
+# --- the plug lock before a transaction begins (IEC 61851-1 case B, OCTT TC_024) -------------
+
+
+def card(cid: int = 1) -> Authorized:
+    return Authorized(connector_id=cid, id_tag="A", parent_id_tag=None, reservation_id=None)
+
+
+def test_a_failed_lock_begins_no_transaction_and_faults_until_the_cable_leaves() -> None:
+    """TC_024: ConnectorLockFailure (Faulted), no transaction, the authorization used up."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=False))
+    assert not any(isinstance(e, BeginTransaction) for e in effects)
+    c = w.state.connector(1)
+    assert c.status is Status.FAULTED and Fault.LOCK_FAILURE in c.faults
+    assert c.waiting is None and c.tx is None and not c.locking
+    assert not derive.usable(w.state, 1)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.C))  # still in the socket: no retry
+    assert w.state.connector(1).tx is None
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))  # the cable leaves: fault gone
+    assert w.state.connector(1).status is Status.AVAILABLE
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)  # a fresh try
+
+
+def test_the_lock_is_asked_once_until_its_move_is_reported() -> None:
+    w = World(1, Rules(tx=TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED,
+                                                              TxPoint.EV_CONNECTED)}))))
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    assert w.state.connector(1).locking
+    assert MoveLock(connector_id=1, locked=True) not in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.C))
+
+
+def test_a_lock_nobody_needs_any_more_is_released() -> None:
+    """The EV left (or the card was withdrawn) while the lock moved: no begin, plug freed."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    step(w, card())
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=True))
+    assert MoveLock(connector_id=1, locked=False) in effects
+    assert not any(isinstance(e, BeginTransaction) for e in effects)
+    assert w.state.connector(1).waiting is not None  # the card still waits for an EV
+
+
+def test_a_connector_without_a_lock_begins_at_once() -> None:
+    w = World(2, RULES)  # connector 2 has no lock actuator
+    step(w, PilotSeen(connector_id=2, pilot=PilotState.B))
+    assert step(w, card(2)) == (BeginTransaction(connector_id=2, id_tag="A", parent_id_tag=None,
+                                                 reservation_id=None),)
+
+
+def test_a_transaction_begun_before_its_ev_locks_when_the_ev_comes() -> None:
+    w = World(1, Rules(tx=TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED)}))))
+    effects = step(w, card())
+    assert effects[-1] == BeginTransaction(connector_id=1, id_tag="A", parent_id_tag=None,
+                                           reservation_id=None)
+    assert MoveLock(connector_id=1, locked=True) not in effects  # no plug to lock yet
+    w.execute(effects)  # recorded
+    assert MoveLock(connector_id=1, locked=True) in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.C))
+    assert not w.state.connector(1).contactor_closed
+    step(w, LockMoved(connector_id=1, locked=True, ok=True))
+    assert w.state.connector(1).contactor_closed

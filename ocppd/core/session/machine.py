@@ -141,6 +141,12 @@ class _Step:
         self.effects.append(StoreAvailability(connector_id=c.connector_id, operative=operative,
                                               scheduled=None))
 
+    def lock(self, c: ConnectorState) -> None:
+        """Ask for the plug to be locked (once: until the move is reported, LockMoved)."""
+        if not c.locking:
+            self.put(c, locking=True)
+            self.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+
     def begin(self, c: ConnectorState, w: Waiting | None) -> None:
         """Ask for a transaction's start, with the waiting idTag if there is one. Begun before
         its EV, it must be plugged in by the idTag's ConnectionTimeOut."""
@@ -155,7 +161,14 @@ class _Step:
         """The one rule for where a transaction begins (TxPoints, derive.begin_due), whatever
         event made its points hold: a card, a cable, an EV asking, a lock, a fault gone."""
         for c in list(self.state.connectors.values()):
-            if begin_due(self.state, c, self.rules.tx):
+            if not begin_due(self.state, c, self.rules.tx):
+                continue
+            if c.spec.lockable and c.pilot.plugged and not c.locked:
+                # IEC 61851-1 case B: the plug is locked before a session may begin (OCTT
+                # TC_024: if the lock fails, none begins, _lock_moved). Begun before the EV,
+                # the plug is locked when it comes (_pilot).
+                self.lock(c)
+            else:
                 self.begin(c, c.waiting)
 
     def end_where_due(self, before: ChargerState, after: ChargerState) -> None:
@@ -204,8 +217,9 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
     if e.pilot.plugged and not old.plugged:
         c = s.put(c, finishing=False)
         if c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
-            # the EV is back for a session whose lock failed (or was released): lock again
-            s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+            # the EV is back for a session whose lock failed (or was released), or it came
+            # for a session begun before it: lock
+            s.lock(c)
     elif e.pilot is PilotState.A:
         c = s.put(c, finishing=False)
         if TxPoint.EV_CONNECTED in s.rules.tx.end:  # §9.1.30; otherwise SuspendedEV, tx kept
@@ -319,13 +333,24 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
 
 
 def _lock_moved(s: _Step, e: LockMoved) -> None:
-    """Only a lock move that worked lets the contactor close (core/safety.py); after a failed
-    one the lock's position is not known. Its outcome sets or clears ConnectorLockFailure."""
+    """Only a lock move that worked lets the contactor close (core/safety.py) or a session
+    begin (begin_where_due); after a failed one the lock's position is not known. Its outcome
+    sets or clears ConnectorLockFailure."""
     c = s.c(e.connector_id)
     faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.LOCK_FAILURE)
     if not e.ok:
         faults += (Fault.LOCK_FAILURE,)
-    s.put(c, locked=e.ok and e.locked, faults=faults)
+    c = s.put(c, locked=e.ok and e.locked, faults=faults,
+              locking=c.locking and not e.locked)
+    if not e.locked or c.tx is not None:
+        return  # a running session without its lock stays without energy (§4.9: Faulted)
+    if not e.ok:
+        # OCTT TC_024 (Start Charging Session - Lock Failure): ConnectorLockFailure and no
+        # transaction; the authorization is used up, the fault clears when the cable leaves.
+        s.put(c, waiting=None, begin_asked=True)
+    elif not begin_due(s.state, c, s.rules.tx):
+        # nothing needs it any more (the EV left, the card was withdrawn): release the plug
+        s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
 
 
 def _id_tag_judged(s: _Step, e: IdTagJudged) -> None:
@@ -406,7 +431,7 @@ def _started(s: _Step, e: Started) -> None:
             if c.spec.lockable and s.c(c.connector_id).stop is None:
                 # What the lock did while the daemon was down is unknown: no energy before the
                 # plug is locked again.
-                s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+                s.lock(s.c(c.connector_id))
         elif c.tx is not None:
             s.stop(c, StopReason.POWER_LOSS, end=EndPoint.LAST_RECORD)
         else:

@@ -168,6 +168,7 @@ class ConnectorState:
     offer_a: float | None = None
     contactor_closed: bool = False
     locked: bool = False  # the last lock move confirmed the plug locked (unknown at start-up)
+    locking: bool = False  # a lock move was asked (MoveLock), its outcome not reported yet
     status: Status | None = None
 
     @property
@@ -317,8 +318,8 @@ class TxEnded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockMoved:
-    """A lock move the shell made (asked by MoveLock, or by a start or a command), and whether
-    the lock reached the position asked."""
+    """A lock move the shell made (asked by MoveLock, or by a command), and whether the lock
+    reached the position asked."""
 
     connector_id: int
     locked: bool
