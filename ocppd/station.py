@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocppd.config import Config
-from ocppd.core import sharing
 from ocppd.core.auth import Credential
 from ocppd.core.evse import Fault
 from ocppd.core.model import Status, StopReason
@@ -46,7 +45,6 @@ from ocppd.core.session.state import (
     EndTransaction,
     Event,
     FaultSeen,
-    ForgetDraw,
     ForgetReservation,
     Hold,
     LimitSet,
@@ -144,7 +142,6 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                                           lambda: self.state, self._live[s.connector_id])
             for s in self._specs
         }
-        self._draw = {s.connector_id: sharing.DrawWatch() for s in self._specs}
         self._on_start: dict[int, SessionHook | None] = {}
         self._outputs = Outputs(hw.board, mono)
         self._timers = Timers(wall, self._timer_fired)
@@ -239,8 +236,6 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                     self._record_stop_request(e)
                 case EndTransaction():
                     jobs.append(self._record_stop(e))
-                case ForgetDraw(connector_id=cid):
-                    self._draw[cid].reset()
                 case MoveLock(connector_id=cid, locked=locked):
                     jobs.append(self._lock_job(cid, locked))
         if self.state.running:  # the board is started by then

@@ -8,7 +8,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from ocppd.core import sharing
 from ocppd.core.evse import MeterReading
 from ocppd.core.model import StopReason
 from ocppd.core.session.state import ChargerState, ConnectorSpec, Event
@@ -34,7 +33,6 @@ class Host(Protocol):
     on_tx_ended: list[TxHook]
     _specs: list[ConnectorSpec]
     _live: dict[int, Live]
-    _draw: dict[int, sharing.DrawWatch]
     _outputs: Outputs
     _lock: asyncio.Lock
     _on_start: dict[int, SessionHook | None]

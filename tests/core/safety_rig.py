@@ -21,6 +21,7 @@ from ocppd.core.session.state import (
     ChargerState,
     ConnectorSpec,
     ConnectorState,
+    CurrentDrawn,
     EndTransaction,
     Event,
     FaultSeen,
@@ -61,6 +62,7 @@ class Rig:
         self.lock_works = True
         self._on_offer = on_offer
         self._started = 0
+        self.clock_s = 0.0  # the shell's monotonic clock, for the draw readings
         self.step(Started())
 
     def connector(self, cid: int = 1) -> ConnectorState:
@@ -112,6 +114,10 @@ class Rig:
             self.step(CableRated(connector_id=cid, max_current_a=value))
         elif kind == "tx":
             self.set_tx(cid, bool(value))
+        elif kind == "drawn":  # a meter reading: the EV's current, some seconds later
+            current_a, after_s = value
+            self.clock_s += after_s
+            self.step(CurrentDrawn(connector_id=cid, current_a=current_a, at_s=self.clock_s))
         elif kind == "lock":  # a lock move that works (True) or fails (False)
             self.lock_works = value
             self.move_lock(cid, True)

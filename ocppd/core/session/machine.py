@@ -38,14 +38,13 @@ from ocppd.core.session.state import (
     CableRated,
     ChargerState,
     ConnectorState,
-    DrawCeiling,
+    CurrentDrawn,
     Effect,
     EndPoint,
     EndTransaction,
     EnergyRead,
     Event,
     FaultSeen,
-    ForgetDraw,
     ForgetReservation,
     IdTagJudged,
     IllegalEvent,
@@ -73,6 +72,7 @@ from ocppd.core.session.state import (
     WaitCancelled,
     Waiting,
 )
+from ocppd.core.sharing import DrawWatch
 
 Effects = list[Effect]
 
@@ -207,8 +207,7 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
         faults = tuple(f for f in faults if f is not Fault.LOCK_FAILURE)
     c = s.put(c, pilot=e.pilot, faults=faults)
     if e.pilot.wants_power and not old.wants_power:  # an EV that starts asking gets its share
-        c = s.put(c, draw_ceiling_a=None)
-        s.effects.append(ForgetDraw(connector_id=c.connector_id))
+        c = s.put(c, draw=DrawWatch())
     if e.pilot.plugged and not old.plugged:
         # a new EV connection: a new chance to begin, and the EV a transaction waited for
         c = s.put(c, begin_asked=False, connect_by=None)
@@ -256,8 +255,12 @@ def _energy(s: _Step, e: EnergyRead) -> None:
             s.judge(c)
 
 
-def _draw(s: _Step, e: DrawCeiling) -> None:
-    s.put(s.c(e.connector_id), draw_ceiling_a=e.ceiling_a)
+def _drawn(s: _Step, e: CurrentDrawn) -> None:
+    """An EV that draws clearly less than offered frees the rest of its share for the others
+    (core/sharing.py); judged only under a charger-wide limit, the only one it can free."""
+    c = s.c(e.connector_id)
+    if c.share_a is not None:
+        s.put(c, draw=c.draw.observe(e.current_a, c.offer_a, e.at_s))
 
 
 def _limit(s: _Step, e: LimitSet) -> None:
@@ -323,9 +326,9 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
     if c.tx is None or c.stop is None:
         raise IllegalEvent(f"connector {c.connector_id} has no transaction being stopped")
     unlock = c.stop.unlock
+    # the next session's draw is judged afresh
     c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
-              draw_ceiling_a=None, connect_by=None)
-    s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
+              draw=DrawWatch(), connect_by=None)
     if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
         s.set_operative(c, c.scheduled_operative)
     if unlock:  # as at the end of any session: a lock left engaged keeps the driver's cable
@@ -450,7 +453,7 @@ _RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
     FaultSeen: _fault,
     CableRated: _cable,
     EnergyRead: _energy,
-    DrawCeiling: _draw,
+    CurrentDrawn: _drawn,
     LimitSet: _limit,
     LocalLimitSet: _local_limit,
     Authorized: _authorized,

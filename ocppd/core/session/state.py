@@ -22,6 +22,7 @@ from enum import StrEnum
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
 from ocppd.core.safety import MIN_OFFER_A
+from ocppd.core.sharing import DrawWatch
 
 # --- configuration -------------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class ConnectorState:
     faults: tuple[Fault, ...] = ()  # in the order they appeared: the first one is reported
     cable_max_a: float | None = None
     energy_wh: float | None = None  # the last good register reading (or the last stored one)
-    draw_ceiling_a: float | None = None  # the EV draws less than offered (core/sharing.py)
+    draw: DrawWatch = DrawWatch()  # does the EV draw less than offered (core/sharing.py)
     # decisions and commands
     operative: bool = True
     scheduled_operative: bool | None = None  # applies when the transaction ends (§5.2)
@@ -174,6 +175,11 @@ class ConnectorState:
     @property
     def connector_id(self) -> int:
         return self.spec.connector_id
+
+    @property
+    def draw_ceiling_a(self) -> float | None:
+        """The reduced share of an EV that draws less than offered (None: not reduced)."""
+        return self.draw.ceiling_a
 
     @property
     def own_limit_a(self) -> float | None:
@@ -259,9 +265,13 @@ class EnergyRead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DrawCeiling:
+class CurrentDrawn:
+    """What the EV draws: a meter reading's highest phase current, at ``at_s`` seconds of the
+    shell's monotonic clock (core/sharing.py DrawWatch judges it)."""
+
     connector_id: int
-    ceiling_a: float | None
+    current_a: float
+    at_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,7 +382,7 @@ Event = (
     | FaultSeen
     | CableRated
     | EnergyRead
-    | DrawCeiling
+    | CurrentDrawn
     | LimitSet
     | LocalLimitSet
     | Authorized
@@ -475,14 +485,6 @@ class EndTransaction:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ForgetDraw:
-    """Judge the EV's draw afresh (core/sharing.py DrawWatch): it asks again, or its session
-    ended."""
-
-    connector_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class MoveLock:
     """Move the plug lock; then LockMoved with the outcome."""
 
@@ -519,7 +521,6 @@ Effect = (
     | RecordAuthorization
     | RecordStopRequest
     | EndTransaction
-    | ForgetDraw
     | MoveLock
     | StoreAvailability
     | StoreReservation
