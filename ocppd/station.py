@@ -90,6 +90,7 @@ from ocppd.shell.timers import Timers
 from ocppd.shell.views import ConnectorView, Live, with_details
 from ocppd.storage import Reservation, Store, TxRecord
 from ocppd.tasks import TaskSet
+from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.station")
 
@@ -117,6 +118,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         policy: Policy,
         wall: Callable[[], datetime] = utcnow,
         mono: Callable[[], float] = time.monotonic,
+        clock_steps: ClockSteps | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -145,6 +147,10 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         self._on_start: dict[int, SessionHook | None] = {}
         self._outputs = Outputs(hw.board, mono)
         self._timers = Timers(wall, self._timer_fired)
+        # the wall clock being set (NTP after boot, the Central System): the core's deadlines
+        # follow it (ocppd/wallclock.py); the station runs the check
+        self.clock_steps = clock_steps or ClockSteps(wall, mono)
+        self.clock_steps.subscribe(self._clock_set)
         self._samplers = Samplers(
             wall=wall,
             sample_interval_s=lambda: self.policy.meter_sample_interval_s,
@@ -287,6 +293,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
             await job
         self._spawn(self._samplers.periodic(), name="ocppd-sampler")
         self._spawn(self._samplers.aligned(), name="ocppd-aligned")
+        self._spawn(self.clock_steps.watch(), name="ocppd-clock")
 
     async def close(self, *, stop_transactions: StopReason | None) -> None:
         """Shut down: stop transactions if asked, open every contactor, release hardware."""
@@ -312,6 +319,11 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
         self._tasks.spawn(coro, name=name)
+
+    def _clock_set(self) -> None:
+        # (The clock-aligned sampler looks at the wall clock after each sleep, at most one
+        # interval long, so it finds its boundary on the new clock by itself.)
+        self._timers.rearm()
 
     def retime(self) -> None:
         """Sampling intervals changed (ChangeConfiguration): recompute the timers."""
