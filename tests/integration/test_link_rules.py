@@ -21,6 +21,7 @@ from harness import (
     DaemonProcess,
     SteppedClock,
     booted,
+    charge,
     running,
     sim,
     sim_config,
@@ -45,9 +46,7 @@ async def test_status_abandoned_in_flight_is_never_overtaken(
     caplog.set_level(logging.INFO, logger="ocppd.link")
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         await cs.wait_for("StartTransaction")
         await wait_until(lambda: not cs.in_flight, what="every CALL answered")
         gate = cs.behaviour.hold["StatusNotification"] = asyncio.Event()
