@@ -79,11 +79,8 @@ def test_confirmed_meter_values_ride_along_with_the_next_commit(store: Store) ->
     assert store._db.syncer.committed == committed  # no commit of its own
     assert store.outbox_count() == 0 and store.outbox_items() == []
     store.outbox_put(action="MeterValues", payload={"v": 2}, local_tx_id=None, kind="meter")
-    raw = sqlite3.connect(store.path)
-    try:
-        assert raw.execute("SELECT count(*) FROM outbox WHERE seq = ?", (seq,)).fetchone()[0] == 0
-    finally:
-        raw.close()
+    row = store._db.one("probe", "SELECT count(*) FROM outbox WHERE seq = ?", (seq,))
+    assert row is not None and row[0] == 0
 
 
 def _wal_size(path: Path) -> int:
