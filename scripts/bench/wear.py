@@ -3,10 +3,9 @@
 ``charging_wear``: the daemon charges on the simulator with MeterValueSampleInterval 1 s; over N
 samples it counts the bytes the process caused to be written (/proc/PID/io ``write_bytes``,
 counted as pages are dirtied), the growth of the database files and the fsync/fdatasync calls
-(strace, attached to every thread). Dirty pages are written back after every sample (``sync``), as
-the kernel does between samples at the real interval. Per hour is per sample times 64: MeterValueSampleInterval 60
-plus ClockAlignedDataInterval 900, each sample a periodic one (the costlier kind: register,
-transaction sample and queued MeterValues).
+(strace, attached to every thread). Dirty pages are written back after every sample (``sync``),
+as the kernel does between two samples at the real interval. Per hour is per sample times 64:
+MeterValueSampleInterval 60 plus ClockAlignedDataInterval 900, each sample a periodic one.
 
 ``slow_fsync``: unplug -> contactor open while every fsync/fdatasync of the daemon takes 500 ms.
 The delay comes from a small LD_PRELOAD library compiled here with gcc (device-mapper's delay

@@ -141,10 +141,10 @@ def test_atomic_rolls_back_everything_on_exception(store: Store) -> None:
     store.set_setting("keep", "old")
     with pytest.raises(RuntimeError), store.atomic():
         store.set_setting("keep", "new")
-        store.outbox_put(action="MeterValues", payload={}, local_tx_id=None, kind="meter")
+        store.tx_event_add(1, "sample", at(0), data={})
         raise RuntimeError("boom")
     assert store.get_setting("keep") == "old"
-    assert store.outbox_count() == 0  # the cached count follows the rollback
+    assert store.tx_events_count() == 0
 
 
 def test_nested_atomic_failure_undoes_only_the_inner_block(store: Store) -> None:
