@@ -275,6 +275,9 @@ class Database:
                 return False
             row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             return row is not None and int(row[0]) == 0
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpoint failed: %s", self.path, _describe(exc))
+            return False
         finally:
             self.mutex.release()
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -69,7 +68,7 @@ class Syncer:
         self.durable = 0  # written by the sync thread only
         self.fsyncs = 0
         self.checkpoints = 0
-        self.error: OSError | sqlite3.Error | None = None
+        self.error: OSError | None = None
         self._wanted = 0
         self._cond = threading.Condition()
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
@@ -198,13 +197,10 @@ class Syncer:
             return
         if size < self.checkpoint_max_bytes and not self.may_checkpoint():
             return
-        try:
-            # synchronous=NORMAL: the checkpoint syncs the WAL before it copies frames into the
-            # database, and the database before it empties the log
-            if self._checkpoint():
-                self.checkpoints += 1
-        except sqlite3.Error as exc:
-            log.warning("%s: checkpoint failed: %s", self.db_path, exc)
+        # synchronous=NORMAL: the checkpoint syncs the WAL before it copies frames into the
+        # database, and the database before it empties the log
+        if self._checkpoint():
+            self.checkpoints += 1
 
 
 def _fail(fut: asyncio.Future[None], error: Exception) -> None:
