@@ -68,12 +68,16 @@ class MeterReading:
 
 def reading_to_data(reading: MeterReading, offered_a: float | None = None) -> dict[str, Any]:
     """A reading as a stored transaction event's data: the fields it has, nothing else (plain
-    JSON values; ``offered_a`` is what the EVSE offered at that moment)."""
+    JSON values; ``offered_a`` is what the EVSE offered at that moment). Values are kept to
+    ``DATA_DECIMALS`` places: finer than any meter resolves (1 mWh, 1 mA), and a sample's row
+    stays small (SD-card wear: rows per page)."""
     values: dict[str, Any] = {}
     for name in _READING_FIELDS:
         value = getattr(reading, name)
-        if value is not None:
-            values[name] = list(value) if isinstance(value, tuple) else value
+        if isinstance(value, tuple):
+            values[name] = [round(v, DATA_DECIMALS) for v in value]
+        elif value is not None:
+            values[name] = round(value, DATA_DECIMALS)
     data: dict[str, Any] = {"reading": values}
     if offered_a is not None:
         data["offered_a"] = offered_a
@@ -91,3 +95,4 @@ def reading_from_data(data: dict[str, Any] | None) -> tuple[MeterReading | None,
 
 
 _READING_FIELDS = tuple(f.name for f in fields(MeterReading))
+DATA_DECIMALS = 3
