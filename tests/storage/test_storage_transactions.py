@@ -118,30 +118,6 @@ def test_local_ids_are_never_reused(store: Store, db_path: Path) -> None:
     assert second > first
 
 
-def test_tx_samples_are_chronological(store: Store) -> None:
-    lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
-                                  started_at=at(0))
-    other = store.begin_transaction(connector_id=2, id_tag="U", meter_start_wh=0,
-                                    started_at=at(0))
-    store.add_tx_sample(lid, at(0), {"v": "begin"})
-    store.add_tx_sample(other, at(1), {"v": "other"})
-    store.add_tx_sample(lid, at(20), {"v": "late"})
-    store.add_tx_sample(lid, at(10), {"v": "earlier, stored later"})
-    assert store.tx_samples(lid) == [{"v": "begin"}, {"v": "earlier, stored later"},
-                                     {"v": "late"}]
-    assert store.tx_samples(other) == [{"v": "other"}]
-    assert store.tx_samples(12345) == []
-
-
-def test_tx_samples_cap_keeps_first_and_newest(db_path: Path) -> None:
-    with Store.open(db_path, tx_samples_max=5) as s:
-        lid = s.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
-                                  started_at=at(0))
-        for i in range(20):
-            s.add_tx_sample(lid, at(i), {"i": i})
-        assert s.tx_samples(lid) == [{"i": 0}, {"i": 16}, {"i": 17}, {"i": 18}, {"i": 19}]
-
-
 def test_old_finished_transactions_are_pruned_unless_queued(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from ocppd.storage import transactions
@@ -150,15 +126,13 @@ def test_old_finished_transactions_are_pruned_unless_queued(
     for i in range(8):
         lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
                                       started_at=at(i))
-        store.add_tx_sample(lid, at(i), {"i": i})
         ids.append(lid)
-    # the first transaction's stop is still queued: it must stay
-    store.outbox_put(action="StopTransaction", payload={}, local_tx_id=ids[0], kind="stop")
+    # the first transaction's end is still to be delivered: it must stay
+    store.tx_event_add(ids[0], "ended", at(100))
     running = ids[-1]
     for lid in ids[:-1]:
         store.finish_transaction(lid, meter_stop_wh=1, stopped_at=at(100), reason="Local",
                                  stop_id_tag=None)
     kept = {t.local_id for t in store.recent_transactions(limit=100)}
     assert kept == {ids[0], ids[4], ids[5], ids[6], running}
-    assert store.tx_samples(ids[1]) == []
-    assert store.tx_samples(ids[0]) == [{"i": 0}]
+    assert [e.kind for e in store.tx_events_of(ids[0])] == ["ended"]
