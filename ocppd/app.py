@@ -800,7 +800,7 @@ class ControlApiImpl(InstallerActions):
             out.append(
                 {
                     "local_id": tx.local_id,
-                    "transaction_id": tx.tx_id,
+                    "transaction_id": tx.remote_id,
                     "connector_id": tx.connector_id,
                     "id_tag": tx.id_tag,
                     "start": tx.started_at.isoformat(),

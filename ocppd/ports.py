@@ -164,7 +164,8 @@ class StationApi(Protocol):
         self, id_tag: str, connector_id: int | None, *, on_start: SessionHook | None = None
     ) -> int | None: ...
 
-    def remote_stop(self, tx_id: int) -> bool: ...
+    def remote_stop(self, remote_id: str) -> bool:
+        """Stop the transaction the Central System knows by ``remote_id``; False: none."""
 
     async def stop_all(self, reason: StopReason) -> None: ...
 
@@ -186,6 +187,6 @@ class StationApi(Protocol):
 
     def note_id_tag_info(self, id_tag: str, cred: Credential) -> None: ...
 
-    def on_start_confirmed(self, event: TxEvent, tx_id: int, cred: Credential) -> None:
-        """The Central System confirmed a transaction's start event and gave it ``tx_id``:
+    def on_start_confirmed(self, event: TxEvent, remote_id: str, cred: Credential) -> None:
+        """The Central System confirmed a transaction's start event and gave it ``remote_id``:
         recorded together with the event's delivery (a start is never sent twice)."""

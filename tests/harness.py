@@ -254,9 +254,9 @@ async def transaction_id(d: Daemon, cid: int = 1) -> Any:
     """The transactionId of the session on ``cid``, once the Central System has given it."""
     assert d.station is not None
     c = d.station.connectors[cid]
-    await wait_until(lambda: c.tx is not None and c.tx.tx_id is not None, what="tx id")
-    assert c.tx is not None
-    return c.tx.tx_id
+    await wait_until(lambda: c.tx is not None and c.tx.remote_id is not None, what="tx id")
+    assert c.tx is not None and c.tx.remote_id is not None
+    return int(c.tx.remote_id)  # 1.6: an integer, kept by the station as text
 
 
 @contextlib.asynccontextmanager

@@ -19,7 +19,7 @@ def seed_samples(db: Path, stamps: list[datetime], *, tx_id: int = 4242,
         with store.atomic():
             lid = store.begin_transaction(connector_id=1, id_tag="SEED", meter_start_wh=0,
                                           started_at=stamps[0])
-            store.set_transaction_id(lid, tx_id)
+            store.set_remote_id(lid, str(tx_id))
             store.tx_event_add(lid, "started", stamps[0], energy_wh=0)
         store.tx_event_delivered(store.tx_events_pending(1)[0])
         with store.atomic():

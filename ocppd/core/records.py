@@ -2,8 +2,9 @@
 transaction (what the Central System must learn, in order), a reservation.
 
 The store keeps them, the shell acts on them, protocol adapters make messages of them. They carry
-no protocol's names; ``TxRecord.tx_id`` is the id the Central System gave the transaction (an
-integer in OCPP 1.6), ``local_id`` the station's own.
+no protocol's names. ``local_id`` is the station's own id of a transaction; ``remote_id`` the
+one the Central System gave it, an opaque string (the 1.6 adapter maps its integer
+transactionId; a 2.0.1 charger makes its own transactionId and the adapter stores that).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TxRecord:
-    """One transaction. ``local_id`` is ours; ``tx_id`` is the Central System's transactionId."""
+    """One transaction. ``local_id`` is ours; ``remote_id`` the Central System's id of it."""
 
     local_id: int
     connector_id: int
     id_tag: str
-    tx_id: int | None
+    remote_id: str | None
     meter_start_wh: int
     started_at: datetime
     last_meter_wh: int | None

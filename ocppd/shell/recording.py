@@ -173,13 +173,13 @@ class RecordingMixin:
             log.error("storage write failed: %s", exc)
         self.storage_error = str(exc)
 
-    def on_start_confirmed(self: Host, event: TxEvent, tx_id: int, cred: Credential) -> None:
+    def on_start_confirmed(self: Host, event: TxEvent, remote_id: str, cred: Credential) -> None:
         """The start event was confirmed (possibly long after an offline start): the id the
         Central System gave and its verdict are recorded with the delivery, in one commit."""
         local_id = event.local_tx_id
         with self.store.atomic():
             if local_id is not None:
-                self.store.set_transaction_id(local_id, tx_id)
+                self.store.set_remote_id(local_id, remote_id)
                 self.store.set_id_tag_status(local_id, cred.status.value)
                 if cred.parent_id_tag is not None:  # the Central System's word on the parent
                     self.store.set_parent_id_tag(local_id, cred.parent_id_tag)

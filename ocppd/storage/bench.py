@@ -26,13 +26,13 @@ def sample_at(i: int) -> datetime:
     return T0 + timedelta(seconds=i)
 
 
-def prefill(store: Store, n: int, *, remote_tx_id: int = 1234) -> int:
+def prefill(store: Store, n: int, *, remote_id: str = "1234") -> int:
     """A finished transaction known to the Central System with n samples still to deliver
     (its start delivered, its end pending); returns its local id."""
     with store.atomic():
         local_id = store.begin_transaction(connector_id=1, id_tag="BENCH", meter_start_wh=1000,
                                            started_at=T0)
-        store.set_transaction_id(local_id, remote_tx_id)
+        store.set_remote_id(local_id, remote_id)
         store.tx_event_add(local_id, "started", T0, energy_wh=1000)
     started = store.tx_events_pending(1)[0]
     store.tx_event_delivered(started)

@@ -214,6 +214,13 @@ MIGRATIONS: tuple[str, ...] = (
         FROM tx_samples;
     DROP TABLE outbox;
     DROP TABLE tx_samples;
+    -- the Central System's id of a transaction is opaque text (1.6's integer, 2.0.1's string)
+    ALTER TABLE transactions ADD COLUMN remote_id TEXT;
+    UPDATE transactions SET remote_id = CAST(tx_id AS TEXT) WHERE tx_id IS NOT NULL;
+    DROP INDEX transactions_by_tx_id;
+    ALTER TABLE transactions DROP COLUMN tx_id;
+    CREATE INDEX transactions_by_remote_id ON transactions(remote_id)
+        WHERE remote_id IS NOT NULL;
     """,
 )
 

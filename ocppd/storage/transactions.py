@@ -33,7 +33,7 @@ from ocppd.storage.records import (
 
 KEEP_FINISHED_TX = 1000
 
-_COLS = ("local_id, connector_id, id_tag, tx_id, meter_start_wh, started_at, last_meter_wh,"
+_COLS = ("local_id, connector_id, id_tag, remote_id, meter_start_wh, started_at, last_meter_wh,"
          " last_meter_at, meter_stop_wh, stopped_at, stop_reason, stop_id_tag, reservation_id,"
          " id_tag_status, finished, parent_id_tag")
 
@@ -67,8 +67,9 @@ class TransactionsMixin:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def set_transaction_id(self, local_id: int, tx_id: int) -> None:
-        self._update(local_id, "tx_id = ?", (tx_id,), "record a transactionId")
+    def set_remote_id(self, local_id: int, remote_id: str) -> None:
+        """Record the Central System's id of the transaction (opaque text)."""
+        self._update(local_id, "remote_id = ?", (remote_id,), "record a transaction's id")
 
     def set_id_tag_status(self, local_id: int, status: str) -> None:
         self._update(local_id, "id_tag_status = ?", (status,), "record an idTag status")
@@ -137,10 +138,11 @@ class TransactionsMixin:
                              (limit,))
         return [self._latest(_tx(r)) for r in rows]
 
-    def transaction_by_tx_id(self, tx_id: int) -> TxRecord | None:
+    def transaction_by_remote_id(self, remote_id: str) -> TxRecord | None:
         row = self._db.one("read a transaction",
-                           f"SELECT {_COLS} FROM transactions WHERE tx_id = ?"
-                           " AND tx_id IS NOT NULL ORDER BY local_id DESC LIMIT 1", (tx_id,))
+                           f"SELECT {_COLS} FROM transactions WHERE remote_id = ?"
+                           " AND remote_id IS NOT NULL ORDER BY local_id DESC LIMIT 1",
+                           (remote_id,))
         return None if row is None else self._latest(_tx(row))
 
     def _latest(self, tx: TxRecord) -> TxRecord:
@@ -185,7 +187,7 @@ class TransactionsMixin:
 def _tx(row: Any) -> TxRecord:
     return TxRecord(
         local_id=row["local_id"], connector_id=row["connector_id"], id_tag=row["id_tag"],
-        tx_id=row["tx_id"], meter_start_wh=row["meter_start_wh"],
+        remote_id=row["remote_id"], meter_start_wh=row["meter_start_wh"],
         started_at=dt_from_text(row["started_at"]), last_meter_wh=row["last_meter_wh"],
         last_meter_at=opt_dt_from_text(row["last_meter_at"]),
         meter_stop_wh=row["meter_stop_wh"], stopped_at=opt_dt_from_text(row["stopped_at"]),

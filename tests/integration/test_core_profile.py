@@ -205,8 +205,8 @@ async def test_tc_012_remote_stop(cs: CentralSystem, tmp_path: Path) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None)
-        tx_id = d.station.connectors[1].tx.tx_id
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None)
+        tx_id = int(d.station.connectors[1].tx.remote_id)
         conf = await cs.call(CP_ID, call.RemoteStopTransaction(transaction_id=tx_id))
         assert conf.status == "Accepted"
         stop = (await cs.wait_for("StopTransaction"))[0]

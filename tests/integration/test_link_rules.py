@@ -114,7 +114,7 @@ async def test_outbox_retry_survives_the_wall_clock_stepping_back(
             cs.received("StartTransaction")) == 2, what="the retry or another wait")
         assert clock.sleeps == [2.0]  # no second wait: the retry went out
         await cs.wait_for("StartTransaction", count=2)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
 
 
 async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(

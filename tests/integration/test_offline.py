@@ -106,18 +106,20 @@ async def test_tc_037_1_offline_start_with_cached_id_then_start_sent_on_reconnec
         sim(d).plug(1)
         await d.station.swipe("CACHED", None)  # no Central System: the cache decides
         await wait_until(lambda: d.station.connectors[1].contactor_closed, what="offline charging")
-        assert d.station.connectors[1].tx.tx_id is None
+        assert d.station.connectors[1].tx.remote_id is None
         await go_online(d, proxy)
         starts = await cs.wait_for("StartTransaction", count=2)
         assert starts[1]["idTag"] == "CACHED"
         assert cs.received("Authorize", lambda p: p["idTag"] == "CACHED") != []
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="real tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None,
+                         what="real tx id")
         conf_ids = [
             m.payload["transactionId"]
             for m in cs.messages
             if m.direction == "out" and m.action == "StartTransaction.conf"
         ]
-        assert d.station.connectors[1].tx.tx_id == conf_ids[1] != conf_ids[0]
+        assert d.station.connectors[1].tx.remote_id == str(conf_ids[1])
+        assert conf_ids[1] != conf_ids[0]
 
 
 @pytest.mark.parametrize("stop_on_invalid", [True, False])
@@ -160,8 +162,8 @@ async def test_tc_038_offline_stop_carries_the_real_transaction_id(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction")
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-        tx_id = d.station.connectors[1].tx.tx_id
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
+        tx_id = int(d.station.connectors[1].tx.remote_id)
         await go_offline(d, proxy)
         await d.station.swipe("TAG1", None)
         assert not d.station.connectors[1].contactor_closed
@@ -218,7 +220,7 @@ async def test_transaction_message_retries_wait_interval_times_attempts(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction", count=3, timeout=10)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
         assert clock.sleeps == [1.0, 2.0]  # 1 s x 1 preceding attempt, 1 s x 2
         assert len(cs.received("StartTransaction")) == 3
 

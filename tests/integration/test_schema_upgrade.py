@@ -61,8 +61,9 @@ async def test_messages_queued_by_schema_5_are_delivered_after_the_upgrade(
         (stop,) = await cs.wait_for("StopTransaction")
         (start,) = cs.received("StartTransaction")
         (meter,) = cs.received("MeterValues")
-        tx_id = d.store.transaction(7).tx_id
-        assert tx_id is not None
+        remote_id = d.store.transaction(7).remote_id
+        assert remote_id is not None
+        tx_id = int(remote_id)
         assert start["idTag"] == "OLD1" and start["meterStart"] == 100
         # queued before the id was known: it is added when they are sent
         assert meter["transactionId"] == stop["transactionId"] == tx_id

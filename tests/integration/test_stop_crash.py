@@ -55,7 +55,7 @@ async def _ask_stop(cs: CentralSystem, d: Daemon, how: str) -> tuple[str, str | 
     if how == "card":
         d.station.hw.readers[0].present("TAG1")
         return "Local", "TAG1"
-    tx_id = d.station.connectors[1].tx.tx_id
+    tx_id = int(d.station.connectors[1].tx.remote_id)
     conf = await cs.call(CP_ID, call.RemoteStopTransaction(transaction_id=tx_id))
     assert conf.status == "Accepted"
     return "Remote", None
@@ -132,7 +132,7 @@ async def test_a_remote_stop_is_durable_before_it_is_answered(
         local_id = c.tx.local_id
         _hang_meter(d, 1)
         _crash(d)
-        assert d.station.remote_stop(c.tx.tx_id)
+        assert d.station.remote_stop(c.tx.remote_id)
         assert not sim(d).view(1).contactor_closed
         tx = d.station.store.transaction(local_id)
         assert tx is not None and tx.stop_requested and tx.stop_reason == "remote"

@@ -152,7 +152,7 @@ def test_nested_atomic_failure_undoes_only_the_inner_block(store: Store) -> None
         store.set_setting("outer", "1")
         with pytest.raises(KeyError), store.atomic():
             store.set_setting("inner", "1")
-            store.set_transaction_id(424242, 1)  # unknown transaction: KeyError
+            store.set_remote_id(424242, "1")  # unknown transaction: KeyError
         store.set_setting("after", "1")
     assert store.settings() == {"outer": "1", "after": "1"}
 

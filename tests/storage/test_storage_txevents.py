@@ -130,11 +130,11 @@ def test_a_rolled_back_delivery_is_not_recorded(store: Store) -> None:
     store.tx_event_add(lid, "started", at(0))
     started = store.tx_events_pending()[0]
     with pytest.raises(RuntimeError), store.atomic():
-        store.set_transaction_id(lid, 77)
+        store.set_remote_id(lid, "77")
         store.tx_event_delivered(started)
         raise RuntimeError("crash between the two")
     tx = store.transaction(lid)
-    assert tx is not None and tx.tx_id is None
+    assert tx is not None and tx.remote_id is None
     assert [e.seq for e in store.tx_events_pending()] == [started.seq]
 
 

@@ -59,8 +59,8 @@ class TxMessagesMixin(ChargePointBase):
             "connectorId": connector_id,
             "meterValue": [{"timestamp": mapping.iso(at), "sampledValue": values}],
         }
-        if tx is not None and tx.tx_id is not None:
-            payload["transactionId"] = tx.tx_id
+        if (tx_id := mapping.transaction_id(tx)) is not None:
+            payload["transactionId"] = tx_id
         self._spawn(self._send_direct("MeterValues", payload))
 
     def _measurands(self, context: str) -> list[str]:
@@ -94,8 +94,8 @@ class TxMessagesMixin(ChargePointBase):
             "connectorId": tx.connector_id,
             "meterValue": [{"timestamp": mapping.iso(event.at), "sampledValue": values}],
         }
-        if tx.tx_id is not None:
-            payload["transactionId"] = tx.tx_id
+        if (tx_id := mapping.transaction_id(tx)) is not None:
+            payload["transactionId"] = tx_id
         return "MeterValues", payload
 
     @staticmethod
@@ -115,7 +115,7 @@ class TxMessagesMixin(ChargePointBase):
         payload: dict[str, Any] = {
             # -1 only when the StartTransaction was given up after all attempts: the Central
             # System must still learn that the session ended
-            "transactionId": tx.tx_id if tx.tx_id is not None else -1,
+            "transactionId": tx_id if (tx_id := mapping.transaction_id(tx)) is not None else -1,
             "meterStop": tx.meter_stop_wh,
             "timestamp": mapping.iso(tx.stopped_at),
             "reason": mapping.STOP_REASON[StopReason(tx.stop_reason or "other")],
@@ -157,8 +157,8 @@ class TxMessagesMixin(ChargePointBase):
             return None
         payload = dict(event.data)
         if event.kind != "started" and "transactionId" not in payload:
-            if tx is not None and tx.tx_id is not None:
-                payload["transactionId"] = tx.tx_id
+            if (tx_id := mapping.transaction_id(tx)) is not None:
+                payload["transactionId"] = tx_id
             elif event.kind == "ended":
                 payload["transactionId"] = -1
         return action, payload
@@ -236,11 +236,11 @@ class TxMessagesMixin(ChargePointBase):
                 return False
             return self._failed_attempt(event, action, payload, str(exc))
         if action == "StartTransaction":
-            tx_id = int(conf["transactionId"])
             cred = mapping.credential(conf["idTagInfo"])
             self.station.note_id_tag_info(payload["idTag"], cred)
             # records the id and the delivery in one commit: a start is never sent twice
-            self.station.on_start_confirmed(event, tx_id, cred)
+            self.station.on_start_confirmed(event, mapping.remote_id(conf["transactionId"]),
+                                            cred)
             return True
         if action == "StopTransaction" and "idTagInfo" in conf and payload.get("idTag"):
             self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
