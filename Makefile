@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all venv demo test test-fast bench lint deb deb-check system-check clean
+.PHONY: all venv demo test test-fast bench bench-compare lint deb deb-check system-check clean
 
 all: test
 
@@ -27,6 +27,10 @@ test-fast: venv
 ## Benchmarks: prints a table and writes bench-results.json.
 bench: venv
 	$(PY) scripts/bench.py --json bench-results.json
+
+# before and after in one run: REF's benchmark, then this checkout's (scripts/bench_compare.py)
+bench-compare: venv
+	$(PY) scripts/bench_compare.py $(REF) --json bench-compare.json
 
 lint: venv
 	$(VENV)/bin/ruff check ocppd tests scripts

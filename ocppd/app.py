@@ -225,12 +225,12 @@ class Daemon:
         return Store.open(
             s.path,
             move_aside_corrupt=s.move_aside_corrupt,
-            outbox_max_messages=s.outbox_max_messages,
+            max_pending_events=s.outbox_max_messages,
             tx_samples_max=s.stop_txn_data_max_samples,
             security_log_max=self.cfg.security.security_log_max_entries,
-            # the runtime directory is a tmpfs: the confirmed-MeterValues watermark, rewritten
-            # on every confirmation, costs the SD card nothing there (storage/outbox.py)
-            confirm_mark_dir=Path(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+            # the runtime directory is a tmpfs: the delivery watermark, rewritten on every
+            # confirmation, costs the SD card nothing there (storage/txevents.py)
+            mark_dir=Path(os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
                                   or self.cfg.control.socket.parent),
         )
 
@@ -450,6 +450,7 @@ class Daemon:
             self.cp = cp = ChargePoint(
                 cfg=cfg,
                 store=store,
+                events=store,
                 station=station,
                 keys=keys,
                 validator=validator,
@@ -754,7 +755,7 @@ class ControlApiImpl(InstallerActions):
                 "since": since.isoformat() if isinstance(since, datetime) else since,
                 "last_error": getattr(stats, "last_error", None),
             },
-            "outbox": self.d.store.outbox_count() if self.d.store else 0,
+            "outbox": self.d.store.tx_events_count() if self.d.store else 0,
             "storage_error": st.storage_error,
             "outgoing_invalid": getattr(stats, "outgoing_invalid", 0),
             "connectors": connectors,
@@ -800,7 +801,7 @@ class ControlApiImpl(InstallerActions):
             out.append(
                 {
                     "local_id": tx.local_id,
-                    "transaction_id": tx.tx_id,
+                    "transaction_id": tx.remote_id,
                     "connector_id": tx.connector_id,
                     "id_tag": tx.id_tag,
                     "start": tx.started_at.isoformat(),

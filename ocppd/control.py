@@ -21,12 +21,13 @@ Commands and their ``args``:
 ============  ==========================================  ==============================
 cmd           args                                        result
 ============  ==========================================  ==============================
-status        {}                                          the status dict below
+status        {"show_id_tags": bool (default false)}      the status dict below
 swipe         {"id_tag": str, "connector_id": int|null}   str: what happened, in words
 plug          {"connector_id": int}                       null
 unplug        {"connector_id": int}                       null
 ev            {"connector_id": int, "state": "A".."F"}    null
-transactions  {"limit": int (1..1000, default 20)}        list of transaction dicts
+transactions  {"limit": int (1..1000, default 20),        list of transaction dicts
+              "show_id_tags": bool (default false)}
 config_get    {"keys": [str, ...] | null}                 {"keys": [...], "unknown": [...]}
 config_set    {"key": str, "value": str}                  "Accepted" | "Rejected" | ...
 config_hint   {"key": str}                                str | null: the values it takes
@@ -44,6 +45,13 @@ events        {"limit": int (1..1000, default 50)}        faults and security ev
                                                           first: [{"at","kind","detail"}]
 watch         {"frames": bool (default false)}            a stream, see below
 ============  ==========================================  ==============================
+
+idTags are personal data: ``status`` and ``transactions`` give each as its pseudonym
+(``tag:3f9a1c2b``, ocppd.privacy; in clear only where the installer set
+security.reveal_id_tags), as the web page and ``watch`` do. ``"show_id_tags": true`` gives them in
+clear to a client who may act on the charger: root, the daemon's own user, or a member of the
+socket's group (``may_reveal_id_tags``), whatever ``control.mode`` lets connect; anyone else is
+refused. The web page asks through ``dispatch`` too, and never for clear idTags.
 
 ``watch`` turns the connection into an event stream: the answer ``{"ok": true, "result":
 "watching"}`` is followed by one line per event, ``{"event": {...}}``, until the client closes
@@ -82,15 +90,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import json
 import logging
 import os
+import pwd
 import socket
 import stat
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ocppd.errors import ConfigError, OcppdError
+from ocppd.events import display_id_tag, safe_status
 
 if TYPE_CHECKING:
     from ocppd.events import Subscription
@@ -171,11 +183,28 @@ def _arg_str(args: dict[str, Any], name: str) -> str:
     return value
 
 
-async def dispatch(api: ControlApi, cmd: str, args: dict[str, Any]) -> Any:
-    """Run one request against ``api``. Raises UsageError, Refused, or whatever ``api`` raises."""
+def _show_id_tags(args: dict[str, Any], reveal_refused: str | None) -> bool:
+    """Whether the request asks for idTags in clear, and may have them."""
+    show = args.get("show_id_tags", False)
+    if not isinstance(show, bool):
+        raise UsageError("show_id_tags must be true or false")
+    if show and reveal_refused is not None:
+        raise Refused(reveal_refused)
+    return show
+
+
+async def dispatch(
+    api: ControlApi, cmd: str, args: dict[str, Any], *, reveal_refused: str | None = None
+) -> Any:
+    """Run one request against ``api``. Raises UsageError, Refused, or whatever ``api`` raises.
+
+    ``reveal_refused``: why this client may not see idTags in clear (None: it may).
+    """
     match cmd:
         case "status":
-            return await api.status()
+            show = _show_id_tags(args, reveal_refused)
+            status = await api.status()
+            return status if show else safe_status(status)
         case "swipe":
             id_tag = _arg_str(args, "id_tag")
             return await api.swipe(id_tag, _arg_int(args, "connector_id", optional=True))
@@ -195,7 +224,10 @@ async def dispatch(api: ControlApi, cmd: str, args: dict[str, Any]) -> Any:
                 raise UsageError("limit must be an integer")
             if not 1 <= limit <= MAX_TRANSACTIONS:
                 raise UsageError(f"limit must be 1 to {MAX_TRANSACTIONS}")
-            return api.transactions(limit)
+            show = _show_id_tags(args, reveal_refused)
+            rows = api.transactions(limit)
+            return rows if show else [{**r, "id_tag": display_id_tag(r.get("id_tag"))}
+                                      for r in rows]
         case "config_get":
             keys = args.get("keys")
             if keys is not None and not (
@@ -268,12 +300,14 @@ def _error(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": message, "kind": kind}
 
 
-async def handle_line(api: ControlApi, line: bytes) -> dict[str, Any]:
+async def handle_line(
+    api: ControlApi, line: bytes, *, reveal_refused: str | None = None
+) -> dict[str, Any]:
     """One request line in, one response object out. Never raises (except CancelledError)."""
     cmd = "?"
     try:
         cmd, args = _parse(line)
-        result = await dispatch(api, cmd, args)
+        result = await dispatch(api, cmd, args, reveal_refused=reveal_refused)
     except UsageError as exc:
         return _error("usage", str(exc))
     except Refused as exc:
@@ -287,6 +321,45 @@ async def handle_line(api: ControlApi, line: bytes) -> dict[str, Any]:
 
 def _encode(response: dict[str, Any]) -> bytes:
     return json.dumps(response, default=str, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+# --- who may see idTags in clear ----------------------------------------------------------------
+
+
+def may_reveal_id_tags(uid: int, gid: int, socket_gid: int) -> bool:
+    """Whether a client may see idTags in clear: root, the daemon's own user, or a member of the
+    socket's group (primary, or in the group database): those the socket as installed (0660,
+    group ocppd) lets act on the charger, even where control.mode lets others connect."""
+    if uid in (0, os.geteuid()) or gid == socket_gid:
+        return True
+    try:
+        name = pwd.getpwuid(uid).pw_name
+        return socket_gid in os.getgrouplist(name, gid)
+    except (KeyError, OSError):
+        return False  # a uid without a name has no supplementary groups to count
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _reveal_refused(writer: asyncio.StreamWriter, path: Path) -> str | None:
+    """Why the client on ``writer`` may not see idTags in clear; None when it may."""
+    sock = writer.get_extra_info("socket")
+    try:
+        # the credentials the client connected with (socket(7) SO_PEERCRED: pid, uid, gid)
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, gid = struct.unpack("3i", creds)
+        socket_gid = path.stat().st_gid
+    except (AttributeError, OSError):
+        return "cannot tell who is asking: idTags are not shown in clear"
+    if may_reveal_id_tags(uid, gid, socket_gid):
+        return None
+    return (f"idTags in clear are for root and group {_group_name(socket_gid)} only (those who "
+            "may act on the charger)")
 
 
 # --- the server ---------------------------------------------------------------------------------
@@ -407,6 +480,7 @@ class ControlServer:
                 await writer.wait_closed()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reveal_refused = _reveal_refused(writer, self.path)
         while True:
             try:
                 line = await reader.readuntil(b"\n")
@@ -426,7 +500,8 @@ class ControlServer:
             if watch is not None:
                 await self._stream(reader, writer, frames=watch)
                 return
-            writer.write(_encode(await handle_line(self._api, line)))
+            writer.write(_encode(await handle_line(self._api, line,
+                                                   reveal_refused=reveal_refused)))
             await writer.drain()
             if not line.endswith(b"\n"):
                 return
@@ -472,3 +547,4 @@ def _watch_request(line: bytes) -> bool | None:
         return None
     frames = args.get("frames", False)
     return frames if isinstance(frames, bool) else None
+

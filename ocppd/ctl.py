@@ -335,6 +335,16 @@ def _amps(text: str) -> float | None:
     return value
 
 
+def _show_id_tags_option(verb: argparse.ArgumentParser) -> None:
+    verb.add_argument("--show-id-tags", action="store_true",
+                      help="idTags in clear, not as pseudonyms (root and group ocppd only)")
+
+
+def _id_tags(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's show_id_tags, sent only when asked: pseudonyms are the daemon's default."""
+    return {"show_id_tags": True} if args.show_id_tags else {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ocppctl", description="Control a running ocppd.")
     where = p.add_mutually_exclusive_group()
@@ -346,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = verbs.add_parser("status", help="connection and connectors")
     v.add_argument("--json", action="store_true")
+    _show_id_tags_option(v)
     v = verbs.add_parser("swipe", help="present an RFID card")
     v.add_argument("id_tag", metavar="IDTAG")
     v.add_argument("--connector", type=_connector, metavar="N")
@@ -360,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     v = verbs.add_parser("tx", help="recent transactions")
     v.add_argument("--limit", type=_limit, default=20, metavar="N")
     v.add_argument("--json", action="store_true")
+    _show_id_tags_option(v)
     v = verbs.add_parser("config", help="OCPP configuration keys")
     ops = v.add_subparsers(dest="op", metavar="OP", required=True)
     o = ops.add_parser("get", help="show keys (all by default)")
@@ -402,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
 
     match args.verb:
         case "status":
-            st = ask("status")
+            st = ask("status", **_id_tags(args))
             print(_dump(st) if args.json else render_status(st))
         case "swipe":
             print(ask("swipe", id_tag=args.id_tag, connector_id=args.connector))
@@ -416,7 +428,7 @@ def run(args: argparse.Namespace) -> int:
             ask("ev", connector_id=args.connector, state=args.state)
             print(f"connector {args.connector}: pilot state {args.state}")
         case "tx":
-            rows = ask("transactions", limit=args.limit)
+            rows = ask("transactions", limit=args.limit, **_id_tags(args))
             print(_dump(rows) if args.json else render_transactions(rows))
         case "config" if args.op == "get":
             result = ask("config_get", keys=args.keys or None)

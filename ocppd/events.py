@@ -202,14 +202,14 @@ class EventBus:
     def session_confirmed(self, connector_id: int, tx: Any) -> None:
         self.publish("session_confirmed", {
             "connector_id": connector_id, "local_tx_id": tx.local_id,
-            "transaction_id": tx.tx_id,
+            "transaction_id": tx.remote_id,
         })
 
     def session_stopped(self, connector_id: int, tx: Any) -> None:
         stop = tx.meter_stop_wh
         self.publish("session_stopped", {
             "connector_id": connector_id, "local_tx_id": tx.local_id,
-            "transaction_id": tx.tx_id,
+            "transaction_id": tx.remote_id,
             "energy_wh": None if stop is None else stop - tx.meter_start_wh,
             "reason": tx.stop_reason,
         })

@@ -4,12 +4,15 @@
   ask of the station. Adapters import this module, never ocppd.station, so the import contracts
   (pyproject.toml) can hold them apart from the hardware and the shell.
 - ``CentralPort``: what the station needs from the Central System adapter.
+- ``TxEventLog``: the recorded transaction events the adapter delivers, in order
+  (storage/txevents.py keeps them; the adapter makes its messages of them).
 - ``Policy``: the behaviour the Central System configures, read at every use.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -17,9 +20,9 @@ from ocppd.config import ConnectorConfig
 from ocppd.core.auth import AuthPolicy, Credential
 from ocppd.core.evse import Fault, MeterReading, PilotState
 from ocppd.core.model import Status, StopReason
+from ocppd.core.records import Reservation, TxEvent, TxRecord
 from ocppd.core.session.state import TxPoints, Waiting
 from ocppd.errors import OcppdError
-from ocppd.storage.records import Reservation, TxRecord
 
 
 class Refused(OcppdError):
@@ -65,11 +68,8 @@ class CentralPort(Protocol):
     async def authorize(self, id_tag: str) -> Credential | None:
         """Ask the Central System. None when it cannot be asked (offline, timeout)."""
 
-    def enqueue_start(self, tx: TxRecord) -> None:
-        """Queue the start message. Called inside a Store.atomic() block."""
-
-    def enqueue_stop(self, tx: TxRecord) -> None:
-        """Queue the stop message (tx is finished). Called inside a Store.atomic() block."""
+    def tx_events_added(self) -> None:
+        """Transaction events were recorded (TxEventLog): deliver them when it can."""
 
     def meter_sample(
         self,
@@ -81,9 +81,36 @@ class CentralPort(Protocol):
         context: str,
         offered_a: float | None,
     ) -> None:
-        """A meter sample. context: periodic, clock, begin, end, trigger."""
+        """A meter sample that is not a recorded transaction event, sent as it is if it can be
+        (no transaction: context periodic or clock; or context trigger, asked for by the
+        Central System)."""
 
     def status_changed(self, connector_id: int, status: Status, fault: Fault | None) -> None: ...
+
+
+class TxEventLog(Protocol):
+    """Recorded transaction events, delivered strictly in ``seq`` order (storage/txevents.py).
+    The adapter reads the pending ones, sends its messages and reports each one delivered
+    (confirmed, or given up after the attempts the protocol allows)."""
+
+    def tx_events_pending(self, limit: int | None = None) -> list[TxEvent]: ...
+
+    def tx_events_count(self) -> int: ...
+
+    def tx_events_of(self, local_tx_id: int) -> list[TxEvent]:
+        """Every stored event of a transaction, in order (a stop message may carry samples)."""
+
+    def tx_event_delivered(self, event: TxEvent) -> None: ...
+
+    def tx_event_attempt(self, seq: int, *, next_attempt_at: float | None) -> int:
+        """Count a failed attempt; returns the attempts so far."""
+
+    def transaction(self, local_id: int) -> TxRecord | None: ...
+
+    def atomic(self) -> AbstractContextManager[None]: ...
+
+    async def durable(self) -> None:
+        """Returns once what was recorded survives a power cut (send nothing before)."""
 
 
 class ConnectorInfo(Protocol):
@@ -136,7 +163,8 @@ class StationApi(Protocol):
         self, id_tag: str, connector_id: int | None, *, on_start: SessionHook | None = None
     ) -> int | None: ...
 
-    def remote_stop(self, tx_id: int) -> bool: ...
+    def remote_stop(self, remote_id: str) -> bool:
+        """Stop the transaction the Central System knows by ``remote_id``; False: none."""
 
     async def stop_all(self, reason: StopReason) -> None: ...
 
@@ -158,4 +186,6 @@ class StationApi(Protocol):
 
     def note_id_tag_info(self, id_tag: str, cred: Credential) -> None: ...
 
-    def on_start_confirmed(self, local_id: int, tx_id: int, cred: Credential) -> None: ...
+    def on_start_confirmed(self, event: TxEvent, remote_id: str, cred: Credential) -> None:
+        """The Central System confirmed a transaction's start event and gave it ``remote_id``:
+        recorded together with the event's delivery (a start is never sent twice)."""

@@ -2,6 +2,12 @@
 
 In-process runs use ocppd.app.Daemon exactly as `ocppd` does, minus signal handlers, on the
 simulator, against the test Central System (tests/csms.py) on loopback.
+
+Below them, the scenes many end-to-end tests share: a charging session (``charge``), its
+transactionId (``transaction_id``), a session resumed after a restart (``resumed``), a charging
+profile (``charging_profile``) sent and checked (``set_profile``, ``remote_start``). They take
+the Central System as an argument and import its messages when called, so a module that does
+not need the `ocpp` package can still import this one.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ocppd import config
 from ocppd.app import Daemon
 from ocppd.config import Config
+from ocppd.hw.base import Hardware
 
 CP_ID = "CP-TEST-1"
 
@@ -90,6 +98,11 @@ def sim_config(tmp_path: Path, url: str, **kw: Any) -> Config:
     return config.load(path)
 
 
+def resume_config(tmp_path: Path, url: str, **kw: Any) -> Config:
+    """``sim_config`` where a session survives a restart (system.power_loss = "resume")."""
+    return sim_config(tmp_path, url, system={"power_loss": "resume"}, **kw)
+
+
 async def wait_until(
     pred: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
 ) -> None:
@@ -103,15 +116,23 @@ async def wait_until(
 
 @contextlib.asynccontextmanager
 async def running(
-    cfg: Config, *, plugged: tuple[int, ...] = (), **daemon_kw: Any
+    cfg: Config,
+    *,
+    plugged: tuple[int, ...] = (),
+    hardware: Hardware | None = None,
+    check_exit: bool = False,
+    **daemon_kw: Any,
 ) -> AsyncIterator[Daemon]:
     """Run the daemon; ``plugged``: connectors whose simulated EV is plugged in before start;
+    ``hardware``: the simulated charger to run on (a test's own, watched or wrapped);
+    ``check_exit``: the daemon must stop cleanly within 10 s, else the test fails;
     ``daemon_kw``: passed to Daemon (an injected clock)."""
-    hw = None
+    hw = hardware
     if plugged:
-        from ocppd.hw.sim import build_sim_hardware
+        if hw is None:
+            from ocppd.hw.sim import build_sim_hardware
 
-        hw = build_sim_hardware(cfg)
+            hw = build_sim_hardware(cfg)
         assert hw.sim is not None
         for cid in plugged:
             hw.sim.plug(cid)
@@ -127,6 +148,8 @@ async def running(
         yield d
     finally:
         d.stop_event.set()
+        if check_exit:
+            await asyncio.wait_for(task, 10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(task), 10)
         if not task.done():
@@ -209,6 +232,103 @@ async def booted(cs: Any, connectors: int = 1) -> None:
     """Wait for the StatusNotifications of connector 0 and every connector after boot."""
     for cid in range(connectors + 1):
         await cs.wait_for("StatusNotification", lambda p, cid=cid: p["connectorId"] == cid)
+
+
+# --- scenes many end-to-end tests share --------------------------------------------------------
+
+
+async def charge(
+    cs: Any, d: Daemon, tag: str = "TAG1", *, cid: int = 1, at: int | None = None,
+    count: int = 1,
+) -> None:
+    """The EV plugged into connector ``cid`` and the card ``tag`` presented, until the Central
+    System has its ``count``-th Charging for ``cid``. ``at``: the connector named with the card
+    (None: none, as from the reader; the station picks)."""
+    sim(d).plug(cid)
+    assert d.station is not None
+    await d.station.swipe(tag, at)
+    await wait_status(cs, "Charging", cid=cid, count=count)
+
+
+async def transaction_id(d: Daemon, cid: int = 1) -> Any:
+    """The transactionId of the session on ``cid``, once the Central System has given it."""
+    assert d.station is not None
+    c = d.station.connectors[cid]
+    await wait_until(lambda: c.tx is not None and c.tx.remote_id is not None, what="tx id")
+    assert c.tx is not None and c.tx.remote_id is not None
+    return int(c.tx.remote_id)  # 1.6: an integer, kept by the station as text
+
+
+@contextlib.asynccontextmanager
+async def resumed(cs: Any, cfg: Config, tag: str = "TAG1", **run_kw: Any) -> AsyncIterator[Daemon]:
+    """A session charging on connector 1 (``tag`` presented without a connector), then the
+    daemon restarted with the EV still plugged in: the second run. ``cfg`` decides whether the
+    session resumes (``resume_config``); ``run_kw`` go to the second ``running``."""
+    async with running(cfg) as d:
+        await booted(cs)
+        await charge(cs, d, tag)
+    async with running(cfg, plugged=(1,), **run_kw) as d:
+        yield d
+
+
+def charging_profile(
+    pid: int,
+    purpose: str,
+    limit: float,
+    *,
+    stack: int = 0,
+    tx_id: int | None = None,
+    periods: list[dict[str, Any]] | None = None,
+    kind: str = "Relative",
+    unit: str = "A",
+    duration: int | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A csChargingProfiles (OCPP 1.6 §7.8) limiting to ``limit`` from the start, or by
+    ``periods``; ``extra``: fields set as they are (a bad value on purpose)."""
+    sched: dict[str, Any] = {
+        "chargingRateUnit": unit,
+        "chargingSchedulePeriod": periods or [{"startPeriod": 0, "limit": limit}],
+    }
+    if duration is not None:
+        sched["duration"] = duration
+    if kind == "Absolute":
+        sched["startSchedule"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    p: dict[str, Any] = {
+        "chargingProfileId": pid,
+        "stackLevel": stack,
+        "chargingProfilePurpose": purpose,
+        "chargingProfileKind": kind,
+        "chargingSchedule": sched,
+    }
+    if tx_id is not None:
+        p["transactionId"] = tx_id
+    p.update(extra)
+    return p
+
+
+async def set_profile(
+    cs: Any, connector_id: int, profile: dict[str, Any], *, expect: str = "Accepted"
+) -> None:
+    """SetChargingProfile from the Central System; the charge point answers ``expect``."""
+    from csms import call
+
+    conf = await cs.call(
+        CP_ID, call.SetChargingProfile(connector_id=connector_id, cs_charging_profiles=profile)
+    )
+    assert conf.status == expect, f"SetChargingProfile: {conf.status}, expected {expect}"
+
+
+async def remote_start(
+    cs: Any, id_tag: str, *, connector_id: int = 1, profile: dict[str, Any] | None = None,
+    expect: str = "Accepted",
+) -> None:
+    """RemoteStartTransaction, with a charging profile if given; answered ``expect``."""
+    from csms import call
+
+    conf = await cs.call(CP_ID, call.RemoteStartTransaction(
+        id_tag=id_tag, connector_id=connector_id, charging_profile=profile))
+    assert conf.status == expect, f"RemoteStartTransaction: {conf.status}, expected {expect}"
 
 
 class SteppedClock:

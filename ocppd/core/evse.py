@@ -8,8 +8,9 @@ the core needs nothing from the hardware layer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
 
 class PilotState(StrEnum):
@@ -63,3 +64,35 @@ class MeterReading:
     power_factor: float | None = None
     temperature_c: float | None = None
     soc_pct: float | None = None  # from the EV, when it can tell (simulator, ISO 15118)
+
+
+def reading_to_data(reading: MeterReading, offered_a: float | None = None) -> dict[str, Any]:
+    """A reading as a stored transaction event's data: the fields it has, nothing else (plain
+    JSON values; ``offered_a`` is what the EVSE offered at that moment). Values are kept to
+    ``DATA_DECIMALS`` places: finer than any meter resolves (1 mWh, 1 mA), and a sample's row
+    stays small (SD-card wear: rows per page)."""
+    values: dict[str, Any] = {}
+    for name in _READING_FIELDS:
+        value = getattr(reading, name)
+        if isinstance(value, tuple):
+            values[name] = [round(v, DATA_DECIMALS) for v in value]
+        elif value is not None:
+            values[name] = round(value, DATA_DECIMALS)
+    data: dict[str, Any] = {"reading": values}
+    if offered_a is not None:
+        data["offered_a"] = offered_a
+    return data
+
+
+def reading_from_data(data: dict[str, Any] | None) -> tuple[MeterReading | None, float | None]:
+    """The reading and the offered current back from ``reading_to_data``'s output."""
+    if not data or "reading" not in data:
+        return None, None
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in data["reading"].items() if k in _READING_FIELDS}
+    offered = data.get("offered_a")
+    return MeterReading(**values), None if offered is None else float(offered)
+
+
+_READING_FIELDS = tuple(f.name for f in fields(MeterReading))
+DATA_DECIMALS = 3

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -190,17 +190,30 @@ def _offering(rig: Rig, cid: int) -> bool:
     return bool(rig.offered_a(cid))
 
 
-async def _started(rig: Rig) -> Recorder:
+@contextlib.asynccontextmanager
+async def _session(rig: Rig) -> AsyncIterator[tuple[Recorder, Watcher]]:
+    """One check's run of the board, the way the station runs it: nothing closed or offered
+    before start(), start() reports every pilot state, the Watcher guards the contactor
+    throughout, close() always comes, and afterwards nothing is closed or offered and no event
+    came from inside a command (obligations 1, 2, 4)."""
     rec = Recorder()
     for cid in rig.connector_ids:
         assert not rig.contactor_closed(cid), f"connector {cid}: closed before start()"
         assert not _offering(rig, cid), f"connector {cid}: offering before start()"
     await rig.board.start(rec)
+    try:
+        for cid in rig.connector_ids:
+            await rec.wait_for(f"start(): pilot state of connector {cid}",
+                               lambda e, c=cid: isinstance(e, PilotChanged)  # type: ignore[misc]
+                               and e.connector_id == c)
+        async with Watcher(rig) as watch:
+            yield rec, watch
+    finally:
+        await rig.board.close()
     for cid in rig.connector_ids:
-        await rec.wait_for(f"start(): pilot state of connector {cid}",
-                           lambda e, c=cid: isinstance(e, PilotChanged)  # type: ignore[misc]
-                           and e.connector_id == c)
-    return rec
+        assert not rig.contactor_closed(cid), f"connector {cid}: closed after close()"
+        assert not _offering(rig, cid), f"connector {cid}: still offering after close()"
+    assert not rec.misuse, rec.misuse
 
 
 def _cmd(rec: Recorder, call: Callable[[], object]) -> None:
@@ -240,146 +253,117 @@ async def _stop(rig: Rig, rec: Recorder, watch: Watcher, cid: int) -> None:
 
 
 # --- the checks -------------------------------------------------------------------------------
+# Each runs inside _session, which checks what holds for every run: safe before start() and after
+# close(), the pilot states reported at start(), no close without the core, no event from inside
+# a command.
 
 
 async def check_safe_at_start_and_after_close(rig: Rig) -> None:
     """Obligations 1, 2: open and offering nothing before start() and after close(); start()
     reports the pilot state of every connector."""
-    rec = await _started(rig)
-    try:
+    async with _session(rig):
         for cid in rig.connector_ids:
             assert not rig.contactor_closed(cid), f"connector {cid}: closed after start()"
-    finally:
-        await rig.board.close()
-    for cid in rig.connector_ids:
-        assert not rig.contactor_closed(cid), f"connector {cid}: closed after close()"
-        assert not _offering(rig, cid), f"connector {cid}: still offering after close()"
-    assert not rec.misuse, rec.misuse
 
 
 async def check_pilot_events_follow_the_ev(rig: Rig) -> None:
     """Obligation 2: plug, EV ready, EV paused and unplug each arrive as PilotChanged."""
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig) as watch:
-            for cid in rig.connector_ids:
-                mark = len(rec.events)
-                rig.plug(cid, ready=False)
-                await rec.wait_for(f"connector {cid}: plug (B)", _pilot(cid, PilotState.B),
-                                   after=mark)
-                await _charging(rig, rec, watch, cid, plugged=True)
-                mark = len(rec.events)
-                rig.set_ready(cid, False)
-                await rec.wait_for(f"connector {cid}: EV pauses (B)", _pilot(cid, PilotState.B),
-                                   after=mark)
-                await _stop(rig, rec, watch, cid)
-                mark = len(rec.events)
-                rig.unplug(cid)
-                await rec.wait_for(f"connector {cid}: unplug (A)", _pilot(cid, PilotState.A),
-                                   after=mark)
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+    async with _session(rig) as (rec, watch):
+        for cid in rig.connector_ids:
+            mark = len(rec.events)
+            rig.plug(cid, ready=False)
+            await rec.wait_for(f"connector {cid}: plug (B)", _pilot(cid, PilotState.B),
+                               after=mark)
+            await _charging(rig, rec, watch, cid, plugged=True)
+            mark = len(rec.events)
+            rig.set_ready(cid, False)
+            await rec.wait_for(f"connector {cid}: EV pauses (B)", _pilot(cid, PilotState.B),
+                               after=mark)
+            await _stop(rig, rec, watch, cid)
+            mark = len(rec.events)
+            rig.unplug(cid)
+            await rec.wait_for(f"connector {cid}: unplug (A)", _pilot(cid, PilotState.A),
+                               after=mark)
 
 
 async def check_offer_takes_effect_within_its_deadline(rig: Rig) -> None:
     """Obligation 3: set_offer reaches the pilot within COMMAND_DEADLINE_S, never above."""
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig):
-            for cid in rig.connector_ids:
-                rig.plug(cid, ready=False)
-                for amps in (16.0, 10.0, 32.0):
-                    _cmd(rec, lambda a=amps, c=cid: rig.board.set_offer(c, a))  # type: ignore[misc]
-                    await eventually(f"connector {cid}: offer {amps} A",
-                                     lambda a=amps, c=cid: (  # type: ignore[misc]
-                                         a - 1.0 < (rig.offered_a(c) or 0.0) <= a + TOL_A),
-                                     COMMAND_DEADLINE_S)
-                _cmd(rec, lambda c=cid: rig.board.set_offer(c, None))  # type: ignore[misc]
-                await eventually(f"connector {cid}: offer withdrawn",
-                                 lambda c=cid: not _offering(rig, c),  # type: ignore[misc]
+    async with _session(rig) as (rec, _):
+        for cid in rig.connector_ids:
+            rig.plug(cid, ready=False)
+            for amps in (16.0, 10.0, 32.0):
+                _cmd(rec, lambda a=amps, c=cid: rig.board.set_offer(c, a))  # type: ignore[misc]
+                await eventually(f"connector {cid}: offer {amps} A",
+                                 lambda a=amps, c=cid: (  # type: ignore[misc]
+                                     a - 1.0 < (rig.offered_a(c) or 0.0) <= a + TOL_A),
                                  COMMAND_DEADLINE_S)
-                rig.unplug(cid)
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+            _cmd(rec, lambda c=cid: rig.board.set_offer(c, None))  # type: ignore[misc]
+            await eventually(f"connector {cid}: offer withdrawn",
+                             lambda c=cid: not _offering(rig, c),  # type: ignore[misc]
+                             COMMAND_DEADLINE_S)
+            rig.unplug(cid)
 
 
 async def check_contactor_closes_and_opens_within_deadlines(rig: Rig) -> None:
     """Obligation 3: closing within COMMAND_DEADLINE_S, opening within
     CONTACTOR_OPEN_DEADLINE_S of the command."""
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig) as watch:
-            for cid in rig.connector_ids:
-                await _charging(rig, rec, watch, cid)
-                await _stop(rig, rec, watch, cid)
-                await eventually(f"connector {cid}: contactor opens",
-                                 lambda c=cid: not rig.contactor_closed(c),  # type: ignore[misc]
-                                 CONTACTOR_OPEN_DEADLINE_S)
-                rig.unplug(cid)
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+    async with _session(rig) as (rec, watch):
+        for cid in rig.connector_ids:
+            await _charging(rig, rec, watch, cid)
+            await _stop(rig, rec, watch, cid)
+            await eventually(f"connector {cid}: contactor opens",
+                             lambda c=cid: not rig.contactor_closed(c),  # type: ignore[misc]
+                             CONTACTOR_OPEN_DEADLINE_S)
+            rig.unplug(cid)
 
 
 async def check_nothing_closes_without_the_core(rig: Rig) -> None:
     """Obligation 4: an EV asking for power gets no contactor while the core has not said so."""
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig):
-            for cid in rig.connector_ids:
-                rig.plug(cid, ready=True)  # asks for power, nothing offered, nothing commanded
+    async with _session(rig) as (rec, _):
+        for cid in rig.connector_ids:
+            rig.plug(cid, ready=True)  # asks for power, nothing offered, nothing commanded
+        await rig.settle()
+        if not rig.self_switching:
+            for cid in rig.connector_ids:  # offered, EV asking, but never commanded closed
+                _cmd(rec, lambda c=cid: rig.board.set_offer(c, CHARGE_A))  # type: ignore
             await rig.settle()
-            if not rig.self_switching:
-                for cid in rig.connector_ids:  # offered, EV asking, but never commanded closed
-                    _cmd(rec, lambda c=cid: rig.board.set_offer(c, CHARGE_A))  # type: ignore
-                await rig.settle()
-            for cid in rig.connector_ids:
-                _cmd(rec, lambda c=cid: rig.board.set_offer(c, 0.0))  # type: ignore[misc]
-            await rig.settle()
-            for cid in rig.connector_ids:
-                rig.unplug(cid)
-            await rig.settle()
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+        for cid in rig.connector_ids:
+            _cmd(rec, lambda c=cid: rig.board.set_offer(c, 0.0))  # type: ignore[misc]
+        await rig.settle()
+        for cid in rig.connector_ids:
+            rig.unplug(cid)
+        await rig.settle()
 
 
 async def check_contactor_opens_on_every_fault(rig: Rig) -> None:
     """Obligation 5: the board opens by itself on each fault, then reports it; it does not
     close again when the fault clears."""
     assert rig.fault_names, "a rig must be able to inject at least one fault"
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig) as watch:
-            cid = rig.connector_ids[0]
-            for name in rig.fault_names:
-                await _charging(rig, rec, watch, cid)
-                mark = len(rec.events)
-                rig.inject_fault(cid, name, True)
-                # No command from the core here: the board must open on its own.
-                await eventually(f"fault {name}: contactor opens by itself",
-                                 lambda: not rig.contactor_closed(cid), CONTACTOR_OPEN_DEADLINE_S)
-                watch.allow(cid, False)
-                ev = await rec.wait_for(f"fault {name}: reported",
-                                        lambda e: isinstance(e, FaultChanged) and e.active,
-                                        after=mark)
-                assert isinstance(ev, FaultChanged)
-                await _stop(rig, rec, watch, cid)  # the core reacts as it does
-                mark = len(rec.events)
-                rig.inject_fault(cid, name, False)
-                await rec.wait_for(f"fault {name}: clearance reported",
-                                   lambda e, f=ev.fault: (  # type: ignore[misc]
-                                       isinstance(e, FaultChanged) and e.fault is f
-                                       and not e.active),
-                                   after=mark)
-                await rig.settle()
-                rig.unplug(cid)
-                await rig.settle()
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+    async with _session(rig) as (rec, watch):
+        cid = rig.connector_ids[0]
+        for name in rig.fault_names:
+            await _charging(rig, rec, watch, cid)
+            mark = len(rec.events)
+            rig.inject_fault(cid, name, True)
+            # No command from the core here: the board must open on its own.
+            await eventually(f"fault {name}: contactor opens by itself",
+                             lambda: not rig.contactor_closed(cid), CONTACTOR_OPEN_DEADLINE_S)
+            watch.allow(cid, False)
+            ev = await rec.wait_for(f"fault {name}: reported",
+                                    lambda e: isinstance(e, FaultChanged) and e.active,
+                                    after=mark)
+            assert isinstance(ev, FaultChanged)
+            await _stop(rig, rec, watch, cid)  # the core reacts as it does
+            mark = len(rec.events)
+            rig.inject_fault(cid, name, False)
+            await rec.wait_for(f"fault {name}: clearance reported",
+                               lambda e, f=ev.fault: (  # type: ignore[misc]
+                                   isinstance(e, FaultChanged) and e.fault is f
+                                   and not e.active),
+                               after=mark)
+            await rig.settle()
+            rig.unplug(cid)
+            await rig.settle()
 
 
 async def check_link_loss_is_reported_and_fails_safe(rig: Rig) -> None:
@@ -388,38 +372,33 @@ async def check_link_loss_is_reported_and_fails_safe(rig: Rig) -> None:
     and nothing closes afterwards without the core."""
     if not rig.has_link:
         return  # no line between driver and board (the simulator, the Pi's own GPIO)
-    rec = await _started(rig)
-    try:
-        async with Watcher(rig) as watch:
-            cid = rig.connector_ids[0]
-            await _charging(rig, rec, watch, cid)
-            mark = len(rec.events)
-            rig.cut_link()
-            await rec.wait_for("link loss reported",
-                               lambda e: isinstance(e, FaultChanged) and e.active
-                               and e.fault is Fault.BOARD_LINK_LOST,
-                               after=mark, timeout_s=LINK_LOSS_DEADLINE_S)
-            # The core opens on the fault; the relay may stay on behind the dead line (the
-            # board's own business until the line is back), so the watcher allows it meanwhile.
-            _cmd(rec, lambda: rig.board.set_contactor(cid, False))
-            _cmd(rec, lambda: rig.board.set_offer(cid, None))
-            mark = len(rec.events)
-            rig.restore_link()
-            cleared = await rec.wait_for(
-                "link back reported",
-                lambda e: isinstance(e, FaultChanged) and not e.active
-                and e.fault is Fault.BOARD_LINK_LOST,
-                after=mark, timeout_s=LINK_LOSS_DEADLINE_S)
-            assert cleared is not None
-            assert not rig.contactor_closed(cid), "link back: contactor still closed when the " \
-                                                  "fault was cleared"
-            watch.allow(cid, False)
-            await rig.settle()
-            rig.unplug(cid)
-            await rig.settle()
-    finally:
-        await rig.board.close()
-    assert not rec.misuse, rec.misuse
+    async with _session(rig) as (rec, watch):
+        cid = rig.connector_ids[0]
+        await _charging(rig, rec, watch, cid)
+        mark = len(rec.events)
+        rig.cut_link()
+        await rec.wait_for("link loss reported",
+                           lambda e: isinstance(e, FaultChanged) and e.active
+                           and e.fault is Fault.BOARD_LINK_LOST,
+                           after=mark, timeout_s=LINK_LOSS_DEADLINE_S)
+        # The core opens on the fault; the relay may stay on behind the dead line (the
+        # board's own business until the line is back), so the watcher allows it meanwhile.
+        _cmd(rec, lambda: rig.board.set_contactor(cid, False))
+        _cmd(rec, lambda: rig.board.set_offer(cid, None))
+        mark = len(rec.events)
+        rig.restore_link()
+        cleared = await rec.wait_for(
+            "link back reported",
+            lambda e: isinstance(e, FaultChanged) and not e.active
+            and e.fault is Fault.BOARD_LINK_LOST,
+            after=mark, timeout_s=LINK_LOSS_DEADLINE_S)
+        assert cleared is not None
+        assert not rig.contactor_closed(cid), "link back: contactor still closed when the " \
+                                              "fault was cleared"
+        watch.allow(cid, False)
+        await rig.settle()
+        rig.unplug(cid)
+        await rig.settle()
 
 
 CHECKS: tuple[Callable[[Rig], Awaitable[None]], ...] = (

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from ocppd.core.evse import MeterReading
 from ocppd.core.model import StopReason
+from ocppd.core.records import TxRecord
 from ocppd.core.session.state import ChargerState, ConnectorSpec, Event
 from ocppd.errors import StorageError
 from ocppd.hw.base import Hardware
@@ -62,6 +63,8 @@ class Host(Protocol):
     async def _read_meter(self, cid: int) -> MeterReading | None: ...
 
     def _energy_wh(self, cid: int) -> int: ...
+    def _record_sample(self, cid: int, tx: TxRecord, reading: MeterReading, at: datetime,
+                       trigger: str) -> None: ...
 
     def _storage_failed(self, exc: StorageError) -> None: ...
 

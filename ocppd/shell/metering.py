@@ -1,7 +1,9 @@
 """Meter reading for the station shell: every reading goes through ``_read_meter``, which turns
 a dead meter into a fault, refuses a register that goes backwards, hands the register to the
-core (energy caps) and the EV's draw to the reduced-draw watch; samples go to the Central System
-adapter on the periodic and clock-aligned ticks (sampling.py) and on request."""
+core (energy caps) and the EV's draw to the reduced-draw watch. On the periodic and clock-aligned
+ticks (sampling.py) a transaction's sample is recorded as a transaction event, which the Central
+System adapter delivers; other samples (no transaction, TriggerMessage) go to the adapter as
+they are."""
 
 from __future__ import annotations
 
@@ -9,7 +11,8 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ocppd.core.evse import Fault, MeterReading
+from ocppd.core.evse import Fault, MeterReading, reading_to_data
+from ocppd.core.records import TxRecord
 from ocppd.core.session.state import CurrentDrawn, EnergyRead, FaultSeen
 from ocppd.errors import MeterError, StorageError
 
@@ -73,27 +76,47 @@ class MeteringMixin:
             if reading is None:
                 continue
             tx = self._live[cid].tx
+            if tx is not None and context == "periodic":
+                self._record_sample(cid, tx, reading, now, "periodic")
+                continue
             try:
-                # one commit per sample: register, transaction sample and queued MeterValues
-                with self.store.atomic():
-                    if tx is not None:
-                        self.store.update_meter(tx.local_id, int(round(reading.energy_import_wh)),
-                                                now)
-                    if self.port is not None and (tx is not None or context != "periodic"):
-                        self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
-                                               context=context,
-                                               offered_a=self.state.connector(cid).offer_a)
+                if tx is not None:  # e.g. TriggerMessage: the register is billing data too
+                    self.store.update_meter(tx.local_id, int(round(reading.energy_import_wh)),
+                                            now)
             except StorageError as exc:
                 self._storage_failed(exc)
+            if self.port is not None and context != "periodic":
+                self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
+                                       context=context,
+                                       offered_a=self.state.connector(cid).offer_a)
 
     async def _sample_aligned(self: Host, at: datetime) -> None:
         for cid in self.connectors:
             reading = await self._read_meter(cid)
-            if reading is not None and self.port is not None:
-                with self.store.atomic():  # one commit per sample
-                    self.port.meter_sample(connector_id=cid, tx=self._live[cid].tx,
-                                           reading=reading, at=at, context="clock",
-                                           offered_a=self.state.connector(cid).offer_a)
+            if reading is None:
+                continue
+            tx = self._live[cid].tx
+            if tx is not None:
+                self._record_sample(cid, tx, reading, at, "clock")
+            elif self.port is not None:
+                self.port.meter_sample(connector_id=cid, tx=None, reading=reading, at=at,
+                                       context="clock",
+                                       offered_a=self.state.connector(cid).offer_a)
+
+    def _record_sample(self: Host, cid: int, tx: TxRecord, reading: MeterReading,
+                       at: datetime, trigger: str) -> None:
+        """A transaction's sample is one event, one commit (one row: SD-card wear), with the
+        register in it; the protocol adapter delivers it."""
+        try:
+            self.store.tx_event_add(
+                tx.local_id, "sample", at, trigger=trigger,
+                energy_wh=int(round(reading.energy_import_wh)),
+                data=reading_to_data(reading, self.state.connector(cid).offer_a))
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return
+        if self.port is not None:
+            self.port.tx_events_added()
 
     async def refresh_readings(self: Host, max_age_s: float = 1.0) -> None:
         """Read the meters whose reading is older than ``max_age_s`` or than the last contactor

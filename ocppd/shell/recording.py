@@ -1,7 +1,8 @@
 """Recording transactions for the station shell: the effects BeginTransaction, EndTransaction
 and RecordStopRequest, and the Central System's verdict on a started one. Each start and stop
-writes the transaction and its queued message in one SQLite transaction, serialized by the
-station's lock, so a power cut leaves either both or neither."""
+writes the transaction and its event (started, ended: storage/txevents.py, which the protocol
+adapter delivers) in one SQLite transaction, serialized by the station's lock, so a power cut
+leaves either both or neither."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from ocppd.core.auth import Credential
+from ocppd.core.evse import reading_to_data
 from ocppd.core.model import AuthStatus
+from ocppd.core.records import TxEvent
 from ocppd.core.session.state import (
     BeginTransaction,
     EndPoint,
@@ -60,8 +63,10 @@ class RecordingMixin:
                         self.store.reservation_delete(e.reservation_id)
                     tx = self.store.transaction(local_id)
                     assert tx is not None
-                    if self.port is not None:
-                        self.port.enqueue_start(tx)
+                    self.store.tx_event_add(
+                        local_id, "started", now, energy_wh=meter_start,
+                        data=None if reading is None else reading_to_data(
+                            reading, self.state.connector(cid).offer_a))
                 # the contactor closes on a recorded transaction only (storage/durability.py)
                 await self.store.durable()
             except StorageError as exc:
@@ -81,10 +86,8 @@ class RecordingMixin:
                 meter_start,
                 extra={"CONNECTOR_ID": cid},
             )
-            if reading is not None and self.port is not None:
-                self.port.meter_sample(connector_id=cid, tx=tx, reading=reading, at=now,
-                                       context="begin",
-                                       offered_a=self.state.connector(cid).offer_a)
+            if self.port is not None:
+                self.port.tx_events_added()
             if on_start is not None:
                 on_start(cid, tx)  # first: its limit must hold before the contactor may close
             for hook in self.on_tx_started:
@@ -123,12 +126,12 @@ class RecordingMixin:
                     )
                     done = self.store.transaction(tx.local_id)
                     assert done is not None
-                    if self.port is not None:
-                        if reading is not None:
-                            self.port.meter_sample(connector_id=cid, tx=done, reading=reading,
-                                                   at=now, context="end",
-                                                   offered_a=self.state.connector(cid).offer_a)
-                        self.port.enqueue_stop(done)
+                    self.store.tx_event_add(
+                        tx.local_id, "ended", now, energy_wh=meter_stop,
+                        data=None if reading is None else reading_to_data(
+                            reading, self.state.connector(cid).offer_a))
+                if self.port is not None:
+                    self.port.tx_events_added()
             except StorageError as exc:
                 # The contactor is already open. The transaction stays open in the database and
                 # is stopped at the next start-up (power-loss rules) with its last reading.
@@ -165,13 +168,19 @@ class RecordingMixin:
             log.error("storage write failed: %s", exc)
         self.storage_error = str(exc)
 
-    def on_start_confirmed(self: Host, local_id: int, tx_id: int, cred: Credential) -> None:
-        """StartTransaction.conf arrived (possibly long after an offline start)."""
+    def on_start_confirmed(self: Host, event: TxEvent, remote_id: str, cred: Credential) -> None:
+        """The start event was confirmed (possibly long after an offline start): the id the
+        Central System gave and its verdict are recorded with the delivery, in one commit."""
+        local_id = event.local_tx_id
         with self.store.atomic():
-            self.store.set_transaction_id(local_id, tx_id)
-            self.store.set_id_tag_status(local_id, cred.status.value)
-            if cred.parent_id_tag is not None:  # the Central System's word on the parent wins
-                self.store.set_parent_id_tag(local_id, cred.parent_id_tag)
+            if local_id is not None:
+                self.store.set_remote_id(local_id, remote_id)
+                self.store.set_id_tag_status(local_id, cred.status.value)
+                if cred.parent_id_tag is not None:  # the Central System's word on the parent
+                    self.store.set_parent_id_tag(local_id, cred.parent_id_tag)
+            self.store.tx_event_delivered(event)
+        if local_id is None:
+            return
         for cid, live in self._live.items():
             if live.tx is None or live.tx.local_id != local_id:
                 continue

@@ -130,9 +130,9 @@ class SessionsMixin:
             except Refused as exc:
                 log.warning("remote start on connector %d: %s", cid, exc)
 
-    def remote_stop(self: Host, tx_id: int) -> bool:
+    def remote_stop(self: Host, remote_id: str) -> bool:
         for c in self.connectors.values():
-            if c.tx is not None and c.tx.tx_id == tx_id:
+            if c.tx is not None and c.tx.remote_id == remote_id:
                 # the contactor opens and the stop is durable before the command is answered
                 self._step_soon(StopRequested(connector_id=c.id, reason=StopReason.REMOTE))
                 return True

@@ -137,7 +137,7 @@ class ConnectorView:
             "id": self.id,
             "status": self.status.value if self.status else None,
             "fault": next(iter(self.faults), None),
-            "transaction_id": tx.tx_id if tx else None,
+            "transaction_id": tx.remote_id if tx else None,
             "local_tx_id": tx.local_id if tx else None,
             "id_tag": tx.id_tag if tx else (waiting.id_tag if waiting else None),
             "energy_wh": self.session_energy_wh,

@@ -12,6 +12,15 @@ with ``durable=True`` (the default), or with the next one for a commit made with
 power cut awaits the barrier (``Store.durable()``). The WAL is append-only and checksummed, so a
 power cut can only undo a tail of commits nobody acted upon. See durability.py.
 
+No shared-memory index. The connection holds the database in ``locking_mode=EXCLUSIVE``, set
+before WAL mode is entered, so SQLite keeps the WAL index in the process's heap instead of the
+memory-mapped ``-shm`` file. That file's pages were rewritten by every commit and written back
+to the card by the kernel every half minute or so: two to three 4 KiB pages per meter sample at
+a 60 s interval, more than the sample itself. The price: no other process can open the database
+while ocppd runs (ocppctl talks to the daemon, never to the file), and checkpoints run on this
+same connection, from the background thread, only while no transaction is open
+(durability.py).
+
 Page size. New databases use 1 KiB pages: a commit writes whole pages to the log, and the rows a
 meter sample touches are small, so 4 KiB pages wrote four times the bytes for the same data
 (SD-card wear). Existing databases keep their page size.
@@ -22,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -76,7 +86,9 @@ class Database:
         # along with whatever commits next), and after a COMMIT succeeded
         self.before_commit: list[Callable[[], None]] = []
         self.after_commit: list[Callable[[], None]] = []
-        self.syncer = Syncer(path)
+        # the loop thread and the durability thread's checkpoints share the one connection
+        self.mutex = threading.RLock()
+        self.syncer = Syncer(path, checkpoint=self._checkpoint)
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -153,11 +165,11 @@ class Database:
             raise _translate(e, self.path, what) from e
 
     def rows(self, what: str, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        with self.guard(what):
+        with self.mutex, self.guard(what):
             return self._conn.execute(sql, params).fetchall()
 
     def one(self, what: str, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        with self.guard(what):
+        with self.mutex, self.guard(what):
             row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
             return row
 
@@ -213,6 +225,10 @@ class Database:
             return
 
         # sqlite3 errors propagate untranslated: the caller's guard() names the action
+        with self.mutex:
+            yield from self._outermost(conn, durable)
+
+    def _outermost(self, conn: sqlite3.Connection, durable: bool) -> Iterator[None]:
         changes = conn.total_changes
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -248,6 +264,23 @@ class Database:
         for cb in self.on_rollback:
             cb()
 
+    def _checkpoint(self) -> bool:
+        """Copy the WAL into the database and empty it (the durability thread calls this).
+        Skipped (False) while the loop thread is using the connection: it is tried again after
+        the next commit. TRUNCATE: the log restarts here, not in the loop's next commit."""
+        if not self.mutex.acquire(blocking=False):
+            return False
+        try:
+            if self._conn.in_transaction:
+                return False
+            row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return row is not None and int(row[0]) == 0
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpoint failed: %s", self.path, _describe(exc))
+            return False
+        finally:
+            self.mutex.release()
+
     @property
     def in_atomic(self) -> bool:
         return self._depth > 0
@@ -259,10 +292,19 @@ class Database:
 
 def _connect(path: Path) -> sqlite3.Connection:
     try:
-        conn = sqlite3.connect(str(path), isolation_level=None, timeout=2.0)
+        # check_same_thread: the durability thread runs checkpoints on it (Database.mutex)
+        conn = sqlite3.connect(str(path), isolation_level=None, timeout=2.0,
+                               check_same_thread=False)
     except sqlite3.Error as e:
         raise _translate(e, path, "open the database") from e
     conn.row_factory = sqlite3.Row
+    try:
+        # before the first access to a WAL database: the WAL index then lives in memory, no
+        # -shm file (see the module docstring)
+        conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+    except sqlite3.Error as e:
+        conn.close()
+        raise _translate(e, path, "open the database") from e
     return conn
 
 

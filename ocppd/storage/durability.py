@@ -22,14 +22,16 @@ Generations. The loop thread counts commits that changed something (``committed`
 for generation g is passed once an fsync that *started* after commit g returned; one fsync
 serves every commit before it, so a burst of commits costs one fsync (group commit).
 
-Checkpoints. Automatic checkpoints are off on the loop's connection (a checkpoint fsyncs the
-WAL and the database file). This thread copies the WAL back into the database with its own
-connection (``PRAGMA wal_checkpoint(PASSIVE)``, which never blocks the writer) once the WAL has
+Checkpoints. Automatic checkpoints are off (a checkpoint fsyncs the WAL and the database file).
+The database is held in exclusive locking mode (db.py: no -shm file), so there is one connection
+and this thread checkpoints on it (``checkpoint``, which also empties the log) once the WAL has
 grown past ``checkpoint_bytes``, and only while ``may_checkpoint()`` says so (no transaction
-running): SQLite restarts the log at the first commit after a complete checkpoint and syncs the
-new WAL header in that commit, an fsync on the loop thread that must not fall into a charging
-session. Past ``checkpoint_max_bytes`` it checkpoints regardless, so the log stays bounded
-during sessions that never end.
+open). While a checkpoint runs, the loop thread would wait for the connection; with no
+transaction open no contactor is closed, so nothing that must open waits; a transaction's first
+commit may wait, and closing the contactor may wait for storage anyway. Past
+``checkpoint_max_bytes`` it checkpoints regardless, so the log stays bounded during a session
+that never ends: at 1 KiB pages and one sample a minute that is weeks of one session, and it is
+the one case where the loop can wait for the disk during a session (two fsyncs, once).
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -47,31 +48,32 @@ from ocppd.errors import StorageError
 log = logging.getLogger(__name__)
 
 CHECKPOINT_BYTES = 1 << 20  # WAL size that asks for a checkpoint (when idle)
-CHECKPOINT_MAX_BYTES = 16 << 20  # ... and that forces one
+CHECKPOINT_MAX_BYTES = 64 << 20  # ... and that forces one (see the module docstring)
 
 
 class Syncer:
     """The background thread that makes commits durable (see the module docstring)."""
 
-    def __init__(self, db_path: Path, *, checkpoint_bytes: int = CHECKPOINT_BYTES,
+    def __init__(self, db_path: Path, *, checkpoint: Callable[[], bool],
+                 checkpoint_bytes: int = CHECKPOINT_BYTES,
                  checkpoint_max_bytes: int = CHECKPOINT_MAX_BYTES) -> None:
         self.db_path = Path(db_path)
         self.wal_path = Path(f"{db_path}-wal")
         self.checkpoint_bytes = checkpoint_bytes
         self.checkpoint_max_bytes = checkpoint_max_bytes
         self.may_checkpoint: Callable[[], bool] = lambda: True
+        self._checkpoint = checkpoint
         self.committed = 0  # written by the loop thread only
         self.needed = 0  # the last commit made with sync=True (what the barrier waits for)
         self.durable = 0  # written by the sync thread only
         self.fsyncs = 0
         self.checkpoints = 0
-        self.error: OSError | sqlite3.Error | None = None
+        self.error: OSError | None = None
         self._wanted = 0
         self._cond = threading.Condition()
         self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._closing = False
         self._fd = -1
-        self._ckpt_conn: sqlite3.Connection | None = None
         self._thread = threading.Thread(target=self._run, name="ocppd-storage-sync", daemon=True)
         self._thread.start()
 
@@ -155,9 +157,6 @@ class Syncer:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-            if self._ckpt_conn is not None:
-                self._ckpt_conn.close()
-                self._ckpt_conn = None
 
     def _fsync_wal(self) -> None:
         try:
@@ -198,17 +197,10 @@ class Syncer:
             return
         if size < self.checkpoint_max_bytes and not self.may_checkpoint():
             return
-        try:
-            if self._ckpt_conn is None:
-                self._ckpt_conn = sqlite3.connect(str(self.db_path), isolation_level=None,
-                                                  check_same_thread=False, timeout=0)
-                # NORMAL on this connection: the checkpoint syncs the WAL before it copies
-                # frames into the database, and the database before it lets the log restart
-                self._ckpt_conn.execute("PRAGMA synchronous = NORMAL")
-            self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        # synchronous=NORMAL: the checkpoint syncs the WAL before it copies frames into the
+        # database, and the database before it empties the log
+        if self._checkpoint():
             self.checkpoints += 1
-        except sqlite3.Error as exc:
-            log.warning("%s: checkpoint failed: %s", self.db_path, exc)
 
 
 def _fail(fut: asyncio.Future[None], error: Exception) -> None:

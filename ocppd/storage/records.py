@@ -6,56 +6,14 @@ Every datetime is timezone-aware UTC. The store keeps them as ISO 8601 text in o
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from ocppd.core.records import Reservation, TxEvent, TxRecord
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TxRecord:
-    """One transaction. ``local_id`` is ours; ``tx_id`` is the Central System's transactionId."""
-
-    local_id: int
-    connector_id: int
-    id_tag: str
-    tx_id: int | None
-    meter_start_wh: int
-    started_at: datetime
-    last_meter_wh: int | None
-    last_meter_at: datetime | None
-    meter_stop_wh: int | None
-    stopped_at: datetime | None
-    stop_reason: str | None
-    stop_id_tag: str | None
-    reservation_id: int | None
-    id_tag_status: str | None
-    finished: bool
-    parent_id_tag: str | None = None  # the idTag's parent when the session began (§3.4)
-
-    @property
-    def stop_requested(self) -> bool:
-        """A stop was asked for and not yet recorded (a crash came in between)."""
-        return not self.finished and self.stop_reason is not None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class OutboxItem:
-    """A queued transaction-related message (OCPP 1.6 §3.7), oldest first by ``seq``."""
-
-    seq: int
-    action: str
-    payload_json: str  # as stored: a replay sends it without decoding and encoding it again
-    local_tx_id: int | None
-    kind: str  # 'start' | 'stop' | 'meter'
-    attempts: int
-    next_attempt_at: float | None  # wall-clock epoch seconds, not monotonic: survives a reboot
-    created_at: datetime
-
-    @property
-    def payload(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.payload_json)
-        return value
+__all__ = ["AuthEntry", "Reservation", "StoredProfile", "TxEvent", "TxRecord", "dt_from_text",
+           "dt_to_text", "opt_dt_from_text", "opt_dt_to_text"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,17 +36,6 @@ class StoredProfile:
     stack_level: int
     tx_id: int | None
     payload: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Reservation:
-    """A reservation (OCPP 1.6 ReserveNow) kept until used, cancelled or expired."""
-
-    reservation_id: int
-    connector_id: int
-    id_tag: str
-    parent_id_tag: str | None
-    expiry: datetime
 
 
 def dt_to_text(dt: datetime) -> str:

@@ -181,6 +181,47 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE tx_samples;
     ALTER TABLE tx_samples_v5 RENAME TO tx_samples;
     """,
+    # 6: protocol-neutral transaction events with a sequence number (txevents.py) replace the
+    # outbox of OCPP 1.6 messages and the StopTransaction samples: one row per event, one
+    # delivery watermark instead of a delete per confirmation. Queued messages and samples of
+    # earlier versions move over as they were written (legacy_action: the 1.6 action, data its
+    # payload); the samples get negative seqs, below every watermark: they are part of their
+    # transaction's stop, never a message of their own. No index besides the key: a sample
+    # writes one page.
+    """
+    CREATE TABLE tx_events (
+        seq INTEGER PRIMARY KEY,
+        local_tx_id INTEGER,
+        kind TEXT NOT NULL CHECK (kind IN ('started', 'sample', 'ended')),
+        trigger TEXT,
+        at TEXT NOT NULL,
+        energy_wh INTEGER,
+        data,
+        legacy_action TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL,
+        delivered INTEGER
+    );
+    INSERT INTO tx_events(seq, local_tx_id, kind, at, data, legacy_action, attempts,
+                          next_attempt_at)
+        SELECT seq, local_tx_id,
+               CASE kind WHEN 'start' THEN 'started' WHEN 'stop' THEN 'ended' ELSE 'sample' END,
+               created_at, payload, action, attempts, next_attempt_at
+        FROM outbox;
+    INSERT INTO tx_events(seq, local_tx_id, kind, at, energy_wh, data, legacy_action)
+        SELECT -(ROW_NUMBER() OVER (ORDER BY local_id DESC, id DESC)), local_id, 'sample',
+               taken_at, energy_wh, payload, 'transactionData'
+        FROM tx_samples;
+    DROP TABLE outbox;
+    DROP TABLE tx_samples;
+    -- the Central System's id of a transaction is opaque text (1.6's integer, 2.0.1's string)
+    ALTER TABLE transactions ADD COLUMN remote_id TEXT;
+    UPDATE transactions SET remote_id = CAST(tx_id AS TEXT) WHERE tx_id IS NOT NULL;
+    DROP INDEX transactions_by_tx_id;
+    ALTER TABLE transactions DROP COLUMN tx_id;
+    CREATE INDEX transactions_by_remote_id ON transactions(remote_id)
+        WHERE remote_id IS NOT NULL;
+    """,
 )
 
 LATEST_VERSION = len(MIGRATIONS)

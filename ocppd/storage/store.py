@@ -22,7 +22,6 @@ from pathlib import Path
 from ocppd.storage.auth import AuthMixin
 from ocppd.storage.certs import CertificatesMixin
 from ocppd.storage.db import Database
-from ocppd.storage.outbox import OutboxMixin, dumps
 from ocppd.storage.records import (
     Reservation,
     StoredProfile,
@@ -31,52 +30,48 @@ from ocppd.storage.records import (
 )
 from ocppd.storage.seclog import SecurityLogMixin
 from ocppd.storage.transactions import TransactionsMixin
+from ocppd.storage.txevents import TxEventsMixin, dumps
 
 EVENTS_MAX = 5000  # diagnostics ring: newest events kept
 
 
-class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
-    def __init__(self, db: Database, *, outbox_max_messages: int, tx_samples_max: int,
-                 security_log_max: int = 10_000, confirm_mark_dir: Path | None = None) -> None:
+class Store(TransactionsMixin, TxEventsMixin, AuthMixin, SecurityLogMixin, CertificatesMixin):
+    def __init__(self, db: Database, *, max_pending_events: int, tx_samples_max: int,
+                 security_log_max: int = 10_000, mark_dir: Path | None = None) -> None:
         self._db = db
         self._seclog_max = security_log_max
-        self._outbox_max = outbox_max_messages
-        self._outbox_n: int | None = None
-        self._over_cap_warned = False
-        self._tx_samples_max = tx_samples_max
-        self.outbox_dropped = 0  # MeterValues dropped by the cap since open
+        self._events_max_pending = max_pending_events
+        self._samples_max = tx_samples_max
         self._open_meter_readings()
-        self._open_confirmations(confirm_mark_dir)
-        db.on_rollback.append(self._forget_cached_counts)
+        self._open_tx_events(mark_dir)
 
     @classmethod
     def open(cls, path: Path, *, move_aside_corrupt: bool = False,
-             outbox_max_messages: int = 50_000, tx_samples_max: int = 1000,
+             max_pending_events: int = 50_000, tx_samples_max: int = 1000,
              max_size_bytes: int | None = None, security_log_max: int = 10_000,
-             confirm_mark_dir: Path | None = None) -> Store:
+             mark_dir: Path | None = None) -> Store:
         """Open (creating or upgrading) the store at ``path``.
 
         A corrupt file raises ``StorageCorruptError`` unless ``move_aside_corrupt``: then it is
         renamed to ``<path>.corrupt-<UTC timestamp>`` (never deleted) and an empty store is
         created. A file from a newer ocppd is always refused. ``max_size_bytes`` caps the file
         (writes beyond it fail like a full disk, with ``StorageFullError``).
-        ``confirm_mark_dir``: where the watermark of confirmed MeterValues is kept (outbox.py);
-        a tmpfs such as the runtime directory spares the disk. Default: next to the database.
+        ``max_pending_events``: the cap of undelivered transaction events (txevents.py).
+        ``tx_samples_max``: the delivered samples a long session keeps (for its stop message).
+        ``mark_dir``: where the delivery watermark file is kept (txevents.py); a tmpfs such as
+        the runtime directory spares the disk. Default: next to the database.
         """
-        if outbox_max_messages < 1 or tx_samples_max < 2:
-            raise ValueError("outbox_max_messages must be >= 1 and tx_samples_max >= 2")
+        if max_pending_events < 1 or tx_samples_max < 2:
+            raise ValueError("max_pending_events must be >= 1 and tx_samples_max >= 2")
         db = Database.open(Path(path), move_aside_corrupt=move_aside_corrupt,
                            max_size_bytes=max_size_bytes)
-        return cls(db, outbox_max_messages=outbox_max_messages, tx_samples_max=tx_samples_max,
-                   security_log_max=security_log_max, confirm_mark_dir=confirm_mark_dir)
+        return cls(db, max_pending_events=max_pending_events, tx_samples_max=tx_samples_max,
+                   security_log_max=security_log_max, mark_dir=mark_dir)
 
     def close(self) -> None:
         try:
-            if self._mark is None or not self._mark.closed:
-                self.outbox_flush()
+            self._close_tx_events()
         finally:
-            if self._mark is not None:
-                self._mark.close()
             self._db.close()
 
     def __enter__(self) -> Store:
@@ -133,12 +128,9 @@ class Store(TransactionsMixin, OutboxMixin, AuthMixin, SecurityLogMixin, Certifi
                        "freelist_count", "user_version"):
             row = self._db.one("read diagnostics", f"PRAGMA {pragma}")
             facts[pragma] = "" if row is None else str(row[0])
-        facts["outbox_count"] = str(self.outbox_count())
-        facts["outbox_dropped"] = str(self.outbox_dropped)
+        facts["pending_events"] = str(self.tx_events_count())
+        facts["dropped_events"] = str(self.tx_events_dropped)
         return facts
-
-    def _forget_cached_counts(self) -> None:
-        self._outbox_n = None
 
     # --- settings -----------------------------------------------------------------------------
 

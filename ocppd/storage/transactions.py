@@ -1,18 +1,14 @@
-"""Transactions and their StopTransaction.transactionData samples.
+"""Transactions: who, where, when, and the meter at start and stop.
 
 Every write here is durable: the last persisted meter reading becomes meterStop when a power cut
 ends a transaction (OCPP 1.6 §4.10, TC_032), so it is billing data.
 
 The last reading of a running transaction lives in its row (``last_meter_wh``) or, when a meter
-sample is stored in the same commit as a transaction sample (the periodic sample: one atomic
-block), in that sample's row (``tx_samples.energy_wh``): SD-card wear, the transaction's row is
-then not rewritten on every sample. Reading a transaction takes the newer of the two.
-
-Samples cap (``tx_samples_max``): StopTxnSampledData/StopTxnAlignedData samples of a long
-transaction are capped per transaction. The FIRST sample (the start of the series, e.g.
-Transaction.Begin) is always kept, plus the newest ``tx_samples_max - 1``; the oldest after the
-first give way. History: finished transactions beyond the newest ``KEEP_FINISHED_TX`` are pruned
-with their samples, but never while a queued message still refers to them.
+sample is recorded in the same commit as a transaction event (the periodic sample: one atomic
+block), in that event's row (``tx_events.energy_wh``, txevents.py): SD-card wear, the
+transaction's row is then not rewritten on every sample. Reading a transaction takes the newer
+of the two. History: finished transactions beyond the newest ``KEEP_FINISHED_TX`` are pruned,
+but never while one of their events is still stored.
 
 A stop is recorded twice: ``request_stop`` writes its reason, idTag and time as soon as it is
 asked (the transaction is still open, ``finished`` = 0), and ``finish_transaction`` completes
@@ -24,12 +20,10 @@ resuming it, so a stop survives a crash.
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import datetime
 from typing import Any
 
 from ocppd.storage.db import Database
-from ocppd.storage.outbox import dumps
 from ocppd.storage.records import (
     TxRecord,
     dt_from_text,
@@ -39,14 +33,13 @@ from ocppd.storage.records import (
 
 KEEP_FINISHED_TX = 1000
 
-_COLS = ("local_id, connector_id, id_tag, tx_id, meter_start_wh, started_at, last_meter_wh,"
+_COLS = ("local_id, connector_id, id_tag, remote_id, meter_start_wh, started_at, last_meter_wh,"
          " last_meter_at, meter_stop_wh, stopped_at, stop_reason, stop_id_tag, reservation_id,"
          " id_tag_status, finished, parent_id_tag")
 
 
 class TransactionsMixin:
     _db: Database
-    _tx_samples_max: int
     _pending_meter: dict[int, tuple[int, str]]  # local_id -> (Wh, at): this commit's reading
 
     def _open_meter_readings(self) -> None:
@@ -55,7 +48,7 @@ class TransactionsMixin:
         self._db.on_rollback.append(self._pending_meter.clear)
 
     def _write_pending_meters(self) -> None:
-        """Readings no transaction sample of the same commit took: into their rows."""
+        """Readings no transaction event of the same commit took: into their rows."""
         for local_id, (energy_wh, at_text) in self._pending_meter.items():
             self._db.exec("UPDATE transactions SET last_meter_wh = ?, last_meter_at = ?"
                           " WHERE local_id = ? AND finished = 0", (energy_wh, at_text, local_id))
@@ -74,8 +67,9 @@ class TransactionsMixin:
         assert cur.lastrowid is not None
         return cur.lastrowid
 
-    def set_transaction_id(self, local_id: int, tx_id: int) -> None:
-        self._update(local_id, "tx_id = ?", (tx_id,), "record a transactionId")
+    def set_remote_id(self, local_id: int, remote_id: str) -> None:
+        """Record the Central System's id of the transaction (opaque text)."""
+        self._update(local_id, "remote_id = ?", (remote_id,), "record a transaction's id")
 
     def set_id_tag_status(self, local_id: int, status: str) -> None:
         self._update(local_id, "id_tag_status = ?", (status,), "record an idTag status")
@@ -86,7 +80,7 @@ class TransactionsMixin:
     def update_meter(self, local_id: int, energy_wh: int, at: datetime) -> None:
         """Persist the latest reading of a running transaction (ignored once finished)."""
         at_text = dt_to_text(at)
-        if self._db.in_atomic:  # a sample's block: a transaction sample may carry it (above)
+        if self._db.in_atomic:  # a sample's block: a transaction event may carry it (above)
             row = self._db.exec("SELECT finished FROM transactions WHERE local_id = ?",
                                 (local_id,)).fetchone()
             if row is None:
@@ -144,57 +138,28 @@ class TransactionsMixin:
                              (limit,))
         return [self._latest(_tx(r)) for r in rows]
 
-    def transaction_by_tx_id(self, tx_id: int) -> TxRecord | None:
+    def transaction_by_remote_id(self, remote_id: str) -> TxRecord | None:
         row = self._db.one("read a transaction",
-                           f"SELECT {_COLS} FROM transactions WHERE tx_id = ?"
-                           " AND tx_id IS NOT NULL ORDER BY local_id DESC LIMIT 1", (tx_id,))
+                           f"SELECT {_COLS} FROM transactions WHERE remote_id = ?"
+                           " AND remote_id IS NOT NULL ORDER BY local_id DESC LIMIT 1",
+                           (remote_id,))
         return None if row is None else self._latest(_tx(row))
 
     def _latest(self, tx: TxRecord) -> TxRecord:
         """The transaction with its newest stored reading (its row or its newest sample's)."""
         if tx.finished:
             return tx
-        row = self._db.one("read a transaction sample",
-                           "SELECT energy_wh, taken_at FROM tx_samples WHERE local_id = ?"
-                           " AND energy_wh IS NOT NULL ORDER BY id DESC LIMIT 1", (tx.local_id,))
+        # newest first by seq (the table's key): a running transaction's events are the last
+        row = self._db.one("read a transaction event",
+                           "SELECT energy_wh, at FROM tx_events WHERE local_tx_id = ?"
+                           " AND energy_wh IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                           (tx.local_id,))
         if row is None:
             return tx
         at = dt_from_text(row[1])
         if tx.last_meter_at is not None and tx.last_meter_at >= at:
             return tx
         return dataclasses.replace(tx, last_meter_wh=int(row[0]), last_meter_at=at)
-
-    # --- samples for StopTransaction.transactionData -------------------------------------------
-
-    def add_tx_sample(self, local_id: int, taken_at: datetime, payload: dict[str, Any]) -> None:
-        """Keep a MeterValue for the stop message; capped (first + newest, see module doc)."""
-        text = dumps(payload)
-        taken = dt_to_text(taken_at)
-        with self._db.write("record a transaction sample"):
-            reading = self._pending_meter.get(local_id)
-            energy_wh = None
-            if reading is not None and reading[1] == taken:  # the same sample's register
-                energy_wh = self._pending_meter.pop(local_id)[0]
-            # ids count per transaction (the key is (local_id, id): schema.py, version 5)
-            self._db.exec("INSERT INTO tx_samples(local_id, id, taken_at, payload, energy_wh)"
-                          " VALUES (?1, (SELECT coalesce(max(id), 0) + 1 FROM tx_samples"
-                          " WHERE local_id = ?1), ?2, ?3, ?4)",
-                          (local_id, taken, text, energy_wh))
-            row = self._db.exec("SELECT count(*) FROM tx_samples WHERE local_id = ?",
-                                (local_id,)).fetchone()
-            excess = int(row[0]) - self._tx_samples_max
-            if excess > 0:
-                # drop the oldest after the first (OFFSET 1 skips the first sample)
-                self._db.exec(
-                    "DELETE FROM tx_samples WHERE local_id = ?1 AND id IN (SELECT id FROM"
-                    " tx_samples WHERE local_id = ?1 ORDER BY id LIMIT ?2 OFFSET 1)",
-                    (local_id, excess))
-
-    def tx_samples(self, local_id: int) -> list[dict[str, Any]]:
-        rows = self._db.rows("read transaction samples",
-                             "SELECT payload FROM tx_samples WHERE local_id = ?"
-                             " ORDER BY taken_at, id", (local_id,))
-        return [json.loads(r[0]) for r in rows]
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -213,17 +178,16 @@ class TransactionsMixin:
     def _prune_finished(self) -> None:
         old = [r[0] for r in self._db.exec(
             "SELECT local_id FROM transactions WHERE finished = 1 AND local_id NOT IN"
-            " (SELECT local_tx_id FROM outbox WHERE local_tx_id IS NOT NULL)"
+            " (SELECT local_tx_id FROM tx_events WHERE local_tx_id IS NOT NULL)"
             " ORDER BY local_id DESC LIMIT -1 OFFSET ?", (KEEP_FINISHED_TX,))]
         if old:
-            self._db.execmany("DELETE FROM tx_samples WHERE local_id = ?", [(i,) for i in old])
             self._db.execmany("DELETE FROM transactions WHERE local_id = ?", [(i,) for i in old])
 
 
 def _tx(row: Any) -> TxRecord:
     return TxRecord(
         local_id=row["local_id"], connector_id=row["connector_id"], id_tag=row["id_tag"],
-        tx_id=row["tx_id"], meter_start_wh=row["meter_start_wh"],
+        remote_id=row["remote_id"], meter_start_wh=row["meter_start_wh"],
         started_at=dt_from_text(row["started_at"]), last_meter_wh=row["last_meter_wh"],
         last_meter_at=opt_dt_from_text(row["last_meter_at"]),
         meter_stop_wh=row["meter_stop_wh"], stopped_at=opt_dt_from_text(row["stopped_at"]),

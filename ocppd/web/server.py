@@ -43,7 +43,7 @@ from ocppd.config import WebConfig
 from ocppd.control import Refused, UsageError, dispatch
 from ocppd.ctl import config_answer
 from ocppd.errors import ConfigError
-from ocppd.events import Subscription, display_id_tag, safe_status
+from ocppd.events import Subscription, display_id_tag
 from ocppd.systemd import redact
 from ocppd.web.auth import (
     LoginThrottle,
@@ -350,14 +350,13 @@ class WebServer:
     # --- pages ------------------------------------------------------------------------------
 
     async def _status(self) -> dict[str, Any]:
-        return safe_status(await self.api.run("status"))
+        status: dict[str, Any] = await self.api.run("status")  # idTags as pseudonyms
+        return status
 
     @aiohttp_jinja2.template("dashboard.html")
     async def dashboard(self, request: web.Request) -> dict[str, Any]:
         status = await self._status()
-        txs = await self.api.run("transactions", limit=10)
-        for tx in txs:
-            tx["id_tag"] = display_id_tag(tx.get("id_tag"))
+        txs = await self.api.run("transactions", limit=10)  # idTags as pseudonyms
         events = await self.api.run("events", limit=20)
         history = {cid: list(points) for cid, points in self.history.items()
                    if any(c["id"] == cid and c.get("local_tx_id") is not None
@@ -460,8 +459,6 @@ class WebServer:
                     continue
                 if ev.get("kind") == _CLOSE:
                     return resp
-                if ev.get("kind") == "snapshot":
-                    ev = {**ev, "status": safe_status(ev["status"])}
                 data = json.dumps(ev, separators=(",", ":"), default=str)
                 await resp.write(f"event: {ev['kind']}\ndata: {data}\n\n".encode())
             await resp.write(b"event: logout\ndata: {}\n\n")

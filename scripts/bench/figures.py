@@ -154,12 +154,12 @@ class Bench:
     def storage_replay(self) -> dict[str, Any]:
         """The outbox alone (batched read + confirm per message, ocppd.storage.bench): the
         share of the replay that is SQLite, with no network in it."""
-        from ocppd.storage.bench import outbox_replay
+        from ocppd.storage.bench import events_replay
 
         rates = []
         for i in range(self.s.runs):
             path = self._new_dir(f"storage-{i}") / "outbox.db"
-            rates.append(outbox_replay(path, self.s.replay_n))
+            rates.append(events_replay(path, self.s.replay_n))
         return {"per_s": rates}
 
     async def _queued_rss(self) -> dict[str, float]:

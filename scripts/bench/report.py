@@ -136,8 +136,11 @@ def _wear_figures(raw: dict[str, Any]) -> list[Figure]:
     if wr := raw.get("wear"):
         per_h = [SAMPLES_PER_HOUR / r["samples"] for r in wr]
         out += [
-            _fig("charging_written_mib_per_h", "written per charging hour (write_bytes)", "MiB",
-                 [r["written_bytes"] * h / 2**20 for r, h in zip(wr, per_h, strict=True)], None,
+            _fig("charging_written_mib_per_h",
+                 "written per charging hour (write_bytes; floor: 1 KiB append+fdatasync)", "MiB",
+                 [r["written_bytes"] * h / 2**20 for r, h in zip(wr, per_h, strict=True)],
+                 [r["floor_written_bytes"] * h / 2**20 for r, h in zip(wr, per_h, strict=True)]
+                 if all("floor_written_bytes" in r for r in wr) else None,
                  "<= 0.5 MiB", lambda o, _f: o <= 0.5),
             _fig("charging_file_growth_kib_per_h", "  database files' growth per hour", "KiB",
                  [r["file_growth_bytes"] * h / 1024 for r, h in zip(wr, per_h, strict=True)],

@@ -55,19 +55,15 @@ def write_config(workdir: Path, url: str, **kw: Any) -> Path:
 
 
 def prefill_outbox(db_path: Path, n: int) -> None:
-    """Queue n MeterValues in the daemon's database before it starts (offline backlog).
-
-    They carry their transactionId already and no local transaction id, so the sender sends them
-    as they are (ChargePoint._prepared) and confirms each on its CALLRESULT (kind 'meter': a
-    watermark write, rows deleted in batches, as for any periodic sample).
-    """
+    """Queue n meter samples in the daemon's database before it starts (offline backlog): a
+    finished transaction the Central System knows, its samples and its end still to deliver.
+    The sender sends each as a MeterValues and confirms it on its CALLRESULT (a watermark
+    write, as for any periodic sample)."""
     from ocppd.storage import Store
-    from ocppd.storage.bench import meter_payload  # the frames the floor client sends too
+    from ocppd.storage.bench import prefill
 
-    with Store.open(db_path, outbox_max_messages=max(n, 100)) as store, store.atomic():
-        for i in range(n):
-            store.outbox_put(action="MeterValues", payload=meter_payload(i), local_tx_id=None,
-                             kind="meter")
+    with Store.open(db_path, max_pending_events=max(n, 100)) as store:
+        prefill(store, n)
 
 
 class Control:

@@ -9,13 +9,17 @@ import logging
 import os
 import socket
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 from controlkit import FakeStation, request
 
-from ocppd.control import MAX_REQUEST_BYTES, ControlServer
+from ocppd.control import MAX_REQUEST_BYTES, ControlServer, may_reveal_id_tags
 from ocppd.errors import ConfigError
+from ocppd.privacy import tag
 
 
 def line(cmd: str, **args: object) -> bytes:
@@ -287,3 +291,96 @@ async def test_watch_streams_events_until_the_client_hangs_up(
             await asyncio.sleep(0.01)
         assert bus.subscribers == 0
     await bus.close()
+
+
+# --- idTags are personal data: pseudonyms unless asked for, and only for those who may act -----
+
+NOBODY = 65534  # uid and gid of the unprivileged user Debian ships (nobody, nogroup)
+CLIENT = """
+import json, socket, sys
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s.connect(sys.argv[1])
+    s.sendall(sys.argv[2].encode() + b"\\n")
+    print(s.makefile("rb").readline().decode(), end="")
+"""
+
+
+async def test_status_and_transactions_show_pseudonyms_by_default(server: ControlServer) -> None:
+    status, txs = await request(server.path, line("status"), line("transactions"))
+    assert status["result"]["connectors"][0]["id_tag"] == tag("ABC123")
+    assert status["result"]["connectors"][1]["id_tag"] is None
+    assert [r["id_tag"] for r in txs["result"]] == [tag("ABC123"), tag("DEF456")]
+    assert "ABC123" not in json.dumps([status, txs])
+
+
+async def test_show_id_tags_gives_them_in_clear(server: ControlServer) -> None:
+    status, txs = await request(server.path, line("status", show_id_tags=True),
+                                line("transactions", show_id_tags=True))
+    assert status["result"]["connectors"][0]["id_tag"] == "ABC123"
+    assert [r["id_tag"] for r in txs["result"]] == ["ABC123", "DEF456"]
+
+
+async def test_show_id_tags_must_be_true_or_false(server: ControlServer) -> None:
+    answers = await request(server.path, line("status", show_id_tags="yes"),
+                            line("transactions", show_id_tags=1))
+    assert [a["kind"] for a in answers] == ["usage", "usage"]
+    assert answers[0]["error"] == "show_id_tags must be true or false"
+
+
+@pytest.mark.parametrize(
+    ("uid", "gid", "socket_gid", "allowed"),
+    [
+        (0, 0, 1234, True),  # root
+        (NOBODY, 1234, 1234, True),  # primary group is the socket's group
+        (NOBODY, NOBODY, 1234, False),  # a user outside the group
+    ],
+    ids=["root", "group", "other"],
+)
+def test_who_may_see_id_tags_in_clear(uid: int, gid: int, socket_gid: int, allowed: bool) -> None:
+    assert may_reveal_id_tags(uid, gid, socket_gid) is allowed
+
+
+def _nobody_python() -> str | None:
+    """An interpreter the unprivileged user can run (the venv's may live under /root)."""
+    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3"):
+        try:
+            ok = subprocess.run([candidate, "-I", "-c", ""], user=NOBODY, group=NOBODY,
+                                extra_groups=[], capture_output=True, check=False, timeout=10)
+        except OSError:
+            continue  # not executable for that user
+        if ok.returncode == 0:
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+async def test_a_user_outside_the_group_gets_pseudonyms_but_not_the_clear_tags(
+    station: FakeStation,
+) -> None:
+    """control.mode opened wider than 0660 lets others connect; the clear idTags still stay with
+    root and the socket's group, who may act on the charger."""
+    python = _nobody_python()
+    if python is None:
+        pytest.skip("no Python the unprivileged user may run")
+    with tempfile.TemporaryDirectory() as where:
+        os.chmod(where, 0o755)
+        async with ControlServer(station, Path(where) / "c.sock", mode=0o666) as srv:
+
+            async def ask(gid: int, request_line: bytes) -> dict[str, object]:
+                proc = await asyncio.create_subprocess_exec(
+                    python, "-I", "-c", CLIENT, str(srv.path), request_line.decode().strip(),
+                    user=NOBODY, group=gid, extra_groups=[], stdout=asyncio.subprocess.PIPE)
+                out, _ = await asyncio.wait_for(proc.communicate(), 10.0)
+                answer: dict[str, object] = json.loads(out)
+                return answer
+
+            os.chown(srv.path, -1, 0)  # group root: nobody is not in it
+            plain = await ask(NOBODY, line("status"))
+            assert plain["ok"] and "ABC123" not in json.dumps(plain)
+            refused = await ask(NOBODY, line("transactions", show_id_tags=True))
+            assert refused == {"ok": False, "kind": "refused", "error": (
+                "idTags in clear are for root and group root only (those who may act on the "
+                "charger)")}
+            os.chown(srv.path, -1, NOBODY)  # now the socket's group is the caller's
+            clear = await ask(NOBODY, line("transactions", show_id_tags=True))
+            assert clear["ok"] and "ABC123" in json.dumps(clear)

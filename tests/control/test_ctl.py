@@ -15,6 +15,7 @@ from controlkit import FakeStation
 
 from ocppd import ctl
 from ocppd.control import ControlServer
+from ocppd.privacy import tag
 
 
 async def ocppctl(
@@ -42,18 +43,31 @@ async def test_status_shows_connection_outbox_and_a_connector_table(
     assert lines[2] == "outbox: 3 waiting"
     header, one, two = lines[4:7]
     assert header.split("  ")[0] == "ID" and "ENERGY kWh" in header and header.endswith("PILOT")
-    assert one.split() == ["1", "Charging", "NoError", "4711", "ABC123", "1.235", "7.36", "32.0",
-                           "C"]
+    assert one.split() == ["1", "Charging", "NoError", "4711", tag("ABC123"), "1.235", "7.36",
+                           "32.0", "C"]
     assert two.split() == ["2", "Available", "NoError", "-", "-", "-", "-", "-", "A"]
     # numbers are right-aligned under their headings
     end = header.index("ENERGY kWh") + len("ENERGY kWh")
     assert one[:end].endswith("1.235") and two[:end].endswith("-")
 
 
-async def test_status_json_is_the_daemons_answer(
+async def test_status_json_is_the_daemons_answer_with_id_tags_pseudonymised(
     server: ControlServer, station: FakeStation, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = await ocppctl(capsys, "status", "--json", sock=server.path)
+    expected = await station.status()
+    expected["connectors"][0]["id_tag"] = tag("ABC123")
+    assert code == 0 and json.loads(out) == expected
+    assert "ABC123" not in out
+
+
+async def test_status_show_id_tags_prints_them_in_clear(
+    server: ControlServer, station: FakeStation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """For an installer at the charger who must match a card (root or group ocppd only)."""
+    code, out, _ = await ocppctl(capsys, "status", "--show-id-tags", sock=server.path)
+    assert code == 0 and "ABC123" in out and "tag:" not in out
+    code, out, _ = await ocppctl(capsys, "status", "--json", "--show-id-tags", sock=server.path)
     assert code == 0 and json.loads(out) == await station.status()
 
 
@@ -155,10 +169,20 @@ async def test_tx_lists_recent_transactions(
     header, first, second = out.splitlines()
     assert header.split() == ["LOCAL", "TX", "CONN", "ID", "TAG", "START", "STOP", "ENERGY",
                               "kWh", "REASON"]
-    assert first.split() == ["12", "4711", "1", "ABC123", "2026-01-01", "11:00:00+00:00", "-",
-                             "1.235", "-"]
-    assert second.split() == ["11", "-", "2", "DEF456", "2025-12-31T08:00:00Z",
+    assert first.split() == ["12", "4711", "1", tag("ABC123"), "2026-01-01", "11:00:00+00:00",
+                             "-", "1.235", "-"]
+    assert second.split() == ["11", "-", "2", tag("DEF456"), "2025-12-31T08:00:00Z",
                               "2025-12-31T09:30:00Z", "10.500", "EVDisconnected"]
+
+
+async def test_tx_show_id_tags_prints_them_in_clear(
+    server: ControlServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await ocppctl(capsys, "tx", "--show-id-tags", sock=server.path)
+    assert code == 0 and "tag:" not in out
+    assert [row.split()[3] for row in out.splitlines()[1:]] == ["ABC123", "DEF456"]
+    code, out, _ = await ocppctl(capsys, "tx", "--json", "--show-id-tags", sock=server.path)
+    assert [r["id_tag"] for r in json.loads(out)] == ["ABC123", "DEF456"]
 
 
 async def test_tx_json_honours_limit(
@@ -167,6 +191,7 @@ async def test_tx_json_honours_limit(
     code, out, _ = await ocppctl(capsys, "tx", "--limit", "1", "--json", sock=server.path)
     rows = json.loads(out)
     assert code == 0 and [r["local_id"] for r in rows] == [12]
+    assert [r["id_tag"] for r in rows] == [tag("ABC123")]
     assert station.calls == [("transactions", 1)]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+from harness import CP_ID, booted, charge, running, sim, sim_config, wait_status, wait_until
 
 pytestmark = pytest.mark.asyncio
 
@@ -205,8 +205,8 @@ async def test_tc_012_remote_stop(cs: CentralSystem, tmp_path: Path) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         await start_session(cs, d)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None)
-        tx_id = d.station.connectors[1].tx.tx_id
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None)
+        tx_id = int(d.station.connectors[1].tx.remote_id)
         conf = await cs.call(CP_ID, call.RemoteStopTransaction(transaction_id=tx_id))
         assert conf.status == "Accepted"
         stop = (await cs.wait_for("StopTransaction"))[0]
@@ -539,9 +539,7 @@ async def test_minimum_status_duration_skips_short_lived_statuses(
 ) -> None:
     async with running(sim_config(tmp_path, cs.url, ocpp={"MinimumStatusDuration": 1})) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)  # Preparing lasts far less than a second
-        await wait_status(cs, "Charging")
+        await charge(cs, d)  # Preparing lasts far less than a second
         assert "Preparing" not in statuses(cs)
         # a triggered StatusNotification is not delayed (§5.17)
         n = len(cs.received("StatusNotification"))

@@ -76,9 +76,9 @@ async def charging(cs: CentralSystem, d: object, board: EvseWbSim) -> int:
     await wait_status(cs, "Charging")
     tx = (await cs.wait_for("StartTransaction"))[0]
     assert tx["meterStart"] == round(ENERGY_KWH * 1000)  # the meter, read on the shared line
-    await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None,  # type: ignore
+    await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None,  # type: ignore
                      what="tx id")
-    return int(d.station.connectors[1].tx.tx_id)  # type: ignore[attr-defined]
+    return int(d.station.connectors[1].tx.remote_id)  # type: ignore[attr-defined]
 
 
 async def test_session_charges_and_a_smart_charging_limit_reaches_register_1000(

@@ -10,7 +10,7 @@ import logging
 import signal
 import ssl
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from harness import (
     DaemonProcess,
     SteppedClock,
     booted,
+    charge,
     running,
     sim,
     sim_config,
@@ -28,6 +29,7 @@ from harness import (
     wait_status,
     wait_until,
 )
+from txseed import seed_samples
 
 from ocppd.hw.base import PilotState
 from ocppd.storage import Store
@@ -45,9 +47,7 @@ async def test_status_abandoned_in_flight_is_never_overtaken(
     caplog.set_level(logging.INFO, logger="ocppd.link")
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         await cs.wait_for("StartTransaction")
         await wait_until(lambda: not cs.in_flight, what="every CALL answered")
         gate = cs.behaviour.hold["StatusNotification"] = asyncio.Event()
@@ -114,7 +114,7 @@ async def test_outbox_retry_survives_the_wall_clock_stepping_back(
             cs.received("StartTransaction")) == 2, what="the retry or another wait")
         assert clock.sleeps == [2.0]  # no second wait: the retry went out
         await cs.wait_for("StartTransaction", count=2)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
 
 
 async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(
@@ -124,12 +124,10 @@ async def test_retry_time_from_a_previous_run_is_bounded_by_the_interval(
     clock was wrong, before a restart) waits at most TransactionMessageRetryInterval x attempts.
     """
     db = tmp_path / "ocppd.db"
+    (seq,) = seed_samples(db, [datetime(2024, 1, 1, tzinfo=UTC)])
     store = Store.open(db)
     try:
-        seq = store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
-            "connectorId": 1, "meterValue": [{"timestamp": "2024-01-01T00:00:00Z",
-                                              "sampledValue": [{"value": "10"}]}]})
-        store.outbox_record_attempt(seq, next_attempt_at=time.time() + 3600)
+        store.tx_event_attempt(seq, next_attempt_at=time.time() + 3600)
     finally:
         store.close()
     cfg = sim_config(tmp_path, cs.url, db=db, ocpp={"TransactionMessageRetryInterval": 3})
@@ -301,16 +299,9 @@ async def test_restart_during_a_security_profile_trial_still_falls_back(
 
 def _seed_meter_values(db: Path, count: int) -> list[str]:
     """Queue MeterValues as an earlier run would have left them; returns their timestamps."""
-    stamps = [f"2024-01-01T00:00:{i:02d}Z" for i in range(count)]
-    store = Store.open(db)
-    try:
-        for stamp in stamps:
-            store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
-                "connectorId": 1, "meterValue": [{"timestamp": stamp,
-                                                  "sampledValue": [{"value": "10"}]}]})
-    finally:
-        store.close()
-    return stamps
+    stamps = [datetime(2024, 1, 1, 0, 0, i, tzinfo=UTC) for i in range(count)]
+    seed_samples(db, stamps)
+    return [f"2024-01-01T00:00:{i:02d}.000Z" for i in range(count)]
 
 
 async def test_nothing_but_boot_notification_while_pending(
@@ -329,9 +320,9 @@ async def test_nothing_but_boot_notification_while_pending(
                          what="Preparing")
         await cs.wait_for("BootNotification", count=3, timeout=10)  # two Pending intervals
         assert set(cs.actions()) == {"BootNotification"}
-        assert d.store.outbox_count() == 2
+        assert d.store.tx_events_count() == 2
         cs.behaviour.boot_status = "Accepted"
-        await wait_until(lambda: d.store.outbox_count() == 0, what="the queue delivered")
+        await wait_until(lambda: d.store.tx_events_count() == 0, what="the queue delivered")
         sent = [m["meterValue"][0]["timestamp"] for m in cs.received("MeterValues")]
         assert sent == stamps
         boots = [i for i, a in enumerate(cs.actions()) if a == "BootNotification"]
@@ -366,21 +357,15 @@ async def test_authorization_key_asked_for_by_name_is_unknown(
 async def test_confirmed_meter_values_are_not_sent_again_after_sigkill(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
-    """The confirmed-MeterValues watermark end to end: a backlog is being replayed, the Central
-    System has confirmed the first 40 and holds the answer to the 41st, and the daemon is
-    killed (SIGKILL). Confirmed MeterValues are deleted in batches, so those 40 are still rows
-    in the table; only the watermark file says they were confirmed. After the restart none of
+    """The delivery watermark end to end: a backlog is being replayed, the Central System has
+    confirmed the first 40 and holds the answer to the 41st, and the daemon is killed
+    (SIGKILL). A confirmed sample writes nothing to the database, so only the mark file says
+    those 40 were confirmed. After the restart none of
     them is sent again; the 41st (never confirmed) is."""
     db = tmp_path / "ocppd.db"
-    stamps = [f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}Z" for i in range(100)]
-    store = Store.open(db)
-    try:
-        for stamp in stamps:
-            store.outbox_put(action="MeterValues", local_tx_id=None, kind="meter", payload={
-                "connectorId": 1, "meterValue": [{"timestamp": stamp,
-                                                  "sampledValue": [{"value": "10"}]}]})
-    finally:
-        store.close()
+    stamps = [f"2024-01-01T00:{i // 60:02d}:{i % 60:02d}.000Z" for i in range(100)]
+    seed_samples(db, [datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=i)
+                      for i in range(100)])
     confirmed_n = 40
 
     def hold_after(msg: Any) -> None:

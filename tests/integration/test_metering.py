@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+from harness import CP_ID, booted, charge, running, sim, sim_config, wait_until
 
 from ocppd import ctl
 from ocppd.station import next_boundary
@@ -70,9 +70,7 @@ async def test_status_shows_the_live_reading_while_charging(
     cfg = sim_config(tmp_path, cs.url, sim={"time_factor": 100.0})
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         start_wh = d.station.connectors[1].tx.meter_start_wh
         await wait_until(lambda: sim(d).view(1).energy_wh > start_wh, what="energy flowing")
         st = await asyncio.to_thread(ctl.call, cfg.control.socket, "status", {}, timeout_s=10.0)

@@ -64,10 +64,10 @@ async def test_tc_036_connection_loss_during_transaction_queues_meter_values_in_
         await d.station.swipe("TAG1", None)
         await cs.wait_for("MeterValues")
         await go_offline(d, proxy)
-        await wait_until(lambda: d.store.outbox_count() >= 3, what="queued meter values")
-        queued = d.store.outbox_count()
+        await wait_until(lambda: d.store.tx_events_count() >= 3, what="queued meter values")
+        queued = d.store.tx_events_count()
         await go_online(d, proxy)
-        await wait_until(lambda: d.store.outbox_count() == 0, what="outbox drained")
+        await wait_until(lambda: d.store.tx_events_count() == 0, what="outbox drained")
         mvs, seen = [], {}
         for m in cs.received("MeterValues"):
             stamp = m["meterValue"][0]["timestamp"]
@@ -106,18 +106,20 @@ async def test_tc_037_1_offline_start_with_cached_id_then_start_sent_on_reconnec
         sim(d).plug(1)
         await d.station.swipe("CACHED", None)  # no Central System: the cache decides
         await wait_until(lambda: d.station.connectors[1].contactor_closed, what="offline charging")
-        assert d.station.connectors[1].tx.tx_id is None
+        assert d.station.connectors[1].tx.remote_id is None
         await go_online(d, proxy)
         starts = await cs.wait_for("StartTransaction", count=2)
         assert starts[1]["idTag"] == "CACHED"
         assert cs.received("Authorize", lambda p: p["idTag"] == "CACHED") != []
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="real tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None,
+                         what="real tx id")
         conf_ids = [
             m.payload["transactionId"]
             for m in cs.messages
             if m.direction == "out" and m.action == "StartTransaction.conf"
         ]
-        assert d.station.connectors[1].tx.tx_id == conf_ids[1] != conf_ids[0]
+        assert d.station.connectors[1].tx.remote_id == str(conf_ids[1])
+        assert conf_ids[1] != conf_ids[0]
 
 
 @pytest.mark.parametrize("stop_on_invalid", [True, False])
@@ -160,8 +162,8 @@ async def test_tc_038_offline_stop_carries_the_real_transaction_id(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction")
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-        tx_id = d.station.connectors[1].tx.tx_id
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
+        tx_id = int(d.station.connectors[1].tx.remote_id)
         await go_offline(d, proxy)
         await d.station.swipe("TAG1", None)
         assert not d.station.connectors[1].contactor_closed
@@ -184,7 +186,7 @@ async def test_tc_039_offline_transaction_start_then_stop_never_minus_one(
         await go_offline(d, proxy)
         sim(d).plug(1)
         await d.station.swipe("OFFLINE1", None)
-        await wait_until(lambda: d.store.outbox_count() >= 3, what="queued meter values")
+        await wait_until(lambda: d.store.tx_events_count() >= 3, what="queued meter values")
         await d.station.swipe("OFFLINE1", None)
         await go_online(d, proxy)
         stop = (await cs.wait_for("StopTransaction"))[0]
@@ -218,7 +220,7 @@ async def test_transaction_message_retries_wait_interval_times_attempts(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction", count=3, timeout=10)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
+        await wait_until(lambda: d.station.connectors[1].tx.remote_id is not None, what="tx id")
         assert clock.sleeps == [1.0, 2.0]  # 1 s x 1 preceding attempt, 1 s x 2
         assert len(cs.received("StartTransaction")) == 3
 
@@ -286,17 +288,7 @@ async def test_power_loss_recovery_from_an_open_transaction(
         local = store.begin_transaction(
             connector_id=1, id_tag="TAG9", meter_start_wh=1000, started_at=t0
         )
-        store.outbox_put(
-            action="StartTransaction",
-            payload={
-                "connectorId": 1,
-                "idTag": "TAG9",
-                "meterStart": 1000,
-                "timestamp": t0.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-            },
-            local_tx_id=local,
-            kind="start",
-        )
+        store.tx_event_add(local, "started", t0, energy_wh=1000)
     store.update_meter(local, 4321, t0 + timedelta(minutes=30))
     store.close()
     async with running(cfg):
@@ -356,33 +348,11 @@ async def test_many_hours_of_backlog_are_delivered_in_order_with_real_ids(
         local = store.begin_transaction(
             connector_id=1, id_tag="LONG", meter_start_wh=0, started_at=t0
         )
-        store.outbox_put(
-            action="StartTransaction",
-            payload={"connectorId": 1, "idTag": "LONG", "meterStart": 0, "timestamp": iso(t0)},
-            local_tx_id=local,
-            kind="start",
-        )
+        store.tx_event_add(local, "started", t0, energy_wh=0)
         for i in range(1, 601):
-            store.outbox_put(
-                action="MeterValues",
-                payload={
-                    "connectorId": 1,
-                    "meterValue": [
-                        {
-                            "timestamp": iso(t0 + timedelta(minutes=i)),
-                            "sampledValue": [
-                                {
-                                    "value": str(i * 100),
-                                    "measurand": "Energy.Active.Import.Register",
-                                    "unit": "Wh",
-                                }
-                            ],
-                        }
-                    ],
-                },
-                local_tx_id=local,
-                kind="meter",
-            )
+            store.tx_event_add(local, "sample", t0 + timedelta(minutes=i), trigger="periodic",
+                               energy_wh=i * 100,
+                               data={"reading": {"energy_import_wh": float(i * 100)}})
         store.finish_transaction(
             local,
             meter_stop_wh=60000,
@@ -390,16 +360,7 @@ async def test_many_hours_of_backlog_are_delivered_in_order_with_real_ids(
             reason="local",
             stop_id_tag="LONG",
         )
-        store.outbox_put(
-            action="StopTransaction",
-            payload={
-                "meterStop": 60000,
-                "reason": "Local",
-                "timestamp": iso(t0 + timedelta(hours=10)),
-            },
-            local_tx_id=local,
-            kind="stop",
-        )
+        store.tx_event_add(local, "ended", t0 + timedelta(hours=10), energy_wh=60000)
     store.close()
     async with running(cfg):
         stop = (await cs.wait_for("StopTransaction", timeout=60))[0]

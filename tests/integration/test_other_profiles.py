@@ -9,7 +9,20 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+from harness import (
+    CP_ID,
+    booted,
+    charge,
+    charging_profile,
+    remote_start,
+    running,
+    set_profile,
+    sim,
+    sim_config,
+    transaction_id,
+    wait_status,
+    wait_until,
+)
 
 from ocppd.hw.base import Fault
 
@@ -17,47 +30,12 @@ pytestmark = pytest.mark.asyncio
 
 
 async def charging(cs: CentralSystem, d: Any, tag: str = "TAG1") -> int:
-    sim(d).plug(1)
-    await d.station.swipe(tag, None)
-    await wait_status(cs, "Charging")
-    await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-    return int(d.station.connectors[1].tx.tx_id)
+    await charge(cs, d, tag)
+    return int(await transaction_id(d))
 
 
 def iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-def profile(
-    pid: int,
-    purpose: str,
-    limit: float,
-    *,
-    stack: int = 0,
-    tx_id: int | None = None,
-    periods: list[dict[str, Any]] | None = None,
-    kind: str = "Relative",
-    unit: str = "A",
-    duration: int | None = None,
-) -> dict[str, Any]:
-    sched: dict[str, Any] = {
-        "chargingRateUnit": unit,
-        "chargingSchedulePeriod": periods or [{"startPeriod": 0, "limit": limit}],
-    }
-    if duration is not None:
-        sched["duration"] = duration
-    p: dict[str, Any] = {
-        "chargingProfileId": pid,
-        "stackLevel": stack,
-        "chargingProfilePurpose": purpose,
-        "chargingProfileKind": kind,
-        "chargingSchedule": sched,
-    }
-    if kind == "Absolute":
-        sched["startSchedule"] = iso(datetime.now(UTC))
-    if tx_id is not None:
-        p["transactionId"] = tx_id
-    return p
 
 
 # --- Smart Charging -------------------------------------------------------------------------------
@@ -68,13 +46,7 @@ async def test_tc_057_tx_profile_limit_reaches_the_pilot(cs: CentralSystem, tmp_
         await booted(cs)
         tx_id = await charging(cs, d)
         assert sim(d).view(1).offer_a == 32
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(1, "TxProfile", 16, tx_id=tx_id)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await set_profile(cs, 1, charging_profile(1, "TxProfile", 16, tx_id=tx_id))
         await wait_until(
             lambda: sim(d).view(1).offer_a == 16, timeout=1.0, what="16 A on the pilot"
         )
@@ -85,21 +57,12 @@ async def test_tc_058_tx_profile_without_or_with_wrong_transaction_is_rejected(
 ) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(1, "TxProfile", 16)
-            ),
-        )
-        assert conf.status == "Rejected"  # TC_058_1: no transaction
+        # TC_058_1: no transaction
+        await set_profile(cs, 1, charging_profile(1, "TxProfile", 16), expect="Rejected")
         tx_id = await charging(cs, d)
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(1, "TxProfile", 16, tx_id=tx_id + 1)
-            ),
-        )
-        assert conf.status == "Rejected"  # TC_058_2: wrong transactionId
+        # TC_058_2: wrong transactionId
+        await set_profile(cs, 1, charging_profile(1, "TxProfile", 16, tx_id=tx_id + 1),
+                          expect="Rejected")
 
 
 async def test_below_six_amperes_the_ev_is_paused_as_suspended_evse(
@@ -108,12 +71,7 @@ async def test_below_six_amperes_the_ev_is_paused_as_suspended_evse(
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         tx_id = await charging(cs, d)
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(1, "TxProfile", 4, tx_id=tx_id)
-            ),
-        )
+        await set_profile(cs, 1, charging_profile(1, "TxProfile", 4, tx_id=tx_id))
         await wait_status(cs, "SuspendedEVSE")
         assert not sim(d).view(1).contactor_closed
         assert sim(d).view(1).offer_a in (0, 0.0)
@@ -127,15 +85,8 @@ async def test_limit_changes_exactly_at_the_period_boundary(
         tx_id = await charging(cs, d)
         periods = [{"startPeriod": 0, "limit": 20}, {"startPeriod": 2, "limit": 10}]
         start = datetime.now(UTC)
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1,
-                cs_charging_profiles=profile(
-                    1, "TxProfile", 0, tx_id=tx_id, periods=periods, kind="Absolute"
-                ),
-            ),
-        )
+        await set_profile(cs, 1, charging_profile(1, "TxProfile", 0, tx_id=tx_id, periods=periods,
+                                                  kind="Absolute"))
         await wait_until(lambda: sim(d).view(1).offer_a == 20, timeout=1.0, what="20 A")
         await wait_until(lambda: sim(d).view(1).offer_a == 10, timeout=4.0, what="10 A")
         assert (datetime.now(UTC) - start).total_seconds() < 3.2  # within a second of the boundary
@@ -146,13 +97,7 @@ async def test_tc_056_tx_default_profile_then_tc_066_composite_and_tc_067_clear(
 ) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=0, cs_charging_profiles=profile(7, "TxDefaultProfile", 12)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await set_profile(cs, 0, charging_profile(7, "TxDefaultProfile", 12))
         await charging(cs, d)
         await wait_until(lambda: sim(d).view(1).offer_a == 12, timeout=1.0, what="TxDefault 12 A")
         comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=1, duration=600))
@@ -170,19 +115,8 @@ async def test_tc_072_stacking_higher_stack_level_wins_while_valid(
 ) -> None:
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(1, "TxDefaultProfile", 8, stack=0)
-            ),
-        )
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1,
-                cs_charging_profiles=profile(2, "TxDefaultProfile", 6, stack=1, duration=2),
-            ),
-        )
+        await set_profile(cs, 1, charging_profile(1, "TxDefaultProfile", 8, stack=0))
+        await set_profile(cs, 1, charging_profile(2, "TxDefaultProfile", 6, stack=1, duration=2))
         await charging(cs, d)
         await wait_until(lambda: sim(d).view(1).offer_a == 6, timeout=1.0, what="stack 1")
         await wait_until(
@@ -194,13 +128,7 @@ async def test_tc_059_remote_start_with_charging_profile(cs: CentralSystem, tmp_
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         sim(d).plug(1)
-        conf = await cs.call(
-            CP_ID,
-            call.RemoteStartTransaction(
-                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await remote_start(cs, "R1", profile=charging_profile(3, "TxProfile", 10))
         await wait_status(cs, "Charging")
         await wait_until(lambda: sim(d).view(1).offer_a == 10, timeout=2.0, what="profile applied")
 
@@ -211,12 +139,7 @@ async def test_charging_profiles_persist_across_restart(cs: CentralSystem, tmp_p
     async with running(cfg) as d:
         await booted(cs)
         assert d.smart is None  # nothing installed yet: the profile is not even imported
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=0, cs_charging_profiles=profile(5, "ChargePointMaxProfile", 20)
-            ),
-        )
+        await set_profile(cs, 0, charging_profile(5, "ChargePointMaxProfile", 20))
         assert d.smart is not None
     async with running(cfg) as d:
         assert d.smart is not None  # loaded at start-up: a stored profile must limit at once

@@ -5,6 +5,7 @@ uploads; the card shows as a keyed pseudonym that is the same wherever it appear
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import io
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 from csms import CentralSystem, call
 from fwpeers import FtpPeer
-from harness import CP_ID, booted, running, sim, sim_config, wait_until
+from harness import CP_ID, booted, charge, running, sim, sim_config, wait_until
 
-from ocppd import privacy
+from ocppd import ctl, privacy
 from ocppd.config import LoggingConfig
 from ocppd.systemd import setup_logging
 
@@ -123,3 +124,25 @@ async def test_pseudonym_key_is_private_and_stable_across_restarts(
         assert privacy.tag(CARD) == first
     assert privacy.tag(CARD.lower()) == first  # IdToken is case-insensitive
     assert privacy.tag("CAFE0042BEEE") != first
+
+
+async def test_ocppctl_status_and_tx_show_the_pseudonym_unless_asked(
+    cs: CentralSystem, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = sim_config(tmp_path, cs.url)
+
+    async def ocppctl(*argv: str) -> str:
+        code = await asyncio.to_thread(ctl.main, ["--socket", str(cfg.control.socket), *argv])
+        out, err = capsys.readouterr()
+        assert (code, err) == (0, "")
+        return out
+
+    async with running(cfg) as d:
+        await booted(cs)
+        await charge(cs, d, CARD)
+        pseudonym = privacy.tag(CARD)
+        for verb in (["status"], ["status", "--json"], ["tx"], ["tx", "--json"]):
+            out = await ocppctl(*verb)
+            assert pseudonym in out and CARD.lower() not in out.lower(), verb
+            out = await ocppctl(*verb, "--show-id-tags")  # the test runs as the socket's owner
+            assert CARD in out and pseudonym not in out, verb

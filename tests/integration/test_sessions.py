@@ -10,7 +10,21 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, status, wait_status, wait_until
+from harness import (
+    CP_ID,
+    booted,
+    charge,
+    charging_profile,
+    resume_config,
+    resumed,
+    running,
+    set_profile,
+    sim,
+    sim_config,
+    status,
+    wait_status,
+    wait_until,
+)
 
 from ocppd import ctl
 
@@ -25,12 +39,7 @@ def card(d: Any, id_tag: str) -> None:
 
 
 def resume_cfg(tmp_path: Path, url: str, **ocpp: Any) -> Any:
-    return sim_config(
-        tmp_path,
-        url,
-        system={"power_loss": "resume"},
-        ocpp={"StopTransactionOnInvalidId": False, **ocpp},
-    )
+    return resume_config(tmp_path, url, ocpp={"StopTransactionOnInvalidId": False, **ocpp})
 
 
 # --- what decides the contactor comes back from storage (power_loss = "resume") ----------------
@@ -67,9 +76,7 @@ async def test_energy_cap_reached_before_a_restart_stays_reached(
     cfg = dataclasses.replace(cfg, sim=dataclasses.replace(cfg.sim, time_factor=100.0))
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("BAD", None)
-        await wait_status(cs, "Charging")  # within the cap: energy flows
+        await charge(cs, d, "BAD")  # within the cap: energy flows
         await wait_status(cs, "SuspendedEVSE")  # the cap is used up
         assert d.station.connectors[1].invalid_id
     async with running(cfg, plugged=(1,)) as d:
@@ -82,13 +89,7 @@ async def test_parent_id_tag_of_a_resumed_session_still_stops_it(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
     cs.behaviour.parent_of = {"KID1": "FAMILY", "KID2": "FAMILY"}
-    cfg = resume_cfg(tmp_path, cs.url)
-    async with running(cfg) as d:
-        await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("KID1", None)
-        await wait_status(cs, "Charging")
-    async with running(cfg, plugged=(1,)) as d:
+    async with resumed(cs, resume_cfg(tmp_path, cs.url), "KID1") as d:
         await wait_until(lambda: d.station.connectors[1].contactor_closed, what="resumed")
         await wait_until(lambda: d.cp.online, what="registered again")
         card(d, "KID2")
@@ -100,33 +101,15 @@ async def test_a_resumed_session_never_sees_more_than_its_stored_limit(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
     """The charging profile is a limit like any other: it applies before the contactor closes."""
-    from ocppd.app import Daemon
     from ocppd.hw.sim import build_sim_hardware
 
     cfg = resume_cfg(tmp_path, cs.url)
-    max_profile = {
-        "chargingProfileId": 5,
-        "stackLevel": 0,
-        "chargingProfilePurpose": "ChargePointMaxProfile",
-        "chargingProfileKind": "Relative",
-        "chargingSchedule": {
-            "chargingRateUnit": "A",
-            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 10}],
-        },
-    }
     async with running(cfg) as d:
         await booted(cs)
-        conf = await cs.call(
-            CP_ID, call.SetChargingProfile(connector_id=0, cs_charging_profiles=max_profile)
-        )
-        assert conf.status == "Accepted"
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await set_profile(cs, 0, charging_profile(5, "ChargePointMaxProfile", 10))
+        await charge(cs, d)
         assert sim(d).view(1).offer_a == 10
     hw = build_sim_hardware(cfg)
-    assert hw.sim is not None
-    hw.sim.plug(1)
     offers: list[float] = []
     set_offer = hw.board.set_offer
 
@@ -136,17 +119,10 @@ async def test_a_resumed_session_never_sees_more_than_its_stored_limit(
         set_offer(connector_id, current_a)
 
     hw.board.set_offer = recording  # type: ignore[method-assign]
-    d = Daemon(cfg, install_signals=False, hardware=hw)
-    task = asyncio.ensure_future(d.run())
-    try:
-        await wait_until(
-            lambda: d.station is not None and d.station.connectors[1].contactor_closed,
-            what="resumed charging",
-        )
+    async with running(cfg, plugged=(1,), hardware=hw, check_exit=True) as d:
+        await wait_until(lambda: d.station.connectors[1].contactor_closed,
+                         what="resumed charging")
         assert offers and max(offers) <= 10
-    finally:
-        d.stop_event.set()
-        await asyncio.wait_for(task, 10)
 
 
 async def test_availability_scheduled_during_a_session_applies_after_a_power_loss(
@@ -155,9 +131,7 @@ async def test_availability_scheduled_during_a_session_applies_after_a_power_los
     cfg = sim_config(tmp_path, cs.url)  # power_loss = "stop"
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         conf = await cs.call(
             CP_ID, call.ChangeAvailability(connector_id=1, type="Inoperative")
         )
@@ -233,9 +207,7 @@ async def test_ocppctl_swipe_without_connector_stops_by_parent(
     cfg = sim_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("KID1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d, "KID1")
         answer = await asyncio.to_thread(  # what `ocppctl swipe KID2` sends: no connector
             ctl.call, cfg.control.socket, "swipe", {"id_tag": "KID2"}, timeout_s=10.0
         )

@@ -14,34 +14,27 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_status, wait_until
+from harness import (
+    CP_ID,
+    booted,
+    charge,
+    charging_profile,
+    remote_start,
+    resume_config,
+    running,
+    set_profile,
+    sim,
+    sim_config,
+    transaction_id,
+    wait_status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.asyncio
 
 
-def profile(pid: int, purpose: str, limit: float, **extra: Any) -> dict[str, Any]:
-    p: dict[str, Any] = {
-        "chargingProfileId": pid,
-        "stackLevel": 0,
-        "chargingProfilePurpose": purpose,
-        "chargingProfileKind": "Relative",
-        "chargingSchedule": {
-            "chargingRateUnit": "A",
-            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": limit}],
-        },
-    }
-    p.update(extra)
-    return p
-
-
 def offers(d: Any) -> dict[int, float]:
     return {cid: sim(d).view(cid).offer_a or 0.0 for cid in d.station.connectors}
-
-
-async def charge(cs: CentralSystem, d: Any, cid: int, tag: str, count: int = 1) -> None:
-    sim(d).plug(cid)
-    await d.station.swipe(tag, cid)
-    await wait_status(cs, "Charging", cid=cid, count=count)
 
 
 # --- item 1: the charger's limit is shared ---------------------------------------------------
@@ -52,16 +45,10 @@ async def test_charge_point_max_profile_is_shared_between_two_charging_connector
 ) -> None:
     async with running(sim_config(tmp_path, cs.url, connectors=2)) as d:
         await booted(cs, connectors=2)
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=0, cs_charging_profiles=profile(1, "ChargePointMaxProfile", 16)
-            ),
-        )
-        assert conf.status == "Accepted"
-        await charge(cs, d, 1, "TAG1")
+        await set_profile(cs, 0, charging_profile(1, "ChargePointMaxProfile", 16))
+        await charge(cs, d, "TAG1", cid=1, at=1)
         await wait_until(lambda: offers(d)[1] == 16, what="connector 1 alone gets all 16 A")
-        await charge(cs, d, 2, "TAG2")
+        await charge(cs, d, "TAG2", cid=2, at=2)
         await wait_until(lambda: offers(d) == {1: 8, 2: 8}, what="16 A shared 8 + 8")
         assert sim(d).view(1).contactor_closed and sim(d).view(2).contactor_closed
         assert sim(d).peak_total_offer_a <= 16  # at no instant more than the charger's limit
@@ -77,8 +64,8 @@ async def test_site_breaker_limit_caps_the_sum_without_any_profile(
     cfg = sim_config(tmp_path, cs.url, connectors=2, hardware={"max_current_a": 20.0})
     async with running(cfg) as d:
         await booted(cs, connectors=2)
-        await charge(cs, d, 1, "TAG1")
-        await charge(cs, d, 2, "TAG2")
+        await charge(cs, d, "TAG1", cid=1, at=1)
+        await charge(cs, d, "TAG2", cid=2, at=2)
         await wait_until(lambda: offers(d) == {1: 10, 2: 10}, what="20 A shared 10 + 10")
         assert sim(d).peak_total_offer_a <= 20
         comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
@@ -92,8 +79,8 @@ async def test_a_connector_that_cannot_get_6_a_pauses_until_another_session_ends
     cfg = sim_config(tmp_path, cs.url, connectors=3, hardware={"max_current_a": 16.0})
     async with running(cfg) as d:
         await booted(cs, connectors=3)
-        await charge(cs, d, 1, "TAG1")
-        await charge(cs, d, 2, "TAG2")
+        await charge(cs, d, "TAG1", cid=1, at=1)
+        await charge(cs, d, "TAG2", cid=2, at=2)
         sim(d).plug(3)
         await d.station.swipe("TAG3", 3)
         await wait_status(cs, "SuspendedEVSE", cid=3)  # 3 x 6 A does not fit in 16 A
@@ -113,12 +100,7 @@ async def test_composite_schedule_of_connector_0_is_what_the_whole_charger_may_d
         comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
         # no profile, no site limit: both connectors at their 32 A rating
         assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 64
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=0, cs_charging_profiles=profile(1, "ChargePointMaxProfile", 16)
-            ),
-        )
+        await set_profile(cs, 0, charging_profile(1, "ChargePointMaxProfile", 16))
         comp = await cs.call(CP_ID, call.GetCompositeSchedule(connector_id=0, duration=60))
         assert comp.charging_schedule["charging_schedule_period"][0]["limit"] == 16
         assert d.smart is not None
@@ -134,13 +116,7 @@ async def test_remote_start_profile_limits_the_first_offer_even_without_start_co
         await booted(cs)
         cs.behaviour.fail_actions["StartTransaction"] = 1000  # the transactionId never comes
         sim(d).plug(1)
-        conf = await cs.call(
-            CP_ID,
-            call.RemoteStartTransaction(
-                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await remote_start(cs, "R1", profile=charging_profile(3, "TxProfile", 10))
         await wait_status(cs, "Charging")
         view = sim(d).view(1)
         assert view.contactor_closed
@@ -155,16 +131,9 @@ async def test_remote_start_profile_is_bound_to_the_transaction_once_its_id_is_k
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         sim(d).plug(1)
-        conf = await cs.call(
-            CP_ID,
-            call.RemoteStartTransaction(
-                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await remote_start(cs, "R1", profile=charging_profile(3, "TxProfile", 10))
         await wait_status(cs, "Charging")
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-        tx_id = d.station.connectors[1].tx.tx_id
+        tx_id = await transaction_id(d)
         assert sim(d).view(1).offer_at_close_a == 10
         await wait_until(
             lambda: [p.tx_id for p in d.store.profiles()] == [tx_id], what="profile bound"
@@ -193,16 +162,10 @@ async def test_remote_start_with_an_invalid_profile_is_rejected_and_starts_nothi
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         sim(d).plug(1)
-        conf = await cs.call(
-            CP_ID,
-            call.RemoteStartTransaction(
-                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10, **bad)
-            ),
-        )
-        assert conf.status == "Rejected"
+        await remote_start(cs, "R1", profile=charging_profile(3, "TxProfile", 10, **bad),
+                           expect="Rejected")
         # nothing started: a later, valid start is the first and only transaction
-        conf = await cs.call(CP_ID, call.RemoteStartTransaction(id_tag="R2", connector_id=1))
-        assert conf.status == "Accepted"
+        await remote_start(cs, "R2")
         await wait_status(cs, "Charging")
         # the queued StartTransaction goes out once durable: the status may overtake it (§3.7)
         await cs.wait_for("StartTransaction")
@@ -215,19 +178,13 @@ async def test_remote_start_profile_survives_a_restart_with_resume(
 ) -> None:
     """Bound: the transactionId came before the restart. Unbound: StartTransaction.conf never
     came before it."""
-    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    cfg = resume_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await booted(cs)
         if not start_conf:
             cs.behaviour.fail_actions["StartTransaction"] = 1000
         sim(d).plug(1)
-        conf = await cs.call(
-            CP_ID,
-            call.RemoteStartTransaction(
-                id_tag="R1", connector_id=1, charging_profile=profile(3, "TxProfile", 10)
-            ),
-        )
-        assert conf.status == "Accepted"
+        await remote_start(cs, "R1", profile=charging_profile(3, "TxProfile", 10))
         await wait_status(cs, "Charging")
         assert sim(d).view(1).offer_a == 10
     cs.messages.clear()
@@ -242,8 +199,7 @@ async def test_remote_start_profile_survives_a_restart_with_resume(
             # time; binding when the id arrives is the test above)
             assert [p.tx_id for p in d.store.profiles()] == [None]
             return
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-        tx_id = d.station.connectors[1].tx.tx_id
+        tx_id = await transaction_id(d)
         await wait_until(
             lambda: [p.tx_id for p in d.store.profiles()] == [tx_id], what="profile bound"
         )
@@ -254,16 +210,11 @@ async def test_tx_default_limit_holds_from_the_first_ampere_after_a_restart(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
     """A sibling: stored profiles were applied only after the resumed session got energy."""
-    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    cfg = resume_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await booted(cs)
-        await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1, cs_charging_profiles=profile(4, "TxDefaultProfile", 12)
-            ),
-        )
-        await charge(cs, d, 1, "TAG1")
+        await set_profile(cs, 1, charging_profile(4, "TxDefaultProfile", 12))
+        await charge(cs, d, "TAG1", at=1)
         await wait_until(lambda: sim(d).view(1).offer_a == 12, what="12 A")
     cs.messages.clear()
     async with running(cfg, plugged=(1,)) as d:
@@ -336,20 +287,12 @@ async def test_tx_profile_of_a_transaction_closed_by_power_loss_does_not_outlive
 ) -> None:
     """A sibling: transactions stopped at start-up (power_loss = "stop") left their TxProfiles
     stored for ever, taking MaxChargingProfilesInstalled slots."""
-    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    cfg = resume_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await booted(cs)
-        await charge(cs, d, 1, "TAG1")
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="tx id")
-        tx_id = d.station.connectors[1].tx.tx_id
-        conf = await cs.call(
-            CP_ID,
-            call.SetChargingProfile(
-                connector_id=1,
-                cs_charging_profiles=profile(9, "TxProfile", 10, transactionId=tx_id),
-            ),
-        )
-        assert conf.status == "Accepted"
+        await charge(cs, d, "TAG1", at=1)
+        tx_id = await transaction_id(d)
+        await set_profile(cs, 1, charging_profile(9, "TxProfile", 10, tx_id=tx_id))
         assert [p.profile_id for p in d.store.profiles()] == [9]
     async with running(cfg) as d:  # the EV left meanwhile: the transaction is closed
         await cs.wait_for("StopTransaction")
@@ -364,16 +307,12 @@ async def test_a_clock_set_forward_applies_the_schedule_period_of_the_new_time(
     forward past it (NTP on a Pi without a real-time clock): 8 A now (ocppd/wallclock.py)."""
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
-        start = d.wall().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        schedule = {"chargingRateUnit": "A", "startSchedule": start,
-                    "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 16},
-                                               {"startPeriod": 3600, "limit": 8}]}
         conf = await cs.call(CP_ID, call.SetChargingProfile(
-            connector_id=1, cs_charging_profiles=profile(
-                1, "TxDefaultProfile", 16, chargingProfileKind="Absolute",
-                chargingSchedule=schedule)))
+            connector_id=1, cs_charging_profiles=charging_profile(
+                1, "TxDefaultProfile", 16, kind="Absolute",
+                periods=[{"startPeriod": 0, "limit": 16}, {"startPeriod": 3600, "limit": 8}])))
         assert conf.status == "Accepted"
-        await charge(cs, d, 1, "TAG1")
+        await charge(cs, d, "TAG1")
         await wait_until(lambda: sim(d).view(1).offer_a == 16, what="16 A")
         d.wall.offset = timedelta(hours=1, seconds=1)
         assert d.station.clock_steps.check()  # what the station's watch does every 5 s

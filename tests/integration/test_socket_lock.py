@@ -5,18 +5,28 @@ against a real Central System on loopback."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, status, wait_status, wait_until
+from harness import (
+    CP_ID,
+    booted,
+    charge,
+    resume_config,
+    resumed,
+    running,
+    sim,
+    sim_config,
+    status,
+    wait_status,
+    wait_until,
+)
 
 from ocppd.app import Daemon
 from ocppd.config import Config
+from ocppd.hw.base import Hardware
 from ocppd.hw.sim import SimBoard, build_sim_hardware
 
 pytestmark = pytest.mark.asyncio
@@ -52,41 +62,22 @@ def watch(d: Daemon) -> ContactorWatch:
     return ContactorWatch(sim(d))
 
 
-@contextlib.asynccontextmanager
-async def running_watched(
-    cfg: Config,
-    *,
-    plugged: tuple[int, ...] = (),
-    lock_fails: tuple[int, ...] = (),
-    locked: tuple[int, ...] = (),
-) -> AsyncIterator[tuple[Daemon, ContactorWatch]]:
-    """The daemon on a simulator watched from before start-up (a restart that resumes)."""
+async def watched_hardware(
+    cfg: Config, *, lock_fails: tuple[int, ...] = (), locked: tuple[int, ...] = ()
+) -> tuple[Hardware, ContactorWatch]:
+    """A simulator watched from before start-up (a restart that resumes); run it with
+    ``running(cfg, hardware=..., check_exit=True)``."""
     hw = build_sim_hardware(cfg)
     board = hw.board
     assert isinstance(board, SimBoard)
-    for cid in plugged:
-        board.plug(cid)
     board.lock_fails.update(lock_fails)
     for cid in locked:
         await board.lock(cid, True)  # a motor lock stays where it was when the daemon died
-    w = ContactorWatch(board)
-    d = Daemon(cfg, install_signals=False, hardware=hw)
-    task = asyncio.ensure_future(d.run())
-    try:
-        await wait_until(
-            lambda: task.done() or (d.station is not None and d.station.started),
-            what="daemon start",
-        )
-        if task.done():
-            task.result()
-        yield d, w
-    finally:
-        d.stop_event.set()
-        await asyncio.wait_for(task, 10)
+    return hw, ContactorWatch(board)
 
 
 def resume_cfg(tmp_path: Path, url: str, **ocpp: Any) -> Config:
-    return sim_config(tmp_path, url, system={"power_loss": "resume"}, ocpp=ocpp or None)
+    return resume_config(tmp_path, url, ocpp=ocpp or None)
 
 
 def seen(cs: CentralSystem, value: str) -> int:
@@ -104,9 +95,7 @@ async def test_plug_is_locked_before_the_contactor_closes_and_released_after(
     async with running(sim_config(tmp_path, cs.url)) as d:
         await booted(cs)
         w = watch(d)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         assert sim(d).view(1).locked, "a running session holds the plug"
         assert w.closes and w.closed_unlocked == []
         await d.station.swipe("TAG1", None)
@@ -125,9 +114,7 @@ async def test_ev_side_disconnect_releases_the_plug_only_if_configured(
     cfg = sim_config(tmp_path, cs.url, ocpp={"UnlockConnectorOnEVSideDisconnect": unlock})
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         sim(d).unplug(1)
         await cs.wait_for("StopTransaction")
         await wait_until(lambda: d.station.connectors[1].tx is None, what="stop recorded")
@@ -157,9 +144,7 @@ async def test_a_fixed_cable_charges_without_any_lock(cs: CentralSystem, tmp_pat
     async with running(sim_config(tmp_path, cs.url, cable="fixed")) as d:
         await booted(cs)
         w = watch(d)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         assert w.closes and not sim(d).view(1).locked
 
 
@@ -208,12 +193,8 @@ async def test_resumed_session_locks_the_plug_before_the_contactor_closes(
     cs: CentralSystem, tmp_path: Path
 ) -> None:
     cfg = resume_cfg(tmp_path, cs.url)
-    async with running(cfg) as d:
-        await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
-    async with running_watched(cfg, plugged=(1,)) as (d, w):
+    hw, w = await watched_hardware(cfg)
+    async with resumed(cs, cfg, hardware=hw, check_exit=True) as d:
         await wait_until(lambda: d.station.connectors[1].contactor_closed, what="resumed")
         assert sim(d).view(1).locked
         assert w.closes and w.closed_unlocked == []
@@ -224,12 +205,8 @@ async def test_resumed_session_whose_lock_fails_stays_suspended_until_it_locks(
 ) -> None:
     # The transaction is kept when the EV leaves, so the replug is what retries the lock.
     cfg = resume_cfg(tmp_path, cs.url, StopTransactionOnEVSideDisconnect=False)
-    async with running(cfg) as d:
-        await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
-    async with running_watched(cfg, plugged=(1,), lock_fails=(1,)) as (d, w):
+    hw, w = await watched_hardware(cfg, lock_fails=(1,))
+    async with resumed(cs, cfg, hardware=hw, check_exit=True) as d:
         await wait_status(cs, "Faulted")
         faulted = cs.received(
             "StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Faulted"
@@ -254,16 +231,15 @@ async def test_a_session_ended_by_a_power_cut_releases_the_plug_at_start_up(
     cfg = sim_config(tmp_path, cs.url)  # power_loss = "stop"
     async with running(cfg) as d:
         await booted(cs)
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         close = d.station.close
 
         async def power_cut(*, stop_transactions: Any) -> None:
             await close(stop_transactions=None)  # nothing is stopped
 
         d.station.close = power_cut
-    async with running_watched(cfg, plugged=(1,), locked=(1,)) as (d, w):
+    hw, w = await watched_hardware(cfg, locked=(1,))
+    async with running(cfg, plugged=(1,), hardware=hw, check_exit=True) as d:
         stop = (await cs.wait_for("StopTransaction"))[0]
         assert stop["reason"] == "PowerLoss"
         await wait_until(lambda: not sim(d).view(1).locked, what="plug released")

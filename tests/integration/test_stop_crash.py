@@ -14,7 +14,16 @@ from typing import Any
 
 import pytest
 from csms import CentralSystem, call
-from harness import CP_ID, booted, running, sim, sim_config, wait_until
+from harness import (
+    CP_ID,
+    booted,
+    resume_config,
+    running,
+    sim,
+    sim_config,
+    transaction_id,
+    wait_until,
+)
 
 from ocppd.app import Daemon
 from ocppd.hw.sim import SimBoard, build_sim_hardware
@@ -46,7 +55,7 @@ async def _ask_stop(cs: CentralSystem, d: Daemon, how: str) -> tuple[str, str | 
     if how == "card":
         d.station.hw.readers[0].present("TAG1")
         return "Local", "TAG1"
-    tx_id = d.station.connectors[1].tx.tx_id
+    tx_id = int(d.station.connectors[1].tx.remote_id)
     conf = await cs.call(CP_ID, call.RemoteStopTransaction(transaction_id=tx_id))
     assert conf.status == "Accepted"
     return "Remote", None
@@ -63,7 +72,7 @@ async def test_a_stop_under_way_when_the_daemon_dies_is_finished_at_start_up(
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
         await cs.wait_for("StartTransaction")
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="confirmed")
+        await transaction_id(d)
         await wait_until(lambda: sim(d).view(1).contactor_closed, what="charging")
         _hang_meter(d, 1)
         _crash(d)
@@ -112,18 +121,18 @@ async def test_a_remote_stop_is_durable_before_it_is_answered(
 ) -> None:
     """RemoteStopTransaction is answered Accepted right after ``remote_stop`` returns: by then
     the contactor is open and the stop is on disk, before any task had a chance to run."""
-    cfg = sim_config(tmp_path, cs.url, system={"power_loss": "resume"})
+    cfg = resume_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await booted(cs)
         sim(d).plug(1)
         await d.station.swipe("TAG1", None)
-        await wait_until(lambda: d.station.connectors[1].tx.tx_id is not None, what="confirmed")
+        await transaction_id(d)
         await wait_until(lambda: sim(d).view(1).contactor_closed, what="charging")
         c = d.station.connectors[1]
         local_id = c.tx.local_id
         _hang_meter(d, 1)
         _crash(d)
-        assert d.station.remote_stop(c.tx.tx_id)
+        assert d.station.remote_stop(c.tx.remote_id)
         assert not sim(d).view(1).contactor_closed
         tx = d.station.store.transaction(local_id)
         assert tx is not None and tx.stop_requested and tx.stop_reason == "remote"

@@ -9,26 +9,30 @@ from pathlib import Path
 
 import pytest
 from csms import CentralSystem
-from harness import running, sim, sim_config, wait_status, wait_until
+from harness import charge, running, sim, sim_config, wait_status, wait_until
 
 from ocppd.app import KEEP_SESSIONS_MARKER
 
 pytestmark = pytest.mark.asyncio
 
 
+@pytest.fixture
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The service's runtime directory, where postinst leaves its marker."""
+    path = tmp_path / "run"
+    path.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(path))  # systemd sets it (RuntimeDirectory=)
+    return path
+
+
 async def test_restart_for_an_upgrade_keeps_the_session(
-    cs: CentralSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cs: CentralSystem, tmp_path: Path, runtime: Path
 ) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    monkeypatch.setenv("RUNTIME_DIRECTORY", str(runtime))  # systemd sets it (RuntimeDirectory=)
     cfg = sim_config(tmp_path, cs.url, sim={"time_factor": 50.0})
     assert cfg.system.power_loss == "stop"  # the default, which used to end the session
     async with running(cfg) as d:
         await wait_status(cs, "Available")
-        sim(d).plug(1)
-        await d.station.swipe("TAG1", None)
-        await wait_status(cs, "Charging")
+        await charge(cs, d)
         local = d.station.connectors[1].tx.local_id
         (runtime / KEEP_SESSIONS_MARKER).write_text("")  # what postinst does
     assert cs.received("StopTransaction") == []
@@ -42,11 +46,8 @@ async def test_restart_for_an_upgrade_keeps_the_session(
 
 
 async def test_a_plain_stop_still_ends_the_session(
-    cs: CentralSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cs: CentralSystem, tmp_path: Path, runtime: Path
 ) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    monkeypatch.setenv("RUNTIME_DIRECTORY", str(runtime))
     cfg = sim_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await wait_status(cs, "Available")
@@ -58,12 +59,9 @@ async def test_a_plain_stop_still_ends_the_session(
 
 
 async def test_marker_does_not_outlive_the_restart_it_was_meant_for(
-    cs: CentralSystem, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cs: CentralSystem, tmp_path: Path, runtime: Path
 ) -> None:
     """A session resumed after an upgrade is stopped normally by the next plain stop."""
-    runtime = tmp_path / "run"
-    runtime.mkdir()
-    monkeypatch.setenv("RUNTIME_DIRECTORY", str(runtime))
     cfg = sim_config(tmp_path, cs.url)
     async with running(cfg) as d:
         await wait_status(cs, "Available")

@@ -19,9 +19,17 @@ def test_store_is_wal_synced_off_the_calling_thread(store: Store, db_path: Path)
     assert facts["synchronous"] == "1"
     assert facts["page_size"] == "1024"  # new databases: small pages, fewer bytes per commit
     assert store.schema_version == LATEST_VERSION
-    raw = sqlite3.connect(db_path)
+    store.set_setting("probe", "1")
+    # exclusive locking: the WAL index is in memory, there is no -shm file to wear the card,
+    # and no other process can open the database while the store has it
+    assert not Path(f"{db_path}-shm").exists()
+    raw = sqlite3.connect(db_path, timeout=0)
     try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            raw.execute("SELECT count(*) FROM settings").fetchone()
+        store.close()
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent mode
+        assert raw.execute("SELECT value FROM settings WHERE key = 'probe'").fetchone()[0] == "1"
     finally:
         raw.close()
 
@@ -133,10 +141,10 @@ def test_atomic_rolls_back_everything_on_exception(store: Store) -> None:
     store.set_setting("keep", "old")
     with pytest.raises(RuntimeError), store.atomic():
         store.set_setting("keep", "new")
-        store.outbox_put(action="MeterValues", payload={}, local_tx_id=None, kind="meter")
+        store.tx_event_add(1, "sample", at(0), data={})
         raise RuntimeError("boom")
     assert store.get_setting("keep") == "old"
-    assert store.outbox_count() == 0  # the cached count follows the rollback
+    assert store.tx_events_count() == 0
 
 
 def test_nested_atomic_failure_undoes_only_the_inner_block(store: Store) -> None:
@@ -144,7 +152,7 @@ def test_nested_atomic_failure_undoes_only_the_inner_block(store: Store) -> None
         store.set_setting("outer", "1")
         with pytest.raises(KeyError), store.atomic():
             store.set_setting("inner", "1")
-            store.set_transaction_id(424242, 1)  # unknown transaction: KeyError
+            store.set_remote_id(424242, "1")  # unknown transaction: KeyError
         store.set_setting("after", "1")
     assert store.settings() == {"outer": "1", "after": "1"}
 

@@ -2,7 +2,8 @@
 
 The child reports each write on stdout only after the call returned (committed). After each
 kill the parent reopens the store: every reported write is there, every reported removal is
-gone, and the file passes ``PRAGMA quick_check``. Several rounds run on the same file.
+gone (a delivered transaction event never comes back), and the file passes
+``PRAGMA quick_check``. Several rounds run on the same file.
 """
 
 from __future__ import annotations
@@ -36,17 +37,20 @@ while True:
         with s.atomic():
             lid = s.begin_transaction(connector_id=1, id_tag=f"T{base}-{i}",
                                       meter_start_wh=i, started_at=now)
-            seq = s.outbox_put(action="StartTransaction", payload={"i": i}, local_tx_id=lid,
-                               kind="start")
+            seq = s.tx_event_add(lid, "started", now, energy_wh=i)
         print("tx", lid, seq, flush=True)
-    seq = s.outbox_put(action="MeterValues", payload={"i": i, "pad": "m" * 300},
-                       local_tx_id=lid, kind="meter")
+    seq = s.tx_event_add(lid, "sample", now, trigger="periodic",
+                         data={"i": i, "pad": "m" * 300})
     print("put", seq, flush=True)
     s.update_meter(lid, base + i, now)
     print("meter", lid, base + i, flush=True)
     if prev is not None and i % 3 == 0:
-        s.outbox_remove(prev)
-        print("del", prev, flush=True)
+        for event in s.tx_events_pending():  # delivered in order, up to the one before
+            if event.seq > prev:
+                break
+            print("delivering", event.seq, flush=True)
+            s.tx_event_delivered(event)
+            print("del", event.seq, flush=True)
     prev = seq
     if i % 5 == 0:
         s.set_setting(f"k{base}-{i}", "v")
@@ -88,7 +92,7 @@ def test_sigkill_at_random_moments_loses_no_committed_write(tmp_path: Path) -> N
         # reported before the kill landed: committed too (a last line cut by the kill is not)
         lines += rest.split("\n")[:-1]
         assert len(lines) >= kill_after, err
-        puts: list[int] = []
+        delivering: set[int] = set()
         for line in lines:
             match line.split():
                 case ["tx", lid, seq]:
@@ -96,7 +100,8 @@ def test_sigkill_at_random_moments_loses_no_committed_write(tmp_path: Path) -> N
                     queued.add(int(seq))
                 case ["put", seq]:
                     queued.add(int(seq))
-                    puts.append(int(seq))
+                case ["delivering", seq]:
+                    delivering.add(int(seq))
                 case ["meter", lid, wh]:
                     txs[int(lid)] = int(wh)
                 case ["del", seq]:
@@ -115,12 +120,12 @@ def test_sigkill_at_random_moments_loses_no_committed_write(tmp_path: Path) -> N
             raw.close()
         with Store.open(path) as store:
             assert store.integrity_check() == ["ok"]
-            present = {item.seq for item in store.outbox_items()}
-            # The writer commits a delete before it prints "del": a kill in between removes the
-            # message put just before the last one without the test hearing of it.
-            unreported_delete = set(puts[-2:-1])
+            present = {event.seq for event in store.tx_events_pending()}
+            # The writer records a delivery before it prints "del": a kill in between delivers
+            # the event without the test hearing of it.
+            unreported = delivering - removed
             lost = queued - removed - present
-            assert lost <= unreported_delete, f"round {round_no}: lost queued messages {lost}"
+            assert lost <= unreported, f"round {round_no}: lost queued events {lost}"
             removed |= lost
             assert not (removed & present), f"round {round_no}: removed messages came back"
             for local_id, last_wh in txs.items():

@@ -54,36 +54,25 @@ async def test_barrier_returns_once_everything_committed_is_durable(store: Store
     await asyncio.wait_for(store.durable(), 10)  # nothing new: returns at once
 
 
-def test_a_meter_sample_is_one_commit(store: Store) -> None:
-    """Register, transaction sample and queued MeterValues in one atomic block: one commit,
-    one generation, one fsync (SD-card wear: the issue counted three commits per sample)."""
+def test_a_meter_sample_is_one_commit_of_about_one_page(store: Store) -> None:
+    """SD-card wear: a transaction's sample is one event row in one commit (one generation, one
+    fsync; the issue counted three commits per sample), appended to one table with no index:
+    about one 1 KiB page in the log per sample, and the transaction's row is not rewritten."""
     now = datetime.now(UTC)
     local_id = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
                                        started_at=now)
-    before = store._db.syncer.committed
-    with store.atomic():
-        store.update_meter(local_id, 10, now)
-        store.add_tx_sample(local_id, now, {"sampledValue": [{"value": "10"}]})
-        store.outbox_put(action="MeterValues", payload={"v": 10}, local_tx_id=local_id,
-                         kind="meter")
-    assert store._db.syncer.committed == before + 1
-
-
-def test_confirmed_meter_values_ride_along_with_the_next_commit(store: Store) -> None:
-    """Confirming a MeterValues writes nothing to the database by itself; the next commit
-    deletes its row (so the deletion is durable with that commit's fsync)."""
-    seq = store.outbox_put(action="MeterValues", payload={"v": 1}, local_tx_id=None,
-                           kind="meter")
-    committed = store._db.syncer.committed
-    store.outbox_confirm(seq, "meter")
-    assert store._db.syncer.committed == committed  # no commit of its own
-    assert store.outbox_count() == 0 and store.outbox_items() == []
-    store.outbox_put(action="MeterValues", payload={"v": 2}, local_tx_id=None, kind="meter")
-    raw = sqlite3.connect(store.path)
-    try:
-        assert raw.execute("SELECT count(*) FROM outbox WHERE seq = ?", (seq,)).fetchone()[0] == 0
-    finally:
-        raw.close()
+    reading = {"reading": {"energy_import_wh": 12345.6, "power_w": 7200.0,
+                           "current_a": [10.1, 10.2, 10.3], "voltage_v": [230.1, 229.8, 231.0]},
+               "offered_a": 16.0}
+    wal = Path(f"{store.path}-wal")
+    before, size0 = store._db.syncer.committed, wal.stat().st_size
+    n = 40
+    for i in range(n):
+        store.tx_event_add(local_id, "sample", now + timedelta(seconds=i), trigger="periodic",
+                           energy_wh=12345 + i, data=reading)
+        assert store._db.syncer.committed == before + i + 1
+    frames = (wal.stat().st_size - size0) / (1024 + 24)
+    assert frames / n <= 1.5, f"{frames / n:.2f} log pages per sample"
 
 
 def _wal_size(path: Path) -> int:
@@ -158,8 +147,8 @@ async def test_a_disk_that_cannot_flush_fails_the_barrier(
     await asyncio.wait_for(store.durable(), 10)
 
 
-def test_a_periodic_sample_keeps_its_reading_in_the_sample_row(db_path: Path) -> None:
-    """SD-card wear: in a sample's commit the meter register rides in the transaction-sample
+def test_a_periodic_sample_keeps_its_reading_in_the_event_row(db_path: Path) -> None:
+    """SD-card wear: in a sample's commit the meter register rides in the transaction event's
     row, so the transaction's own row is not rewritten; reading the transaction (and, after a
     power cut, ending it with its last reading) still sees the newest register."""
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -169,7 +158,7 @@ def test_a_periodic_sample_keeps_its_reading_in_the_sample_row(db_path: Path) ->
             at = t0 + timedelta(minutes=i)
             with s.atomic():
                 s.update_meter(lid, 100 + i, at)
-                s.add_tx_sample(lid, at, {"timestamp": "x", "sampledValue": [{"value": "v"}]})
+                s.tx_event_add(lid, "sample", at, trigger="periodic", data={})
         tx = s.transaction(lid)
         assert tx is not None and (tx.last_meter_wh, tx.last_meter_at) == (103, t0 + timedelta(
             minutes=3))
@@ -181,7 +170,7 @@ def test_a_periodic_sample_keeps_its_reading_in_the_sample_row(db_path: Path) ->
         row = raw.execute("SELECT last_meter_wh FROM transactions WHERE local_id = ?",
                           (lid,)).fetchone()
         assert row[0] == 104
-        stored = raw.execute("SELECT count(*) FROM tx_samples WHERE energy_wh IS NOT NULL"
+        stored = raw.execute("SELECT count(*) FROM tx_events WHERE energy_wh IS NOT NULL"
                              ).fetchone()[0]
         assert stored == 3  # the three sample commits did not rewrite the transaction row
     finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
-from storekit import run_child
+from storekit import T0, run_child
 
 from ocppd.errors import StorageError
 from ocppd.storage import (
@@ -20,8 +21,7 @@ from ocppd.storage import (
 def _populated(path: Path, n: int = 300) -> None:
     with Store.open(path) as s, s.atomic():
         for i in range(n):
-            s.outbox_put(action="MeterValues", payload={"i": i, "pad": "x" * 300},
-                         local_tx_id=1, kind="meter")
+            s.tx_event_add(1, "sample", T0, data={"i": i, "pad": "x" * 300})
             s.set_setting(f"k{i}", "v" * 100)
     # closing the last connection checkpoints the WAL into the main file
 
@@ -46,7 +46,7 @@ def test_garbage_file_is_moved_aside_when_configured(db_path: Path) -> None:
     db_path.write_bytes(garbage)
     with Store.open(db_path, move_aside_corrupt=True) as s:
         assert s.schema_version == LATEST_VERSION
-        assert s.outbox_count() == 0
+        assert s.tx_events_count() == 0
         s.set_setting("fresh", "yes")
     moved = _corrupt_files(db_path)
     assert len(moved) == 1 and moved[0].name.startswith("ocppd.db.corrupt-2")
@@ -64,7 +64,7 @@ def test_truncated_database_is_detected(db_path: Path) -> None:
     with pytest.raises(StorageCorruptError, match=str(db_path)):
         Store.open(db_path)
     with Store.open(db_path, move_aside_corrupt=True) as s:
-        assert s.outbox_count() == 0
+        assert s.tx_events_count() == 0
     assert len(_corrupt_files(db_path)) == 1
 
 
@@ -106,25 +106,23 @@ def test_size_cap_behaves_like_a_full_disk_and_recovers(db_path: Path) -> None:
         seqs = []
         with pytest.raises(StorageFullError) as err:
             for _ in range(10_000):
-                seqs.append(s.outbox_put(action="MeterValues", payload={"pad": "x" * 1000},
-                                         local_tx_id=None, kind="meter"))
+                seqs.append(s.tx_event_add(1, "sample", T0, data={"pad": os.urandom(500).hex()}))
         assert str(db_path) in str(err.value) and "disk full" in str(err.value)
         assert len(seqs) > 50
         # reads still work, and the failed write left nothing behind
         assert s.get_setting("before") == "1"
-        assert s.outbox_count() == len(seqs) == len(s.outbox_items())
+        assert s.tx_events_count() == len(seqs) == len(s.tx_events_pending())
         with pytest.raises(StorageFullError):
             with s.atomic():
                 s.set_setting("partial", "1")
-                s.outbox_put(action="MeterValues", payload={"pad": "y" * 50_000},
-                             local_tx_id=None, kind="meter")
+                s.tx_event_add(1, "sample", T0, data={"pad": os.urandom(25_000).hex()})
         assert s.get_setting("partial") is None
         # space comes back (the backlog is delivered): writes succeed again
-        for seq in seqs[:40]:
-            s.outbox_remove(seq)
-        s.outbox_put(action="StopTransaction", payload={"after": True}, local_tx_id=1,
-                     kind="stop")
-        assert s.outbox_count() == len(seqs) - 40 + 1
+        s._db.syncer.wait_blocking()
+        with s._db.write("make room"):  # as a delivered transaction's events are removed
+            s._db.exec("DELETE FROM tx_events WHERE seq <= ?", (seqs[39],))
+        s.tx_event_add(2, "ended", T0)
+        assert s.tx_events_count() == len(seqs) - 40 + 1
         assert s.integrity_check() == ["ok"]
 
 
@@ -146,7 +144,9 @@ _FSIZE_CHILD = r"""
 import json, os, resource, signal, sys
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write(), not a killed process
+from datetime import UTC, datetime
 from ocppd.storage import Store, StorageError
+t = datetime(2024, 5, 1, tzinfo=UTC)
 path = Path(sys.argv[1])
 out = {}
 s = Store.open(path)
@@ -157,21 +157,20 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size + 128 * 1024, hard))
 ok = 0
 for i in range(5000):
     try:
-        s.outbox_put(action="MeterValues", payload={"pad": "x" * 2000}, local_tx_id=None,
-                     kind="meter")
+        s.tx_event_add(1, "sample", t, data={"pad": os.urandom(1000).hex()})
         ok += 1
     except StorageError as e:
         out["error"] = str(e)
         break
 out["ok"] = ok
 out["read_before"] = s.get_setting("before")
-out["count_after_error"] = s.outbox_count()
-out["items_after_error"] = len(s.outbox_items())
+out["count_after_error"] = s.tx_events_count()
+out["items_after_error"] = len(s.tx_events_pending())
 resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))  # space is back
-s.outbox_put(action="StopTransaction", payload={}, local_tx_id=1, kind="stop")
+s.tx_event_add(1, "ended", t)
 s.close()
 with Store.open(path) as again:
-    out["count_reopened"] = again.outbox_count()
+    out["count_reopened"] = again.tx_events_count()
     out["check"] = again.integrity_check()
 print(json.dumps(out))
 """

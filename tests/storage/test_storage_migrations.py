@@ -31,7 +31,7 @@ def _value(table: str, column: str, decl: str, pk: int) -> Any:
     if column == "payload":
         return json.dumps({"transactionId": -1, "table": table})
     if column == "kind":
-        return "stop"
+        return "ended" if table == "tx_events" else "stop"
     if column == "status":
         return "Accepted"
     if column == "use":  # certificates: CHECK (use IN (...))
@@ -45,6 +45,9 @@ def _value(table: str, column: str, decl: str, pk: int) -> Any:
     if "REAL" in decl.upper():
         return 1.5
     return f"{table}.{column}"
+
+
+_REPLACED = {"outbox", "tx_samples"}  # by tx_events (version 6)
 
 
 def _tables(conn: sqlite3.Connection) -> list[str]:
@@ -94,10 +97,16 @@ def test_upgrade_from_every_earlier_version_keeps_rows(tmp_path: Path, version: 
     written = _build(path, version)
     with Store.open(path) as store:
         assert store.schema_version == LATEST_VERSION
-    # every value written at the old version is still there
+    # every value written at the old version is still there (the tables that were replaced:
+    # through the API below)
     conn = sqlite3.connect(path)
     try:
         for table, row in written.items():
+            if table in _REPLACED:
+                continue
+            row = dict(row)
+            if table == "transactions" and "tx_id" in row:  # text since version 6
+                row["remote_id"] = str(row.pop("tx_id"))
             got = conn.execute(f"SELECT {', '.join(row)} FROM {table}").fetchall()
             assert got == [tuple(row.values())], table
     finally:
@@ -110,11 +119,16 @@ def test_upgrade_from_every_earlier_version_keeps_rows(tmp_path: Path, version: 
             tx = store.transaction(1)
             assert tx is not None and tx.started_at == T0 and tx.finished
             assert [t.local_id for t in store.active_transactions()] == []
-            assert store.transaction_by_tx_id(1) == tx
-            assert store.tx_samples(1) == [{"transactionId": -1, "table": "tx_samples"}]
-            head = store.outbox_head()
-            assert head is not None and head.kind == "stop" and head.created_at == T0
-            assert store.outbox_assign_tx_id(1, 99) == 1
+            assert store.transaction_by_remote_id("1") == tx
+            # the queued message and the stop's sample of version <= 5 are events now, kept
+            # as the OCPP 1.6 they were written as
+            (sample,) = [e for e in store.tx_events_of(1) if e.kind == "sample"]
+            assert sample.legacy_action == "transactionData" and sample.seq < 0
+            assert sample.data == {"transactionId": -1, "table": "tx_samples"}
+            (queued,) = store.tx_events_pending()
+            assert (queued.seq, queued.kind, queued.local_tx_id, queued.at) == (1, "ended", 1, T0)
+            assert queued.legacy_action == "outbox.action"
+            assert queued.data == {"transactionId": -1, "table": "outbox"}
             assert store.cache_get("KEY1") is not None
             assert store.local_list_get("key1") is not None
             assert store.profiles()[0].payload["table"] == "profiles"
@@ -122,7 +136,7 @@ def test_upgrade_from_every_earlier_version_keeps_rows(tmp_path: Path, version: 
             assert store.events()[0][0] == T0
         # and the upgraded store takes new writes
         store.set_setting("after", "upgrade")
-        store.outbox_put(action="MeterValues", payload={}, local_tx_id=None, kind="meter")
+        store.tx_event_add(1, "sample", T0, trigger="periodic", data={})
     # the upgraded schema is exactly the schema of a fresh database
     fresh = tmp_path / "fresh.db"
     Store.open(fresh).close()

@@ -15,20 +15,20 @@ def test_transaction_lifecycle_survives_reopen(store: Store, db_path: Path) -> N
     lid = store.begin_transaction(connector_id=1, id_tag="TAG1", meter_start_wh=1000,
                                   started_at=at(0), reservation_id=4)
     tx = store.transaction(lid)
-    assert tx == TxRecord(local_id=lid, connector_id=1, id_tag="TAG1", tx_id=None,
+    assert tx == TxRecord(local_id=lid, connector_id=1, id_tag="TAG1", remote_id=None,
                           meter_start_wh=1000, started_at=at(0), last_meter_wh=None,
                           last_meter_at=None, meter_stop_wh=None, stopped_at=None,
                           stop_reason=None, stop_id_tag=None, reservation_id=4,
                           id_tag_status=None, finished=False)
-    store.set_transaction_id(lid, 555)
+    store.set_remote_id(lid, "555")
     store.set_id_tag_status(lid, "Accepted")
     store.update_meter(lid, 1500, at(60))
     store.close()
     with Store.open(db_path) as again:
         tx = again.transaction(lid)
         assert tx is not None
-        assert (tx.tx_id, tx.id_tag_status, tx.last_meter_wh, tx.last_meter_at) == (
-            555, "Accepted", 1500, at(60))
+        assert (tx.remote_id, tx.id_tag_status, tx.last_meter_wh, tx.last_meter_at) == (
+            "555", "Accepted", 1500, at(60))
         assert again.active_transactions() == [tx]
         again.finish_transaction(lid, meter_stop_wh=1600, stopped_at=at(90), reason="Local",
                                  stop_id_tag="TAG1")
@@ -85,7 +85,7 @@ def test_meter_update_after_finish_is_ignored(store: Store) -> None:
 
 def test_unknown_local_id_raises_key_error(store: Store) -> None:
     calls: list[Callable[[], None]] = [
-        lambda: store.set_transaction_id(99, 1),
+        lambda: store.set_remote_id(99, "1"),
         lambda: store.set_id_tag_status(99, "Invalid"),
         lambda: store.update_meter(99, 1, at(0)),
         lambda: store.finish_transaction(99, meter_stop_wh=1, stopped_at=at(0), reason="Local",
@@ -100,10 +100,10 @@ def test_unknown_local_id_raises_key_error(store: Store) -> None:
 def test_lookup_by_central_system_id_and_recent_order(store: Store) -> None:
     ids = [store.begin_transaction(connector_id=c, id_tag=f"T{c}", meter_start_wh=0,
                                    started_at=at(c)) for c in (1, 2, 3)]
-    store.set_transaction_id(ids[1], 7001)
-    found = store.transaction_by_tx_id(7001)
+    store.set_remote_id(ids[1], "7001")
+    found = store.transaction_by_remote_id("7001")
     assert found is not None and found.local_id == ids[1]
-    assert store.transaction_by_tx_id(7002) is None
+    assert store.transaction_by_remote_id("7002") is None
     assert [t.local_id for t in store.recent_transactions()] == ids[::-1]
     assert [t.local_id for t in store.recent_transactions(limit=2)] == ids[:0:-1]
 
@@ -118,30 +118,6 @@ def test_local_ids_are_never_reused(store: Store, db_path: Path) -> None:
     assert second > first
 
 
-def test_tx_samples_are_chronological(store: Store) -> None:
-    lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
-                                  started_at=at(0))
-    other = store.begin_transaction(connector_id=2, id_tag="U", meter_start_wh=0,
-                                    started_at=at(0))
-    store.add_tx_sample(lid, at(0), {"v": "begin"})
-    store.add_tx_sample(other, at(1), {"v": "other"})
-    store.add_tx_sample(lid, at(20), {"v": "late"})
-    store.add_tx_sample(lid, at(10), {"v": "earlier, stored later"})
-    assert store.tx_samples(lid) == [{"v": "begin"}, {"v": "earlier, stored later"},
-                                     {"v": "late"}]
-    assert store.tx_samples(other) == [{"v": "other"}]
-    assert store.tx_samples(12345) == []
-
-
-def test_tx_samples_cap_keeps_first_and_newest(db_path: Path) -> None:
-    with Store.open(db_path, tx_samples_max=5) as s:
-        lid = s.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
-                                  started_at=at(0))
-        for i in range(20):
-            s.add_tx_sample(lid, at(i), {"i": i})
-        assert s.tx_samples(lid) == [{"i": 0}, {"i": 16}, {"i": 17}, {"i": 18}, {"i": 19}]
-
-
 def test_old_finished_transactions_are_pruned_unless_queued(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     from ocppd.storage import transactions
@@ -150,15 +126,13 @@ def test_old_finished_transactions_are_pruned_unless_queued(
     for i in range(8):
         lid = store.begin_transaction(connector_id=1, id_tag="T", meter_start_wh=0,
                                       started_at=at(i))
-        store.add_tx_sample(lid, at(i), {"i": i})
         ids.append(lid)
-    # the first transaction's stop is still queued: it must stay
-    store.outbox_put(action="StopTransaction", payload={}, local_tx_id=ids[0], kind="stop")
+    # the first transaction's end is still to be delivered: it must stay
+    store.tx_event_add(ids[0], "ended", at(100))
     running = ids[-1]
     for lid in ids[:-1]:
         store.finish_transaction(lid, meter_stop_wh=1, stopped_at=at(100), reason="Local",
                                  stop_id_tag=None)
     kept = {t.local_id for t in store.recent_transactions(limit=100)}
     assert kept == {ids[0], ids[4], ids[5], ids[6], running}
-    assert store.tx_samples(ids[1]) == []
-    assert store.tx_samples(ids[0]) == [{"i": 0}]
+    assert [e.kind for e in store.tx_events_of(ids[0])] == ["ended"]

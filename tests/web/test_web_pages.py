@@ -11,6 +11,7 @@ import aiohttp
 from harness import wait_until
 
 from ocppd import ctl
+from ocppd.privacy import tag
 
 from .conftest import Web
 from .test_web_security import client, login
@@ -29,16 +30,20 @@ async def test_dashboard_shows_the_session_with_idtags_pseudonymised(web: Web) -
             page = await r.text()
         assert "started a transaction on connector 1" in page
         assert ID_TAG not in page  # neither in the flash line nor in the session row
-        assert "card tag:" in page
+        # the pseudonym the journal and ocppctl show, not a pseudonym of a pseudonym
+        assert f"card {tag(ID_TAG)}" in page
         async with http.get(web.url + "/api/status") as r:
             st = await r.json()
-        assert st["connectors"][0]["id_tag"].startswith("tag:")
+        assert st["connectors"][0]["id_tag"] == tag(ID_TAG)
         assert st["connectors"][0]["limits"][0] == {"source": "connector", "limit_a": 32.0}
         async with http.post(web.url + "/action/stop",
                              data={"csrf": csrf, "connector_id": "1"}) as r:
             page = await r.text()
         assert "stopped the transaction on connector 1" in page
         assert ID_TAG not in page
+        async with http.get(web.url + "/") as r:
+            page = await r.text()
+        assert tag(ID_TAG) in page and ID_TAG not in page  # the recent transactions
         # a second stop is refused with the reason, as ocppctl says it
         async with http.post(web.url + "/action/stop", headers={"Accept": "application/json"},
                              data={"csrf": csrf, "connector_id": "1"}) as r:
@@ -55,6 +60,20 @@ async def test_events_stream_starts_with_a_snapshot(web: Web) -> None:
             data = (await r.content.readline()).decode()
             assert data.startswith("data: ")
             assert json.loads(data[6:])["status"]["charge_point_id"] == "CP-TEST-1"
+
+
+async def test_events_snapshot_shows_the_idtag_as_its_pseudonym(web: Web) -> None:
+    sock = web.daemon.cfg.control.socket
+    await asyncio.to_thread(ctl.call, sock, "plug", {"connector_id": 1}, timeout_s=5)
+    await asyncio.to_thread(ctl.call, sock, "swipe", {"id_tag": ID_TAG, "connector_id": 1},
+                            timeout_s=10)
+    async with client() as http:
+        await login(http, web.url)
+        async with http.get(web.url + "/events") as r:
+            assert await r.content.readline() == b"event: snapshot\n"
+            data = (await r.content.readline()).decode()
+    # the pseudonym the journal and ocppctl show, not a pseudonym of a pseudonym
+    assert json.loads(data[6:])["status"]["connectors"][0]["id_tag"] == tag(ID_TAG)
 
 
 async def test_secrets_are_write_only_on_the_config_page(web: Web) -> None:

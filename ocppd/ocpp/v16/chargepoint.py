@@ -40,7 +40,7 @@ from ocppd.ocpp.v16.statuses import StatusMixin
 from ocppd.ocpp.v16.trigger import TriggerMixin
 from ocppd.ocpp.v16.txmessages import TxMessagesMixin
 from ocppd.ocpp.validate import Validator
-from ocppd.ports import StationApi
+from ocppd.ports import StationApi, TxEventLog
 from ocppd.privacy import tag
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
@@ -72,6 +72,7 @@ class ChargePoint(
         *,
         cfg: Config,
         store: Store,
+        events: TxEventLog,
         station: StationApi,
         keys: Keys,
         link: Link | None = None,
@@ -83,6 +84,7 @@ class ChargePoint(
     ) -> None:
         self.cfg = cfg
         self.store = store
+        self.events = events
         self.station = station
         self.keys = keys
         self.link: Link = link  # type: ignore[assignment]  # set by app before run()
@@ -203,13 +205,14 @@ class ChargePoint(
         await self.link.close()
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until the outbox is empty (before a reset or shutdown). True if it emptied."""
+        """Wait until every transaction event is delivered (before a reset or shutdown). True
+        if they all were."""
         deadline = time.monotonic() + timeout_s
-        while self.store.outbox_count() and time.monotonic() < deadline:
+        while self.events.tx_events_count() and time.monotonic() < deadline:
             if not self.online:
                 return False
             await asyncio.sleep(0.05)
-        return self.store.outbox_count() == 0
+        return self.events.tx_events_count() == 0
 
 
     # --- statuses ---------------------------------------------------------------------------------

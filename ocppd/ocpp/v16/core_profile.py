@@ -11,6 +11,7 @@ from ocppd import security
 from ocppd.core.model import StopReason
 from ocppd.errors import StorageError
 from ocppd.ocpp.rpc import Reply
+from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.cpbase import ChargePointBase, Registration
 from ocppd.ocpp.v16.keys import ChangeResult
 
@@ -117,7 +118,7 @@ class CoreProfileMixin(ChargePointBase):
         return {"status": "Accepted"}
 
     async def _remote_stop(self, p: dict[str, Any]) -> dict[str, Any]:
-        ok = self.station.remote_stop(int(p["transactionId"]))
+        ok = self.station.remote_stop(mapping.remote_id(p["transactionId"]))
         return {"status": "Accepted" if ok else "Rejected"}
 
     async def _reset(self, p: dict[str, Any]) -> Reply:

@@ -17,7 +17,7 @@ from ocppd.core.model import Status
 from ocppd.ocpp.link import Link
 from ocppd.ocpp.v16.keys import Keys
 from ocppd.ocpp.validate import Validator
-from ocppd.ports import StationApi
+from ocppd.ports import StationApi, TxEventLog
 from ocppd.storage import Store
 
 DataTransferHandler = Callable[[str | None, str | None], Awaitable[tuple[str, str | None]]]
@@ -33,6 +33,7 @@ class Registration(StrEnum):
 class ChargePointBase:
     cfg: Config
     store: Store
+    events: TxEventLog
     station: StationApi
     keys: Keys
     link: Link

@@ -11,6 +11,7 @@ from typing import Any
 from ocppd.core.auth import Credential
 from ocppd.core.evse import Fault, MeterReading
 from ocppd.core.model import AuthStatus, Status, StopReason
+from ocppd.core.records import TxRecord
 
 STATUS = {
     Status.AVAILABLE: "Available",
@@ -70,6 +71,19 @@ AUTH_STATUS = {
     "ConcurrentTx": AuthStatus.CONCURRENT_TX,
 }
 AUTH_STATUS_WIRE = {v: k for k, v in AUTH_STATUS.items()}
+
+
+def transaction_id(tx: TxRecord | None) -> int | None:
+    """OCPP 1.6's transactionId (an integer) of a transaction, None before the Central System
+    gave one. The station keeps the id as opaque text (``TxRecord.remote_id``)."""
+    if tx is None or tx.remote_id is None:
+        return None
+    return int(tx.remote_id)
+
+
+def remote_id(transaction_id: int) -> str:
+    """The station's text form of a 1.6 transactionId."""
+    return str(int(transaction_id))
 
 
 def iso(at: datetime) -> str:

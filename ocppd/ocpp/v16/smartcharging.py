@@ -33,6 +33,7 @@ from ocppd.core.smart import (
     SmartLimits,
     check_remote_start_profile,
 )
+from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16 import profiles as pj
 from ocppd.ocpp.v16.keys import Keys
 from ocppd.ports import StationApi
@@ -91,7 +92,7 @@ class SmartCharging:
 
     def _active_tx_ids(self) -> dict[int, int | None]:
         return {
-            c.id: (c.tx.tx_id if c.tx is not None else None)
+            c.id: (mapping.transaction_id(c.tx))
             for c in self.station.connectors.values()
         }
 
@@ -201,7 +202,7 @@ class SmartCharging:
             max_current_a=c.cfg.max_current_a if cable is None else min(cable, c.cfg.max_current_a),
             phases=c.cfg.phases,
             tx_start=tx.started_at if tx else None,
-            tx_id=tx.tx_id if tx else None,
+            tx_id=mapping.transaction_id(tx),
         )
 
     # --- transactions -----------------------------------------------------------------------------
@@ -228,8 +229,8 @@ class SmartCharging:
             p = replace(profile, connector_id=connector_id)
             outcome = self.profiles.add_session_profile(p, now=self.wall(), limits=self.limits())
             self._installed(outcome)
-            if tx.tx_id is not None:
-                self._bind(connector_id, tx.tx_id)
+            if (tx_id := mapping.transaction_id(tx)) is not None:
+                self._bind(connector_id, tx_id)
 
         return on_start
 
@@ -239,8 +240,8 @@ class SmartCharging:
 
     def _tx_confirmed(self, connector_id: int, tx: TxRecord) -> None:
         """The transactionId is known: a RemoteStartTransaction's profile is bound to it."""
-        if tx.tx_id is not None:
-            self._bind(connector_id, tx.tx_id)
+        if (tx_id := mapping.transaction_id(tx)) is not None:
+            self._bind(connector_id, tx_id)
 
     def _tx_ended(self, connector_id: int, tx: TxRecord) -> None:
         removed = self.profiles.end_transaction(connector_id)  # TxProfiles end with their tx
@@ -259,13 +260,13 @@ class SmartCharging:
                 for p in self.profiles.profiles
                 if p.purpose is Purpose.TX
                 and p.connector_id == c.id
-                and (tx is None or (p.tx_id is not None and p.tx_id != tx.tx_id))
+                and (tx is None or (p.tx_id is not None and p.tx_id != mapping.transaction_id(tx)))
             ]
             for pid in stale:
                 self.profiles.clear(profile_id=pid)
                 self.store.profile_delete(pid)
-            if tx is not None and tx.tx_id is not None:
-                self._bind(c.id, tx.tx_id)
+            if (tx_id := mapping.transaction_id(tx)) is not None:
+                self._bind(c.id, tx_id)
         self.apply()
 
     # --- applying the limit -----------------------------------------------------------------------
@@ -287,13 +288,13 @@ class SmartCharging:
                 c.id,
                 now,
                 tx_start=tx.started_at if tx else None,
-                tx_id=tx.tx_id if tx else None,
+                tx_id=mapping.transaction_id(tx),
                 voltage_v=self.cfg.hardware.nominal_voltage_v,
                 phases=c.cfg.phases,
             )
             self.station.set_limit(c.id, limit.current_a if limit is not None else None)
             change = self.profiles.next_change_after(
-                c.id, now, tx_start=tx.started_at if tx else None, tx_id=tx.tx_id if tx else None
+                c.id, now, tx_start=tx.started_at if tx else None, tx_id=mapping.transaction_id(tx)
             )
             if change is not None and (next_change is None or change < next_change):
                 next_change = change

@@ -1,32 +1,105 @@
-"""The transaction-message sender (OCPP 1.6 §3.7, §3.16): Start/Stop/MeterValues written to the
-outbox before sending and removed only when their CALLRESULT arrives, in chronological order.
-Retries: TransactionMessageAttempts, waiting TransactionMessageRetryInterval × preceding
-attempts (§3.7.1); a CALLERROR counts as a failed attempt, a dead link does not."""
+"""The transaction-message sender (OCPP 1.6 §3.7, §3.16): the station records transaction events
+(started, meter sample, ended: ports.TxEventLog); this turns each into its 1.6 message when it is
+sent (StartTransaction, MeterValues, StopTransaction with its transactionData) and reports it
+delivered when the CALLRESULT arrives, strictly in order. Retries: TransactionMessageAttempts,
+waiting TransactionMessageRetryInterval × preceding attempts (§3.7.1); a CALLERROR counts as a
+failed attempt, a dead link does not.
+
+The messages are made at send time from what was recorded, with the configuration of that
+moment: the measurands of MeterValuesSampledData / MeterValuesAlignedData and StopTxnSampledData /
+StopTxnAlignedData, and the transactionId the Central System gave (which a start queued while
+offline did not have yet)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from datetime import datetime
 from typing import Any
 
-from ocppd.core.evse import MeterReading
+from ocppd.core.evse import MeterReading, reading_from_data
 from ocppd.core.model import StopReason
+from ocppd.core.records import TxEvent, TxRecord
 from ocppd.errors import StorageError
-from ocppd.ocpp.rpc import CallTimeout, LinkDown, OcppCallError
+from ocppd.ocpp.rpc import CallTimeout, LinkDown, OcppCallError, OutgoingInvalid
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.cpbase import ChargePointBase
 from ocppd.privacy import scrub
-from ocppd.storage import OutboxItem, TxRecord
 
 log = logging.getLogger("ocppd.ocpp")
 
-OUTBOX_BATCH = 64  # queued messages read at once by the sender
+OUTBOX_BATCH = 64  # pending events read at once by the sender
+ENERGY = "Energy.Active.Import.Register"
+# where a recorded reading goes in StopTransaction.transactionData (§3.16.1), by event
+_STOP_DATA = {"started": ("begin", "StopTxnSampledData"), "ended": ("end", "StopTxnSampledData"),
+              "periodic": ("periodic", "StopTxnSampledData"),
+              "clock": ("clock", "StopTxnAlignedData")}
 
 
 class TxMessagesMixin(ChargePointBase):
-    def enqueue_start(self, tx: TxRecord) -> None:
+    def tx_events_added(self) -> None:
+        self._outbox_wake.set()
+
+    def meter_sample(
+        self,
+        *,
+        connector_id: int,
+        tx: TxRecord | None,
+        reading: MeterReading,
+        at: Any,
+        context: str,
+        offered_a: float | None,
+    ) -> None:
+        """A sample that is no recorded event (no transaction, or TriggerMessage): sent once,
+        not queued (§3.7 queues transaction-related messages only)."""
+        values = mapping.sampled_values(reading, self._measurands(context), context=context,
+                                        offered_a=offered_a)
+        if not values:
+            return
+        payload: dict[str, Any] = {
+            "connectorId": connector_id,
+            "meterValue": [{"timestamp": mapping.iso(at), "sampledValue": values}],
+        }
+        if (tx_id := mapping.transaction_id(tx)) is not None:
+            payload["transactionId"] = tx_id
+        self._spawn(self._send_direct("MeterValues", payload))
+
+    def _measurands(self, context: str) -> list[str]:
+        key = "MeterValuesAlignedData" if context == "clock" else "MeterValuesSampledData"
+        return self.keys.get_list(key) or [ENERGY]
+
+    # --- from events to messages -----------------------------------------------------------------
+
+    def _message(self, event: TxEvent) -> tuple[str, dict[str, Any]] | None:
+        """The 1.6 message of an event; None when it makes none (e.g. a sample with none of
+        the configured measurands)."""
+        tx = None if event.local_tx_id is None else self.events.transaction(event.local_tx_id)
+        if event.legacy_action is not None:  # queued as a 1.6 message by an earlier version
+            return self._legacy(event, tx)
+        if tx is None:
+            log.error("transaction event #%d: its transaction is gone; skipped", event.seq)
+            return None
+        if event.kind == "started":
+            return "StartTransaction", self._start_payload(tx)
+        if event.kind == "ended":
+            return "StopTransaction", self._stop_payload(tx)
+        reading, offered_a = reading_from_data(event.data)
+        context = event.trigger or "periodic"
+        if reading is None:
+            return None
+        values = mapping.sampled_values(reading, self._measurands(context), context=context,
+                                        offered_a=offered_a)
+        if not values:
+            return None
+        payload: dict[str, Any] = {
+            "connectorId": tx.connector_id,
+            "meterValue": [{"timestamp": mapping.iso(event.at), "sampledValue": values}],
+        }
+        if (tx_id := mapping.transaction_id(tx)) is not None:
+            payload["transactionId"] = tx_id
+        return "MeterValues", payload
+
+    @staticmethod
+    def _start_payload(tx: TxRecord) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "connectorId": tx.connector_id,
             "idTag": tx.id_tag,
@@ -35,156 +108,123 @@ class TxMessagesMixin(ChargePointBase):
         }
         if tx.reservation_id is not None:
             payload["reservationId"] = tx.reservation_id
-        self._queue("StartTransaction", payload, tx.local_id, "start")
+        return payload
 
-    def enqueue_stop(self, tx: TxRecord) -> None:
+    def _stop_payload(self, tx: TxRecord) -> dict[str, Any]:
         assert tx.meter_stop_wh is not None and tx.stopped_at is not None
         payload: dict[str, Any] = {
+            # -1 only when the StartTransaction was given up after all attempts: the Central
+            # System must still learn that the session ended
+            "transactionId": tx_id if (tx_id := mapping.transaction_id(tx)) is not None else -1,
             "meterStop": tx.meter_stop_wh,
             "timestamp": mapping.iso(tx.stopped_at),
             "reason": mapping.STOP_REASON[StopReason(tx.stop_reason or "other")],
         }
-        if tx.tx_id is not None:
-            payload["transactionId"] = tx.tx_id
         if tx.stop_id_tag:
             payload["idTag"] = tx.stop_id_tag
-        samples = self.store.tx_samples(tx.local_id)
-        if samples:  # StopTxnSampledData / StopTxnAlignedData (§3.16.1), Begin and End included
-            payload["transactionData"] = samples
-        self._queue("StopTransaction", payload, tx.local_id, "stop")
+        data = self._transaction_data(tx)
+        if data:  # StopTxnSampledData / StopTxnAlignedData (§3.16.1), Begin and End included
+            payload["transactionData"] = data
+        return payload
 
-    def meter_sample(
-        self,
-        *,
-        connector_id: int,
-        tx: TxRecord | None,
-        reading: MeterReading,
-        at: datetime,
-        context: str,
-        offered_a: float | None,
-    ) -> None:
-        keys = self.keys
-        if tx is not None:
-            stop_list = {
-                "begin": keys.get_list("StopTxnSampledData"),
-                "end": keys.get_list("StopTxnSampledData"),
-                "periodic": keys.get_list("StopTxnSampledData"),
-                "clock": keys.get_list("StopTxnAlignedData"),
-            }.get(context, [])
-            if stop_list:
-                values = mapping.sampled_values(
-                    reading, stop_list, context=context, offered_a=offered_a
-                )
-                if values:
-                    self.store.add_tx_sample(
-                        tx.local_id, at, {"timestamp": mapping.iso(at), "sampledValue": values}
-                    )
-        if context in ("begin", "end", "poll"):
-            return
-        measurands = keys.get_list(
-            "MeterValuesAlignedData" if context == "clock" else "MeterValuesSampledData"
-        ) or ["Energy.Active.Import.Register"]
-        values = mapping.sampled_values(reading, measurands, context=context, offered_a=offered_a)
-        if not values:
-            return
-        payload: dict[str, Any] = {
-            "connectorId": connector_id,
-            "meterValue": [{"timestamp": mapping.iso(at), "sampledValue": values}],
-        }
-        if tx is not None and context in ("periodic", "clock"):
-            if tx.tx_id is not None:
-                payload["transactionId"] = tx.tx_id
-            self._queue("MeterValues", payload, tx.local_id, "meter")
-        else:
-            if tx is not None and tx.tx_id is not None:
-                payload["transactionId"] = tx.tx_id
-            self._spawn(self._send_direct("MeterValues", payload))
+    def _transaction_data(self, tx: TxRecord) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for event in self.events.tx_events_of(tx.local_id):
+            if event.legacy_action == "transactionData" and event.data:
+                entries.append(event.data)  # recorded as 1.6 by an earlier version
+                continue
+            where = _STOP_DATA.get(event.trigger or event.kind)
+            if event.legacy_action is not None or where is None:
+                continue
+            context, key = where
+            measurands = self.keys.get_list(key)
+            reading, offered_a = reading_from_data(event.data)
+            if not measurands or reading is None:
+                continue
+            values = mapping.sampled_values(reading, measurands, context=context,
+                                            offered_a=offered_a)
+            if values:
+                entries.append({"timestamp": mapping.iso(event.at), "sampledValue": values})
+        cap = self.cfg.storage.stop_txn_data_max_samples
+        if len(entries) > cap:  # the first (Transaction.Begin) and the newest
+            entries = entries[:1] + entries[len(entries) - cap + 1:]
+        return entries
 
-    def _queue(
-        self, action: str, payload: dict[str, Any], local_tx_id: int, kind: str
-    ) -> None:
-        """Validate once, then write to the outbox (the sender does not validate again)."""
-        probe = payload if "transactionId" in payload or kind != "stop" else {
-            **payload, "transactionId": 0}  # the id is filled in when known
-        try:
-            self.validator.check_request(action, probe)
-        except OcppCallError as exc:
-            # Our own bug: never queued (it could never be accepted), logged loudly, counted.
-            if self.link is not None:
-                self.link.stats.outgoing_invalid += 1
-            log.error("not queueing invalid %s: %s", action, exc.description)
-            return
-        self.store.outbox_put(action=action, payload=payload, local_tx_id=local_tx_id, kind=kind)
-        self._outbox_wake.set()
+    @staticmethod
+    def _legacy(event: TxEvent, tx: TxRecord | None) -> tuple[str, dict[str, Any]] | None:
+        action = event.legacy_action
+        if action == "transactionData" or not event.data or action is None:
+            return None
+        payload = dict(event.data)
+        if event.kind != "started" and "transactionId" not in payload:
+            if (tx_id := mapping.transaction_id(tx)) is not None:
+                payload["transactionId"] = tx_id
+            elif event.kind == "ended":
+                payload["transactionId"] = -1
+        return action, payload
+
+    # --- delivery --------------------------------------------------------------------------------
 
     async def _sender(self) -> None:
-        # Queued messages are read in batches and delivered strictly in order (§3.7): the
-        # head waits out its retry interval before anything behind it is sent.
+        # Pending events are read in batches and delivered strictly in order (§3.7): the head
+        # waits out its retry interval before anything behind it is sent.
         while True:
             await self._accepted.wait()
-            batch = self.store.outbox_items(limit=OUTBOX_BATCH)
+            batch = self.events.tx_events_pending(limit=OUTBOX_BATCH)
             if not batch:
                 self._outbox_wake.clear()
-                if self.store.outbox_count() == 0:
+                if self.events.tx_events_count() == 0:
                     await self._outbox_wake.wait()
                 continue
-            for item in batch:
+            for event in batch:
                 if not self._accepted.is_set():
                     break
-                wait_s = self._retry_wait_s(item)
+                wait_s = self._retry_wait_s(event)
                 if wait_s > 0:
                     await self._sleep(wait_s)
                     break  # read again: the head may have changed meanwhile
                 try:
-                    await self.store.durable()  # never send what a power cut could undo
-                    delivered = await self._deliver(item)
+                    await self.events.durable()  # never send what a power cut could undo
+                    delivered = await self._deliver(event)
                 except StorageError as exc:
-                    # e.g. a full disk: the message stays queued; try again later, loudly
-                    log.error("outbox: storage failed: %s; retrying in 5 s", exc)
+                    # e.g. a full disk: the event stays pending; try again later, loudly
+                    log.error("transaction events: storage failed: %s; retrying in 5 s", exc)
                     await asyncio.sleep(5)
                     break
                 if not delivered:
                     break
-                self._retry_due.pop(item.seq, None)
+                self._retry_due.pop(event.seq, None)
 
-    def _retry_wait_s(self, item: OutboxItem) -> float:
-        """How long the queued message must still wait before its next attempt (§3.7.1).
+    def _retry_wait_s(self, event: TxEvent) -> float:
+        """How long the event must still wait before its next attempt (§3.7.1).
 
         Timed on the monotonic clock: a wall clock stepped back (NTP on a Pi without RTC)
-        must not stall the queue. The stored wall time only matters for a message retried in
+        must not stall the queue. The stored wall time only matters for an event retried in
         an earlier run, and is bounded by the interval it can have come from.
         """
-        if item.next_attempt_at is None:
+        if event.next_attempt_at is None:
             return 0.0
-        due = self._retry_due.get(item.seq)
+        due = self._retry_due.get(event.seq)
         if due is None:
-            bound_s = float(self.keys.get_int("TransactionMessageRetryInterval") * item.attempts)
-            left_s = min(max(0.0, item.next_attempt_at - self.wall().timestamp()), bound_s)
-            due = self._retry_due[item.seq] = self._monotonic() + left_s
+            bound_s = float(self.keys.get_int("TransactionMessageRetryInterval") * event.attempts)
+            left_s = min(max(0.0, event.next_attempt_at - self.wall().timestamp()), bound_s)
+            due = self._retry_due[event.seq] = self._monotonic() + left_s
         return max(0.0, due - self._monotonic())
 
-    def _prepared(self, item: OutboxItem) -> str:
-        """The payload to send, as JSON text: as stored, unless a transactionId must be added."""
-        if item.kind == "start" or '"transactionId"' in item.payload_json or not item.local_tx_id:
-            return item.payload_json
-        payload = item.payload
-        tx = self.store.transaction(item.local_tx_id)
-        if tx is not None and tx.tx_id is not None:
-            payload["transactionId"] = tx.tx_id
-        elif item.kind == "stop":
-            # Only when the StartTransaction was given up after all attempts: the Central
-            # System must still learn that the session ended.
-            payload["transactionId"] = -1
-        else:
-            return item.payload_json
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-
-    async def _deliver(self, item: OutboxItem) -> bool:
-        """Send one queued message; True when it is done with (confirmed or given up)."""
-        payload = self._prepared(item)
+    async def _deliver(self, event: TxEvent) -> bool:
+        """Send one event's message; True when the event is done with (confirmed, given up or
+        nothing to send)."""
+        message = self._message(event)
+        if message is None:
+            self.events.tx_event_delivered(event)
+            return True
+        action, payload = message
         try:
-            # validated when it was queued (enqueue_*, meter_sample): not again per replay
-            conf = await self.link.call(item.action, payload, validated=True)
+            conf = await self.link.call(action, payload)
+        except OutgoingInvalid:
+            # our own bug (the link logged it and counted it): it could never be accepted
+            self.events.tx_event_delivered(event)
+            return True
         except LinkDown:
             if not self.link.connected:
                 self._accepted.clear()  # wait for the next registration, no busy loop
@@ -194,56 +234,36 @@ class TxMessagesMixin(ChargePointBase):
         except (CallTimeout, OcppCallError) as exc:
             if isinstance(exc, CallTimeout) and not self.link.connected:
                 return False
-            return self._failed_attempt(item, str(exc))
-        if item.kind == "start":
-            tx_id = int(conf["transactionId"])
+            return self._failed_attempt(event, action, payload, str(exc))
+        if action == "StartTransaction":
             cred = mapping.credential(conf["idTagInfo"])
-            assert item.local_tx_id is not None
-            with self.store.atomic():  # a confirmed start is never sent again
-                self.store.set_transaction_id(item.local_tx_id, tx_id)
-                self.store.outbox_assign_tx_id(item.local_tx_id, tx_id)
-                self.store.outbox_confirm(item.seq, item.kind)
-            tx = self.store.transaction(item.local_tx_id)
-            if tx is not None:
-                self.station.note_id_tag_info(tx.id_tag, cred)
-            self.station.on_start_confirmed(item.local_tx_id, tx_id, cred)
+            self.station.note_id_tag_info(payload["idTag"], cred)
+            # records the id and the delivery in one commit: a start is never sent twice
+            self.station.on_start_confirmed(event, mapping.remote_id(conf["transactionId"]),
+                                            cred)
             return True
-        if item.kind == "stop" and "idTagInfo" in conf:
-            id_tag = item.payload.get("idTag")
-            if id_tag:
-                self.station.note_id_tag_info(id_tag, mapping.credential(conf["idTagInfo"]))
-        self.store.outbox_confirm(item.seq, item.kind)
+        if action == "StopTransaction" and "idTagInfo" in conf and payload.get("idTag"):
+            self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
+        self.events.tx_event_delivered(event)
         return True
 
-    def _failed_attempt(self, item: OutboxItem, why: str) -> bool:
+    def _failed_attempt(self, event: TxEvent, action: str, payload: dict[str, Any],
+                        why: str) -> bool:
         max_attempts = self.keys.get_int("TransactionMessageAttempts")
         retry_s = self.keys.get_int("TransactionMessageRetryInterval")
-        attempts = item.attempts + 1
+        attempts = event.attempts + 1
         if attempts >= max_attempts:
-            log.error(
-                "%s (queued #%d) failed %d times (%s): discarded as §3.7.1 says",
-                item.action,
-                item.seq,
-                attempts,
-                why,
-            )
-            self.store.log_event(self.wall(), "outbox_discarded",
-                                 scrub(f"{item.action} {item.payload}"))
-            self.store.outbox_remove(item.seq)
-            self._retry_due.pop(item.seq, None)
+            log.error("%s (event #%d) failed %d times (%s): discarded as §3.7.1 says",
+                      action, event.seq, attempts, why)
+            self.store.log_event(self.wall(), "outbox_discarded", scrub(f"{action} {payload}"))
+            self.events.tx_event_delivered(event)
+            self._retry_due.pop(event.seq, None)
             return True
         # §3.7.1: wait TransactionMessageRetryInterval × the number of preceding transmissions;
         # the wall time is stored for the record, the wait is timed on the monotonic clock
         delay_s = float(retry_s * attempts)
-        self._retry_due[item.seq] = self._monotonic() + delay_s
-        self.store.outbox_record_attempt(
-            item.seq, next_attempt_at=self.wall().timestamp() + delay_s)
-        log.warning(
-            "%s failed (%s); attempt %d of %d, next in %d s",
-            item.action,
-            why,
-            attempts,
-            max_attempts,
-            retry_s * attempts,
-        )
+        self._retry_due[event.seq] = self._monotonic() + delay_s
+        self.events.tx_event_attempt(event.seq, next_attempt_at=self.wall().timestamp() + delay_s)
+        log.warning("%s failed (%s); attempt %d of %d, next in %d s", action, why, attempts,
+                    max_attempts, retry_s * attempts)
         return False
