@@ -16,6 +16,7 @@ from ocppd.core.session.state import (
     StopRequested,
     WaitCancelled,
 )
+from ocppd.errors import HardwareError
 from ocppd.ports import Refused, SessionHook
 from ocppd.privacy import tag
 
@@ -182,7 +183,11 @@ class SessionsMixin:
         """Every lock move goes through here and its outcome goes to the core, which lets a
         session begin and the contactor close only on a plug confirmed locked and sets
         ConnectorLockFailure. Returns the outcome and the jobs it led to (a start)."""
-        ok = await self.hw.board.lock(cid, locked)
+        try:
+            ok = await self.hw.board.lock(cid, locked)
+        except HardwareError as exc:  # a failed move, still reported: the core decides
+            log.error("connector %d: lock actuator: %s", cid, exc)
+            ok = False
         if not ok:
             self._live[cid].fault_details[Fault.LOCK_FAILURE] = (
                 "lock failed" if locked else "unlock failed")

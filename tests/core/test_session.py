@@ -363,3 +363,15 @@ def test_a_transaction_begun_before_its_ev_locks_when_the_ev_comes() -> None:
     assert not w.state.connector(1).contactor_closed
     step(w, LockMoved(connector_id=1, locked=True, ok=True))
     assert w.state.connector(1).contactor_closed
+
+
+def test_a_lock_report_that_never_came_does_not_block_the_next_connection() -> None:
+    """The lock is asked once per move; if its report is lost (the shell's move raised), the
+    cable leaving and coming back asks again rather than waiting for ever."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))  # no LockMoved came
+    assert w.state.connector(1).waiting is not None  # the card waits for an EV again
+    assert MoveLock(connector_id=1, locked=True) in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.B))

@@ -1,6 +1,7 @@
 """Every rule that changes a charging session, in one place: ``step(state, event, now, rules)``.
 
-(Just above 400 lines on purpose: every transition in one file, so the rule table reads whole.)
+(Above 400 lines on purpose: every transition in one file, so the rule table reads whole; the
+questions it asks of a state, where a transaction begins among them, are in derive.py.)
 
 No I/O and no clock: ``now`` is an argument, storage writes, timers and hardware outputs come
 back as effects (state.py) for the shell to carry out. An event that cannot happen in the
@@ -220,7 +221,8 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
             # for a session begun before it: lock
             s.lock(c)
     elif e.pilot is PilotState.A:
-        c = s.put(c, finishing=False)
+        # the plug is out: a lock move asked for it is moot (and its report may never come)
+        c = s.put(c, finishing=False, locking=False)
         if TxPoint.EV_CONNECTED in s.rules.tx.end:  # §9.1.30; otherwise SuspendedEV, tx kept
             # §9.1.35: the socket side is unlocked only if UnlockConnectorOnEVSideDisconnect
             s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
