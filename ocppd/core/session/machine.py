@@ -172,12 +172,13 @@ class _Step:
             else:
                 self.begin(c, c.waiting)
 
-    def end_where_due(self, before: ChargerState, after: ChargerState) -> None:
+    def end_where_due(self, before: ChargerState) -> None:
         """Ends at the power path's points, which only the settled outputs show: the contactor
         opened (POWER_PATH_CLOSED), or the EV stopped asking with it closed (ENERGY_TRANSFER)."""
         end = self.rules.tx.end
         if TxPoint.POWER_PATH_CLOSED not in end and TxPoint.ENERGY_TRANSFER not in end:
-            return
+            return  # (OCPP 1.6: never; the outputs are settled once, in step)
+        after, _ = settle(before, self.state, self.rules)
         for cid, c in after.connectors.items():
             was = before.connectors[cid]
             if c.tx is None or c.stop is not None or not was.contactor_closed:
@@ -481,7 +482,7 @@ def step(
     s = _Step(state, now, rules)
     _RULES[type(event)](s, event)
     s.begin_where_due()
-    s.end_where_due(state, settle(state, s.state, rules)[0])
+    s.end_where_due(state)
     new, settled = settle(state, s.state, rules)
     # outputs and statuses first (an open contactor never waits behind a storage write)
     return new, (*settled, *s.effects)
