@@ -27,6 +27,7 @@ from ocppd.config import Config
 from ocppd.core.auth import Credential
 from ocppd.core.evse import Fault
 from ocppd.core.model import Status
+from ocppd.core.records import TxRecord
 from ocppd.ocpp.link import Link
 from ocppd.ocpp.rpc import CallErrorCode, CallTimeout, LinkDown, NoReply, OcppCallError, Reply
 from ocppd.ocpp.v16 import mapping
@@ -94,7 +95,9 @@ class ChargePoint(
         # the time the outbox waits by (injected in tests): never the wall clock (§3.7.1)
         self._monotonic = monotonic
         self._sleep = sleep
-        self._retry_due: dict[int, float] = {}  # outbox seq -> monotonic time of next attempt
+        self._retry_due: dict[int, float] = {}  # event seq -> monotonic time of next attempt
+        self._tx_cache: dict[int, TxRecord | None] = {}  # txmessages.py
+        self._checked_shapes: set[tuple[Any, ...]] = set()  # ... MeterValues shapes validated
         self._in_change = False  # a ChangeConfiguration is being applied
         self._reconnect_reason: str | None = None  # ... and asked for a reconnect
         self._registration = Registration.NONE

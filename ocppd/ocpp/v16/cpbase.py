@@ -14,6 +14,7 @@ from typing import Any
 from ocppd.config import Config
 from ocppd.core.evse import Fault
 from ocppd.core.model import Status
+from ocppd.core.records import TxRecord
 from ocppd.ocpp.link import Link
 from ocppd.ocpp.v16.keys import Keys
 from ocppd.ocpp.validate import Validator
@@ -43,6 +44,8 @@ class ChargePointBase:
     _monotonic: Callable[[], float]
     _sleep: Callable[[float], Awaitable[None]]
     _retry_due: dict[int, float]
+    _tx_cache: dict[int, TxRecord | None]
+    _checked_shapes: set[tuple[Any, ...]]
     _in_change: bool
     _reconnect_reason: str | None
     _accepted: asyncio.Event

@@ -69,10 +69,20 @@ class TxMessagesMixin(ChargePointBase):
 
     # --- from events to messages -----------------------------------------------------------------
 
+    def _tx_of(self, local_tx_id: int | None) -> TxRecord | None:
+        """The event's transaction, read once per batch (a replay sends thousands of samples
+        of one transaction; the cache is dropped with each batch and when a start is
+        confirmed, the only change the sender makes)."""
+        if local_tx_id is None:
+            return None
+        if local_tx_id not in self._tx_cache:
+            self._tx_cache[local_tx_id] = self.events.transaction(local_tx_id)
+        return self._tx_cache[local_tx_id]
+
     def _message(self, event: TxEvent) -> tuple[str, dict[str, Any]] | None:
         """The 1.6 message of an event; None when it makes none (e.g. a sample with none of
         the configured measurands)."""
-        tx = None if event.local_tx_id is None else self.events.transaction(event.local_tx_id)
+        tx = self._tx_of(event.local_tx_id)
         if event.legacy_action is not None:  # queued as a 1.6 message by an earlier version
             return self._legacy(event, tx)
         if tx is None:
@@ -171,6 +181,7 @@ class TxMessagesMixin(ChargePointBase):
         while True:
             await self._accepted.wait()
             batch = self.events.tx_events_pending(limit=OUTBOX_BATCH)
+            self._tx_cache.clear()
             if not batch:
                 self._outbox_wake.clear()
                 if self.events.tx_events_count() == 0:
@@ -220,9 +231,10 @@ class TxMessagesMixin(ChargePointBase):
             return True
         action, payload = message
         try:
-            conf = await self.link.call(action, payload)
+            validated = self._checked_shape(action, payload)
+            conf = await self.link.call(action, payload, validated=validated)
         except OutgoingInvalid:
-            # our own bug (the link logged it and counted it): it could never be accepted
+            # our own bug (logged and counted): it could never be accepted
             self.events.tx_event_delivered(event)
             return True
         except LinkDown:
@@ -241,10 +253,38 @@ class TxMessagesMixin(ChargePointBase):
             # records the id and the delivery in one commit: a start is never sent twice
             self.station.on_start_confirmed(event, mapping.remote_id(conf["transactionId"]),
                                             cred)
+            self._tx_cache.clear()
             return True
         if action == "StopTransaction" and "idTagInfo" in conf and payload.get("idTag"):
             self.station.note_id_tag_info(payload["idTag"], mapping.credential(conf["idTagInfo"]))
         self.events.tx_event_delivered(event)
+        return True
+
+    def _checked_shape(self, action: str, payload: dict[str, Any]) -> bool:
+        """True when a MeterValues of this shape passed the schema already in this run, so
+        this one need not be checked again; raises OutgoingInvalid when a new shape fails.
+
+        What varies from sample to sample in a MeterValues made here is the values, which
+        mapping always renders as strings, and the timestamp, always in one format: what the
+        schema can reject is the shape (measurands, units, phases, contexts, locations), fixed
+        by the configuration. So each shape is checked once; a replay of thousands of samples
+        does not validate each (StartTransaction and StopTransaction are always checked, by
+        the link)."""
+        if action != "MeterValues":
+            return False
+        shape = (tuple(sorted(payload)), tuple(
+            tuple((k, v) for k, v in sorted(sv.items()) if k != "value")
+            for mv in payload["meterValue"] for sv in mv["sampledValue"]))
+        if shape in self._checked_shapes:
+            return True
+        try:
+            self.validator.check_request(action, payload)
+        except OcppCallError as exc:
+            if self.link is not None:
+                self.link.stats.outgoing_invalid += 1
+            log.error("not sending invalid %s: %s", action, exc.description)
+            raise OutgoingInvalid(exc.code, f"invalid {action}: {exc.description}") from None
+        self._checked_shapes.add(shape)
         return True
 
     def _failed_attempt(self, event: TxEvent, action: str, payload: dict[str, Any],
