@@ -10,6 +10,9 @@ shell (ocppd/station.py) carries the effects out and feeds what happened back as
 The model follows OCPP 2.0.1's shape, which 1.6 is a special case of: a charger has EVSEs,
 an EVSE has connectors (``ConnectorSpec.evse_id``); OCPP 1.6 sees one connector per EVSE.
 Transaction ids are opaque strings (``Tx.tx_key``): each protocol adapter maps its own.
+Where a transaction begins and ends is policy, not a built-in rule: ``Rules.tx`` (``TxPoints``;
+its docstring says how the 1.6 adapter fixes it and how a 2.0.1 adapter sets it from
+TxStartPoint/TxStopPoint).
 """
 
 from __future__ import annotations
