@@ -361,7 +361,7 @@ class Daemon:
             assert self.store is not None and self.station is not None and self.cp is not None
             self.smart = smart = SmartCharging(
                 cfg=self.cfg, store=self.store, station=self.station, keys=self.cp.keys,
-                wall=self.wall,
+                wall=self.wall, clock_steps=self.station.clock_steps,
             )
             smart.register(self.cp.handlers)
             self.station.on_tx_started.append(lambda cid, tx: smart.apply())
@@ -399,6 +399,7 @@ class Daemon:
                 cp=self.cp,
                 restart=lambda: self._on_reset(False),
                 wall=self.wall,
+                clock_steps=self.station.clock_steps,
             )
             self.firmware.register(self.cp.handlers)
         return self.firmware

@@ -21,7 +21,7 @@ from ocppd.core.auth import AuthPolicy, Credential
 from ocppd.core.evse import Fault, MeterReading, PilotState
 from ocppd.core.model import Status, StopReason
 from ocppd.core.records import Reservation, TxEvent, TxRecord
-from ocppd.core.session.state import Waiting
+from ocppd.core.session.state import TxPoints, Waiting
 from ocppd.errors import OcppdError
 
 
@@ -41,15 +41,14 @@ class Policy(Protocol):
     @property
     def connection_timeout_s(self) -> int: ...
     @property
-    def stop_on_ev_disconnect(self) -> bool: ...
+    def tx_points(self) -> TxPoints:
+        """Where transactions begin and end (OCPP 1.6 fixes them, 2.0.1 configures them)."""
     @property
     def unlock_on_ev_disconnect(self) -> bool: ...
     @property
     def meter_sample_interval_s(self) -> int: ...
     @property
     def clock_aligned_interval_s(self) -> int: ...
-    @property
-    def stop_on_invalid_id(self) -> bool: ...
     @property
     def max_energy_on_invalid_id_wh(self) -> int | None: ...
     @property

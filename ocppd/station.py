@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocppd.config import Config
-from ocppd.core import sharing
 from ocppd.core.auth import Credential
 from ocppd.core.evse import Fault
 from ocppd.core.model import Status, StopReason
@@ -46,7 +45,6 @@ from ocppd.core.session.state import (
     EndTransaction,
     Event,
     FaultSeen,
-    ForgetDraw,
     ForgetReservation,
     Hold,
     LimitSet,
@@ -54,6 +52,7 @@ from ocppd.core.session.state import (
     MoveLock,
     Offer,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     ReportStatus,
     ReservationCancelled,
@@ -91,6 +90,7 @@ from ocppd.shell.timers import Timers
 from ocppd.shell.views import ConnectorView, Live, with_details
 from ocppd.storage import Reservation, Store, TxRecord
 from ocppd.tasks import TaskSet
+from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.station")
 
@@ -118,6 +118,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         policy: Policy,
         wall: Callable[[], datetime] = utcnow,
         mono: Callable[[], float] = time.monotonic,
+        clock_steps: ClockSteps | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
@@ -143,10 +144,13 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                                           lambda: self.state, self._live[s.connector_id])
             for s in self._specs
         }
-        self._draw = {s.connector_id: sharing.DrawWatch() for s in self._specs}
         self._on_start: dict[int, SessionHook | None] = {}
         self._outputs = Outputs(hw.board, mono)
         self._timers = Timers(wall, self._timer_fired)
+        # the wall clock being set (NTP after boot, the Central System): the core's deadlines
+        # follow it (ocppd/wallclock.py); the station runs the check
+        self.clock_steps = clock_steps or ClockSteps(wall, mono)
+        self.clock_steps.subscribe(self._clock_set)
         self._samplers = Samplers(
             wall=wall,
             sample_interval_s=lambda: self.policy.meter_sample_interval_s,
@@ -176,9 +180,8 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         p = self.policy
         return Rules(
             connection_timeout_s=p.connection_timeout_s,
-            stop_on_ev_disconnect=p.stop_on_ev_disconnect,
+            tx=p.tx_points,
             unlock_on_ev_disconnect=p.unlock_on_ev_disconnect,
-            stop_on_invalid_id=p.stop_on_invalid_id,
             max_energy_on_invalid_id_wh=p.max_energy_on_invalid_id_wh,
             charger_max_a=self.cfg.hardware.max_current_a,
             resume_after_power_loss=(
@@ -230,12 +233,15 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                     self.store.reservation_delete(rid)
                 case BeginTransaction():
                     jobs.append(self._record_start(e))
+                case RecordAuthorization(connector_id=cid):
+                    # Only a begin point without an idTag leads here, which OCPP 1.6 never
+                    # configures (ports.Policy.tx_points); the store keeps no such start yet.
+                    log.error("connector %d: no storage for an idTag given after the start",
+                              cid)
                 case RecordStopRequest():
                     self._record_stop_request(e)
                 case EndTransaction():
                     jobs.append(self._record_stop(e))
-                case ForgetDraw(connector_id=cid):
-                    self._draw[cid].reset()
                 case MoveLock(connector_id=cid, locked=locked):
                     jobs.append(self._lock_job(cid, locked))
         if self.state.running:  # the board is started by then
@@ -287,6 +293,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
             await job
         self._spawn(self._samplers.periodic(), name="ocppd-sampler")
         self._spawn(self._samplers.aligned(), name="ocppd-aligned")
+        self._spawn(self.clock_steps.watch(), name="ocppd-clock")
 
     async def close(self, *, stop_transactions: StopReason | None) -> None:
         """Shut down: stop transactions if asked, open every contactor, release hardware."""
@@ -312,6 +319,11 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> None:
         self._tasks.spawn(coro, name=name)
+
+    def _clock_set(self) -> None:
+        # (The clock-aligned sampler looks at the wall clock after each sleep, at most one
+        # interval long, so it finds its boundary on the new clock by itself.)
+        self._timers.rearm()
 
     def retime(self) -> None:
         """Sampling intervals changed (ChangeConfiguration): recompute the timers."""

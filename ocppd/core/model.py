@@ -38,6 +38,8 @@ class StopReason(StrEnum):
     DEAUTHORIZED = "deauthorized"
     EMERGENCY_STOP = "emergency_stop"
     REBOOT = "reboot"
+    TIMEOUT = "timeout"  # begun before its EV, which did not come in time (TxPoints)
+    EV_STOPPED = "ev_stopped"  # the EV stopped taking energy (TxPoint.ENERGY_TRANSFER end)
     OTHER = "other"
 
 

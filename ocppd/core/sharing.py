@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # IEC 61851-1: 6 A is the smallest current a PWM pilot can offer.
 MIN_SHARE_A = 6.0
@@ -86,39 +86,29 @@ def share(total_a: float, demands: Sequence[Demand]) -> dict[int, float]:
     return out
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DrawWatch:
-    """Whether an EV draws clearly less than it is offered, and the reduced ceiling if so."""
+    """Whether an EV draws clearly less than it is offered, and the reduced ceiling if so.
+
+    A value: the session core keeps one per connector (``ConnectorState.draw``) and replaces
+    it on every reading; ``DrawWatch()`` is the fresh judgement (a session ended, the EV asks
+    again). Times are seconds on any monotonic scale: only their differences count."""
 
     ceiling_a: float | None = None  # None: not reduced
-    _below_since_s: float | None = None
-    _peak_a: float = 0.0
+    below_since_s: float | None = None  # since when every reading was clearly below the offer
+    peak_a: float = 0.0  # the highest draw since then
 
-    def reset(self) -> bool:
-        """The session ended or the EV asks again: forget everything. True if the ceiling went."""
-        lifted = self.ceiling_a is not None
-        self.ceiling_a, self._below_since_s, self._peak_a = None, None, 0.0
-        return lifted
-
-    def observe(self, drawn_a: float, offer_a: float | None, now_s: float) -> bool:
-        """One meter reading (highest phase current) under ``offer_a``. True if the ceiling
-        changed, i.e. the charger's limit must be re-shared."""
+    def observe(self, drawn_a: float, offer_a: float | None, now_s: float) -> DrawWatch:
+        """The judgement after one meter reading (highest phase current) under ``offer_a``."""
         if offer_a is None or offer_a < MIN_SHARE_A:
-            self._below_since_s = None  # nothing offered: nothing to judge
-            return False
+            return replace(self, below_since_s=None)  # nothing offered: nothing to judge
         if drawn_a > offer_a - DRAW_RECLAIM_A:
-            self._below_since_s = None
-            return self.reset()
+            return DrawWatch()  # it wants more: the ceiling goes
         if drawn_a > offer_a - DRAW_SLACK_A:
-            self._below_since_s = None  # in between: keep whatever holds now
-            return False
-        if self._below_since_s is None:
-            self._below_since_s, self._peak_a = now_s, drawn_a
-            return False
-        self._peak_a = max(self._peak_a, drawn_a)
-        if now_s - self._below_since_s < DRAW_SETTLE_S:
-            return False
-        ceiling = max(MIN_SHARE_A, self._peak_a + DRAW_SLACK_A)
-        changed = ceiling != self.ceiling_a
-        self.ceiling_a = ceiling
-        return changed
+            return replace(self, below_since_s=None)  # in between: keep whatever holds now
+        if self.below_since_s is None:
+            return replace(self, below_since_s=now_s, peak_a=drawn_a)
+        peak_a = max(self.peak_a, drawn_a)
+        if now_s - self.below_since_s < DRAW_SETTLE_S:
+            return replace(self, peak_a=peak_a)
+        return replace(self, peak_a=peak_a, ceiling_a=max(MIN_SHARE_A, peak_a + DRAW_SLACK_A))

@@ -8,7 +8,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from ocppd.core import sharing
 from ocppd.core.evse import MeterReading
 from ocppd.core.model import StopReason
 from ocppd.core.records import TxRecord
@@ -35,7 +34,6 @@ class Host(Protocol):
     on_tx_ended: list[TxHook]
     _specs: list[ConnectorSpec]
     _live: dict[int, Live]
-    _draw: dict[int, sharing.DrawWatch]
     _outputs: Outputs
     _lock: asyncio.Lock
     _on_start: dict[int, SessionHook | None]
@@ -56,6 +54,11 @@ class Host(Protocol):
     def _step_soon(self, event: Event) -> None: ...
 
     async def _move_lock(self, cid: int, *, locked: bool) -> bool: ...
+
+    async def _lock_move(self, cid: int, locked: bool) -> tuple[bool, list[Job]]: ...
+
+    @staticmethod
+    async def _logged(job: Job) -> None: ...
 
     async def _read_meter(self, cid: int) -> MeterReading | None: ...
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from ocppd.core.evse import Fault, MeterReading, reading_to_data
 from ocppd.core.records import TxRecord
-from ocppd.core.session.state import DrawCeiling, EnergyRead, FaultSeen
+from ocppd.core.session.state import CurrentDrawn, EnergyRead, FaultSeen
 from ocppd.errors import MeterError, StorageError
 
 if TYPE_CHECKING:  # the type of ``self`` in the methods below
@@ -55,12 +55,9 @@ class MeteringMixin:
             return None
         live.last_reading, live.last_read_s = reading, self.mono()
         self._step_soon(EnergyRead(connector_id=cid, energy_wh=reading.energy_import_wh))
-        # an EV that draws clearly less than offered frees its share (core/sharing.py)
-        c = self.state.connector(cid)
-        if c.share_a is not None and reading.current_a:
-            watch = self._draw[cid]
-            if watch.observe(max(reading.current_a), c.offer_a, self.mono()):
-                self._step_soon(DrawCeiling(connector_id=cid, ceiling_a=watch.ceiling_a))
+        if reading.current_a:  # the core judges whether the EV frees part of its share
+            self._step_soon(CurrentDrawn(connector_id=cid, current_a=max(reading.current_a),
+                                         at_s=self.mono()))
         return reading
 
     def _energy_wh(self: Host, cid: int) -> int:

@@ -39,18 +39,13 @@ class RecordingMixin:
     async def _record_start(self: Host, e: BeginTransaction) -> None:
         cid = e.connector_id
         on_start = self._on_start.pop(cid, None)
+        if e.id_tag is None:  # a begin point without an idTag: OCPP 1.6 configures none
+            raise Refused(f"connector {cid}: the store records no transaction without an idTag")
         async with self._lock:
             if self.state.connector(cid).tx is not None:
                 return
-            # IEC 61851-1 case B: the plug is locked before the session may have energy.
-            # OCTT TC_024 (Start Charging Session - Lock Failure): when the lock fails, the
-            # Charge Point reports ConnectorLockFailure (StatusNotification Faulted, §4.9) and
-            # does not start a transaction. So the lock comes before anything is recorded: no
-            # StartTransaction is queued, the authorization is used up, and the fault clears
-            # when the cable leaves the socket (or a later lock move works).
+            # The plug was locked before the core asked for this (OCTT TC_024, machine.py).
             lockable = self._specs[cid - 1].lockable
-            if lockable and not await self._move_lock(cid, locked=True):
-                raise Refused(f"connector {cid}: the plug could not be locked, no transaction")
             reading = await self._read_meter(cid)
             now = self.wall()
             meter_start = self._energy_wh(cid)

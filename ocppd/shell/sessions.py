@@ -16,11 +16,12 @@ from ocppd.core.session.state import (
     StopRequested,
     WaitCancelled,
 )
+from ocppd.errors import HardwareError
 from ocppd.ports import Refused, SessionHook
 from ocppd.privacy import tag
 
 if TYPE_CHECKING:  # the type of ``self`` in the methods below
-    from ocppd.shell.host import Host
+    from ocppd.shell.host import Host, Job
 
 log = logging.getLogger("ocppd.station")
 
@@ -85,12 +86,15 @@ class SessionsMixin:
         jobs = self._step(Authorized(
             connector_id=cid, id_tag=id_tag, parent_id_tag=parent,
             reservation_id=hold.reservation_id if hold is not None else None))
-        for job in jobs:
+        for job in jobs:  # the lock, then the start it lets begin
             await job
-        if jobs:
-            return f"started a transaction on connector {cid}"
-        timeout_s = max(1, self.policy.connection_timeout_s)
-        return f"authorized; plug in on connector {cid} within {timeout_s} s"
+        c = self.state.connector(cid)
+        if c.waiting is not None and c.waiting.id_tag == id_tag:
+            timeout_s = max(1, self.policy.connection_timeout_s)
+            return f"authorized; plug in on connector {cid} within {timeout_s} s"
+        if c.tx is None and Fault.LOCK_FAILURE in c.faults:  # OCTT TC_024
+            raise Refused(f"connector {cid}: the plug could not be locked, no transaction")
+        return f"started a transaction on connector {cid}"
 
     def remote_start(
         self: Host, id_tag: str, connector_id: int | None, *, on_start: SessionHook | None = None
@@ -169,30 +173,45 @@ class SessionsMixin:
         return "unlocked" if ok else "failed"
 
     async def _move_lock(self: Host, cid: int, *, locked: bool) -> bool:
-        """Every lock move goes through here and its outcome goes to the core, which lets the
-        contactor close only on a plug confirmed locked and sets ConnectorLockFailure."""
-        ok = await self.hw.board.lock(cid, locked)
+        """A lock move the shell makes itself (UnlockConnector, a start it could not record)."""
+        ok, jobs = await self._lock_move(cid, locked)
+        for job in jobs:
+            self._spawn(self._logged(job))
+        return ok
+
+    async def _lock_move(self: Host, cid: int, locked: bool) -> tuple[bool, list[Job]]:
+        """Every lock move goes through here and its outcome goes to the core, which lets a
+        session begin and the contactor close only on a plug confirmed locked and sets
+        ConnectorLockFailure. Returns the outcome and the jobs it led to (a start)."""
+        try:
+            ok = await self.hw.board.lock(cid, locked)
+        except HardwareError as exc:  # a failed move, still reported: the core decides
+            log.error("connector %d: lock actuator: %s", cid, exc)
+            ok = False
         if not ok:
             self._live[cid].fault_details[Fault.LOCK_FAILURE] = (
                 "lock failed" if locked else "unlock failed")
         if ok and Fault.LOCK_FAILURE in self.state.connector(cid).faults:
             log.info("connector %d: lock fault cleared", cid)
-        self._step_soon(LockMoved(connector_id=cid, locked=locked, ok=ok))
-        return ok
+        return ok, self._step(LockMoved(connector_id=cid, locked=locked, ok=ok))
 
     async def _lock_job(self: Host, cid: int, locked: bool) -> None:
-        """A lock move the core asked for: released after a session, or locked again for a
-        running one (resumed after a restart, or whose EV came back after a failed lock)."""
+        """A lock move the core asked for (MoveLock): before a session begins, for a running
+        one (resumed after a restart, or whose EV came back), or released after one. Its
+        outcome always goes back to the core, which decides what follows (machine.py)."""
         if not locked:
             await self._move_lock(cid, locked=False)
             return
-        async with self._lock:  # never across a stop, which releases the plug
-            c = self.state.connector(cid)
-            if c.tx is None or c.stop is not None or c.locked:
-                return
-            if not await self._move_lock(cid, locked=True):
-                # OCPP 1.6 §4.9: a fault during a transaction makes the connector Faulted; it
-                # does not end the transaction by itself. The session is kept without energy
-                # and ends the usual ways; the EV leaving clears the fault, its return retries.
-                log.warning("connector %d: the plug could not be locked; session suspended", cid)
+        async with self._lock:  # not in the middle of recording a start or a stop
+            ok, jobs = await self._lock_move(cid, True)
+        if not ok:
+            # OCPP 1.6 §4.9: a fault during a transaction makes the connector Faulted; it does
+            # not end the transaction by itself. A running session is kept without energy and
+            # ends the usual ways; the EV leaving clears the fault, its return retries. Before
+            # a start, no transaction begins (OCTT TC_024).
+            running = self.state.connector(cid).tx is not None
+            log.warning("connector %d: the plug could not be locked; %s", cid,
+                        "session suspended" if running else "no transaction")
+        for job in jobs:  # the start the lock let begin: outside the lock, which it takes
+            await job
 

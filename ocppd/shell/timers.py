@@ -1,8 +1,9 @@
 """The core's timers on the event loop: one handle per timer identity (core/session/state.py).
 
 Arming an identity replaces its handle; cancel_all at shutdown leaves nothing behind. Timers are
-due at wall-clock instants (a reservation expires at a date); a timer that fires early because
-the clock was set back is re-armed by the core itself.
+due at wall-clock instants (a reservation expires at a date) but the event loop counts delays
+on the monotonic clock: when the wall clock is set (ocppd/wallclock.py), ``rearm`` arms every
+timer again from its instant. A timer that fires early anyway is re-armed by the core itself.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class Timers:
         entry = self._handles.pop(timer, None)
         if entry is not None:
             entry[0].cancel()
+
+    def rearm(self) -> None:
+        """The wall clock was set: every timer again, from its instant on the new clock."""
+        for timer, (_, at) in list(self._handles.items()):
+            self.arm(timer, at)
 
     def cancel_all(self) -> None:
         for timer in list(self._handles):

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from session_world import v16
+
 from ocppd.core.model import StopReason
 from ocppd.core.session import machine
 from ocppd.core.session.state import (
@@ -19,6 +21,7 @@ from ocppd.core.session.state import (
     ChargerState,
     ConnectorSpec,
     ConnectorState,
+    CurrentDrawn,
     EndTransaction,
     Event,
     FaultSeen,
@@ -48,7 +51,7 @@ def tx(key: int) -> Tx:
 class Rig:
     def __init__(self, n: int = 1, *, charger_max_a: float | None = None,
                  on_offer: Callable[[dict[int, float | None]], None] | None = None) -> None:
-        self.rules = Rules(stop_on_ev_disconnect=False, stop_on_invalid_id=False,
+        self.rules = Rules(tx=v16(stop_on_ev_disconnect=False, stop_on_invalid_id=False),
                            charger_max_a=charger_max_a)
         specs = [ConnectorSpec(connector_id=i, evse_id=i, max_current_a=32.0, lockable=True)
                  for i in range(1, n + 1)]
@@ -59,6 +62,7 @@ class Rig:
         self.lock_works = True
         self._on_offer = on_offer
         self._started = 0
+        self.clock_s = 0.0  # the shell's monotonic clock, for the draw readings
         self.step(Started())
 
     def connector(self, cid: int = 1) -> ConnectorState:
@@ -91,12 +95,10 @@ class Rig:
         """Start or end a transaction, as a shell records it."""
         c = self.connector(cid)
         if running and c.tx is None:
-            if c.spec.lockable:  # the shell locks the plug before it records a start
-                self.move_lock(cid, True)
-                if not self.lock_works:
-                    return  # a failed lock starts no transaction
             self._started += 1
             self.step(TxStarted(connector_id=cid, tx=tx(self._started)))
+            if c.spec.lockable:  # then the lock, which may fail: no energy before it works
+                self.move_lock(cid, True)
         elif not running and c.tx is not None and c.stop is None:
             self.step(StopRequested(connector_id=cid, reason=StopReason.LOCAL))
 
@@ -112,6 +114,10 @@ class Rig:
             self.step(CableRated(connector_id=cid, max_current_a=value))
         elif kind == "tx":
             self.set_tx(cid, bool(value))
+        elif kind == "drawn":  # a meter reading: the EV's current, some seconds later
+            current_a, after_s = value
+            self.clock_s += after_s
+            self.step(CurrentDrawn(connector_id=cid, current_a=current_a, at_s=self.clock_s))
         elif kind == "lock":  # a lock move that works (True) or fails (False)
             self.lock_works = value
             self.move_lock(cid, True)

@@ -34,6 +34,7 @@ from ocppd.core.session.state import (
     LockMoved,
     MoveLock,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     Rules,
     Started,
@@ -43,11 +44,24 @@ from ocppd.core.session.state import (
     TimerFired,
     Tx,
     TxEnded,
+    TxPoint,
+    TxPoints,
     TxStarted,
     initial,
+    when_all,
 )
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def v16(*, stop_on_ev_disconnect: bool = True, stop_on_invalid_id: bool = True) -> TxPoints:
+    """The transaction points OCPP 1.6 fixes (ocppd/ocpp/v16/keys.py V16Policy.tx_points),
+    with StopTransactionOnEVSideDisconnect and StopTransactionOnInvalidId."""
+    end = {TxPoint.EV_CONNECTED} if stop_on_ev_disconnect else set()
+    if stop_on_invalid_id:
+        end.add(TxPoint.AUTHORIZED)
+    return TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED)}),
+                    end=frozenset(end))
 
 
 @dataclass
@@ -129,8 +143,6 @@ class World:
                     self.storage.holds.pop(rid, None)
                 case BeginTransaction(connector_id=cid, id_tag=tag, parent_id_tag=parent,
                                       reservation_id=rid):
-                    if self.specs[cid - 1].lockable:  # the plug is locked before a start
-                        self.step(LockMoved(connector_id=cid, locked=True, ok=True))
                     if rid is not None:
                         self.storage.holds.pop(rid, None)
                     tx = Tx(tx_key=str(next(self.storage.next_key)), id_tag=tag,
@@ -138,6 +150,10 @@ class World:
                             started_at=self.now)
                     self.storage.txs[cid] = StoredTx(connector_id=cid, tx=tx, last_meter_wh=None)
                     self.step(TxStarted(connector_id=cid, tx=tx))
+                case RecordAuthorization(connector_id=cid, id_tag=tag, parent_id_tag=parent):
+                    t = self.storage.txs[cid]
+                    self.storage.txs[cid] = replace(t, tx=replace(t.tx, id_tag=tag,
+                                                                  parent_id_tag=parent))
                 case RecordStopRequest(connector_id=cid, reason=reason, stop_id_tag=stop_tag):
                     t = self.storage.txs[cid]
                     self.storage.txs[cid] = replace(t, stop=Stop(reason=reason,

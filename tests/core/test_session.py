@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from session_world import START, World, reserve_hold
+from session_world import START, World, reserve_hold, v16
 
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
@@ -40,12 +40,15 @@ from ocppd.core.session.state import (
     TimerKind,
     Tx,
     TxEnded,
+    TxPoint,
+    TxPoints,
     TxStarted,
     WaitCancelled,
     initial,
+    when_all,
 )
 
-RULES = Rules(stop_on_invalid_id=False)
+RULES = Rules(tx=v16(stop_on_invalid_id=False))
 
 
 def step(w: World, event: object) -> tuple[object, ...]:
@@ -62,16 +65,17 @@ def charging(rules: Rules = RULES) -> World:
     return w
 
 
-def test_plugged_ev_and_accepted_card_record_a_start_then_energise() -> None:
-    w = World(1, RULES)
+def test_plugged_ev_and_accepted_card_lock_then_record_a_start_then_energise() -> None:
+    w = World(1, RULES)  # connector 1 is a socket with a lock
     w.step(PilotSeen(connector_id=1, pilot=PilotState.C))
     effects = step(w, Authorized(connector_id=1, id_tag="A", parent_id_tag="P",
                                  reservation_id=None))
+    assert effects == (MoveLock(connector_id=1, locked=True),)  # IEC 61851-1 case B first
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=True))
     assert effects == (BeginTransaction(connector_id=1, id_tag="A", parent_id_tag="P",
                                         reservation_id=None),)
     assert not w.state.connector(1).contactor_closed  # nothing before the start is recorded
     tx = Tx(tx_key="t1", id_tag="A", parent_id_tag="P", meter_start_wh=0, started_at=START)
-    step(w, LockMoved(connector_id=1, locked=True, ok=True))  # the shell locks, then records
     effects = step(w, TxStarted(connector_id=1, tx=tx))
     assert effects[:2] == (Offer(connector_id=1, current_a=32.0),
                            SetContactor(connector_id=1, closed=True))  # offer, then close
@@ -94,11 +98,11 @@ def test_card_first_waits_for_the_ev_and_times_out() -> None:
 
 
 def test_plugging_in_within_the_timeout_starts_and_cancels_the_timer() -> None:
-    w = World(1, RULES)
-    step(w, Authorized(connector_id=1, id_tag="A", parent_id_tag=None, reservation_id=None))
-    effects = step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
-    assert CancelTimer(timer=TimerId(kind=TimerKind.CONNECTION, key=1)) in effects
-    assert effects[-1] == BeginTransaction(connector_id=1, id_tag="A", parent_id_tag=None,
+    w = World(2, RULES)  # connector 2: no lock to move first
+    step(w, Authorized(connector_id=2, id_tag="A", parent_id_tag=None, reservation_id=None))
+    effects = step(w, PilotSeen(connector_id=2, pilot=PilotState.B))
+    assert CancelTimer(timer=TimerId(kind=TimerKind.CONNECTION, key=2)) in effects
+    assert effects[-1] == BeginTransaction(connector_id=2, id_tag="A", parent_id_tag=None,
                                            reservation_id=None)
 
 
@@ -118,7 +122,7 @@ def test_illegal_events_raise_at_once() -> None:
 
 
 def test_unplugging_opens_first_then_records_the_stop_and_unlocks() -> None:
-    w = charging(Rules(stop_on_ev_disconnect=True))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=True)))
     effects = step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     assert effects[0] == SetContactor(connector_id=1, closed=False)
     tx_key = w.state.connector(1).tx.tx_key  # type: ignore[union-attr]
@@ -128,7 +132,7 @@ def test_unplugging_opens_first_then_records_the_stop_and_unlocks() -> None:
 
 
 def test_ev_disconnect_without_stop_keeps_the_transaction_suspended() -> None:
-    w = charging(Rules(stop_on_ev_disconnect=False))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=False)))
     step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     c = w.state.connector(1)
     assert c.tx is not None and c.status is Status.SUSPENDED_EV and not c.contactor_closed
@@ -145,15 +149,15 @@ def test_a_stopping_fault_ends_the_transaction(fault: Fault) -> None:
 
 
 def test_a_refused_id_tag_stops_suspends_or_allows_up_to_the_cap() -> None:
-    w = charging(Rules(stop_on_invalid_id=True))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=True)))
     effects = step(w, IdTagJudged(connector_id=1, status=AuthStatus.INVALID))
     assert any(isinstance(e, EndTransaction) and e.reason is StopReason.DEAUTHORIZED
                for e in effects)
-    w = charging(Rules(stop_on_invalid_id=False))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=False)))
     step(w, IdTagJudged(connector_id=1, status=AuthStatus.BLOCKED))
     c = w.state.connector(1)
     assert c.invalid_id and c.offer_a == 0 and c.status is Status.SUSPENDED_EVSE
-    w = charging(Rules(stop_on_invalid_id=False, max_energy_on_invalid_id_wh=500))
+    w = charging(Rules(tx=v16(stop_on_invalid_id=False), max_energy_on_invalid_id_wh=500))
     w.step(IdTagJudged(connector_id=1, status=AuthStatus.INVALID))
     assert w.state.connector(1).contactor_closed  # below MaxEnergyOnInvalidId
     w.step(EnergyRead(connector_id=1, energy_wh=1000.0 + 499))
@@ -230,7 +234,7 @@ def test_an_evse_groups_its_connectors() -> None:
 def test_a_socket_outlet_closes_only_on_a_plug_confirmed_locked() -> None:
     """IEC 61851-1 case B; a failed lock is ConnectorLockFailure (Faulted), cleared by the cable
     leaving; the EV coming back asks for the lock again."""
-    w = charging(Rules(stop_on_ev_disconnect=False))  # connector 1 has a lock
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=False)))  # connector 1 has a lock
     effects = step(w, LockMoved(connector_id=1, locked=True, ok=False))
     assert effects[0] == SetContactor(connector_id=1, closed=False)
     c = w.state.connector(1)
@@ -286,7 +290,88 @@ def test_a_later_accepted_verdict_lifts_the_suspension_as_a_restart_would() -> N
 @pytest.mark.parametrize("unlock", [True, False])
 def test_ev_side_disconnect_unlocks_the_socket_only_if_configured(unlock: bool) -> None:
     """§9.1.35 UnlockConnectorOnEVSideDisconnect."""
-    w = charging(Rules(stop_on_ev_disconnect=True, unlock_on_ev_disconnect=unlock))
+    w = charging(Rules(tx=v16(stop_on_ev_disconnect=True), unlock_on_ev_disconnect=unlock))
     step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
     effects = step(w, TxEnded(connector_id=1))
     assert (MoveLock(connector_id=1, locked=False) in effects) is unlock
+
+
+# --- the plug lock before a transaction begins (IEC 61851-1 case B, OCTT TC_024) -------------
+
+
+def card(cid: int = 1) -> Authorized:
+    return Authorized(connector_id=cid, id_tag="A", parent_id_tag=None, reservation_id=None)
+
+
+def test_a_failed_lock_begins_no_transaction_and_faults_until_the_cable_leaves() -> None:
+    """TC_024: ConnectorLockFailure (Faulted), no transaction, the authorization used up."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=False))
+    assert not any(isinstance(e, BeginTransaction) for e in effects)
+    c = w.state.connector(1)
+    assert c.status is Status.FAULTED and Fault.LOCK_FAILURE in c.faults
+    assert c.waiting is None and c.tx is None and not c.locking
+    assert not derive.usable(w.state, 1)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.C))  # still in the socket: no retry
+    assert w.state.connector(1).tx is None
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))  # the cable leaves: fault gone
+    assert w.state.connector(1).status is Status.AVAILABLE
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)  # a fresh try
+
+
+def test_the_lock_is_asked_once_until_its_move_is_reported() -> None:
+    w = World(1, Rules(tx=TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED,
+                                                              TxPoint.EV_CONNECTED)}))))
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    assert w.state.connector(1).locking
+    assert MoveLock(connector_id=1, locked=True) not in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.C))
+
+
+def test_a_lock_nobody_needs_any_more_is_released() -> None:
+    """The EV left (or the card was withdrawn) while the lock moved: no begin, plug freed."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    step(w, card())
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))
+    effects = step(w, LockMoved(connector_id=1, locked=True, ok=True))
+    assert MoveLock(connector_id=1, locked=False) in effects
+    assert not any(isinstance(e, BeginTransaction) for e in effects)
+    assert w.state.connector(1).waiting is not None  # the card still waits for an EV
+
+
+def test_a_connector_without_a_lock_begins_at_once() -> None:
+    w = World(2, RULES)  # connector 2 has no lock actuator
+    step(w, PilotSeen(connector_id=2, pilot=PilotState.B))
+    assert step(w, card(2)) == (BeginTransaction(connector_id=2, id_tag="A", parent_id_tag=None,
+                                                 reservation_id=None),)
+
+
+def test_a_transaction_begun_before_its_ev_locks_when_the_ev_comes() -> None:
+    w = World(1, Rules(tx=TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED)}))))
+    effects = step(w, card())
+    assert effects[-1] == BeginTransaction(connector_id=1, id_tag="A", parent_id_tag=None,
+                                           reservation_id=None)
+    assert MoveLock(connector_id=1, locked=True) not in effects  # no plug to lock yet
+    w.execute(effects)  # recorded
+    assert MoveLock(connector_id=1, locked=True) in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.C))
+    assert not w.state.connector(1).contactor_closed
+    step(w, LockMoved(connector_id=1, locked=True, ok=True))
+    assert w.state.connector(1).contactor_closed
+
+
+def test_a_lock_report_that_never_came_does_not_block_the_next_connection() -> None:
+    """The lock is asked once per move; if its report is lost (the shell's move raised), the
+    cable leaving and coming back asks again rather than waiting for ever."""
+    w = World(1, RULES)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.B))
+    assert step(w, card()) == (MoveLock(connector_id=1, locked=True),)
+    step(w, PilotSeen(connector_id=1, pilot=PilotState.A))  # no LockMoved came
+    assert w.state.connector(1).waiting is not None  # the card waits for an EV again
+    assert MoveLock(connector_id=1, locked=True) in step(
+        w, PilotSeen(connector_id=1, pilot=PilotState.B))

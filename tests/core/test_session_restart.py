@@ -6,7 +6,8 @@ hardware reports (session_world.py), by the path the station takes at start-up, 
 middle of a stop (made durable, its end not yet recorded). After the restart, and after every
 later event, both must have made the same decisions: offers,
 contactors, statuses, transactions, idTag suspension, availability, reservations and the
-timers they need.
+timers they need. The transaction points (where a transaction begins and ends, TxPoints) are
+drawn too: OCPP 1.6's and those a 2.0.1 TxStartPoint/TxStopPoint can configure.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from ocppd.core.session.state import (
     Reserved,
     Rules,
     StopRequested,
+    TxPoint,
+    TxPoints,
     WaitCancelled,
+    when_all,
 )
 
 N = 2
@@ -68,11 +72,22 @@ ops = st.one_of(
     st.tuples(st.just("availability"), st.integers(0, N), st.booleans()),
     st.tuples(st.just("wait"), st.none(), st.integers(1, 600)),
 )
+A, E = TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED
+P, T = TxPoint.POWER_PATH_CLOSED, TxPoint.ENERGY_TRANSFER
+tx_points = st.builds(
+    TxPoints,
+    begin=st.sampled_from([
+        frozenset({when_all(A, E)}),  # OCPP 1.6
+        frozenset({when_all(E)}), frozenset({when_all(A)}), frozenset({when_all(P)}),
+        frozenset({when_all(E), when_all(A)}),  # 2.0.1 TxStartPoint=EVConnected,Authorized
+        frozenset({when_all(T)}),
+    ]),
+    end=st.frozensets(st.sampled_from(list(TxPoint))),
+)
 rules = st.builds(
     Rules,
     connection_timeout_s=st.sampled_from([30, 120]),
-    stop_on_ev_disconnect=st.booleans(),
-    stop_on_invalid_id=st.booleans(),
+    tx=tx_points,
     max_energy_on_invalid_id_wh=st.none() | st.sampled_from([0, 500]),
     charger_max_a=st.none() | st.sampled_from([10.0, 20.0]),
     resume_after_power_loss=st.just(True),
@@ -100,7 +115,10 @@ def apply(w: World, kind: str, target: Any, value: Any) -> None:
             apply(w, "authorize", target, value)
         case "authorize":
             c = w.state.connector(target)
-            if derive.usable(w.state, target) and derive.reserved_for(c, value, None):
+            if c.tx is not None and c.tx.id_tag is None and c.stop is None:  # begun without
+                w.step(Authorized(connector_id=target, id_tag=value, parent_id_tag=None,
+                                  reservation_id=None))
+            elif derive.usable(w.state, target) and derive.reserved_for(c, value, None):
                 rid = c.hold.reservation_id if c.hold is not None else None
                 w.step(Authorized(connector_id=target, id_tag=value, parent_id_tag=None,
                                   reservation_id=rid))
@@ -110,8 +128,9 @@ def apply(w: World, kind: str, target: Any, value: Any) -> None:
         case "stop":
             if s.connector(target).tx is not None:
                 w.step(StopRequested(connector_id=target, reason=value))
-        case "judge":
-            if s.connector(target).tx is not None:
+        case "judge":  # a verdict on a transaction's idTag (none on one begun without)
+            tx = s.connector(target).tx
+            if tx is not None and tx.id_tag is not None:
                 w.step(IdTagJudged(connector_id=target, status=value))
         case "reserve":
             rid, expiry_s = value

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+from safety_rig import Rig
 
 from ocppd.core.evse import PilotState
+from ocppd.core.session.state import CurrentDrawn
 from ocppd.core.sharing import (
     DRAW_SETTLE_S,
     MIN_SHARE_A,
@@ -87,65 +89,98 @@ def test_shares_are_tenths_rounded_down() -> None:
     assert share(20, [d(1, 32), d(2, 32), d(3, 32)]) == {1: 6.6, 2: 6.7, 3: 6.7}
 
 
-# --- the reduced-draw rule ------------------------------------------------------------------------
+# --- the reduced-draw rule (a value: each reading gives the next judgement) ------------------
+
+
+def watch(*readings: tuple[float, float | None, float]) -> DrawWatch:
+    w = DrawWatch()
+    for drawn_a, offer_a, now_s in readings:
+        w = w.observe(drawn_a, offer_a, now_s)
+    return w
 
 
 def test_an_ev_drawing_well_below_its_offer_for_a_minute_gets_a_reduced_ceiling() -> None:
-    w = DrawWatch()
-    assert not w.observe(5.0, 16.0, 0.0)
-    assert not w.observe(7.0, 16.0, DRAW_SETTLE_S / 2)
+    w = watch((5.0, 16.0, 0.0), (7.0, 16.0, DRAW_SETTLE_S / 2))
     assert w.ceiling_a is None  # not long enough yet
-    assert w.observe(6.0, 16.0, DRAW_SETTLE_S)
+    w = w.observe(6.0, 16.0, DRAW_SETTLE_S)
     assert w.ceiling_a == 9.0  # highest draw seen (7 A) + 2 A
-    # steady at the reduced offer: stays reduced, nothing changes
-    assert not w.observe(7.0, 9.0, DRAW_SETTLE_S + 10)
-    assert not w.observe(7.0, 9.0, 2 * DRAW_SETTLE_S + 20)
+    # steady at the reduced offer: stays reduced
+    w = w.observe(7.0, 9.0, DRAW_SETTLE_S + 10).observe(7.0, 9.0, 2 * DRAW_SETTLE_S + 20)
     assert w.ceiling_a == 9.0
 
 
 def test_the_ceiling_is_never_below_6_a() -> None:
-    w = DrawWatch()
-    w.observe(0.0, 16.0, 0.0)
-    assert w.observe(0.0, 16.0, DRAW_SETTLE_S)
-    assert w.ceiling_a == MIN_SHARE_A
+    assert watch((0.0, 16.0, 0.0), (0.0, 16.0, DRAW_SETTLE_S)).ceiling_a == MIN_SHARE_A
 
 
 def test_a_reading_close_to_the_offer_lifts_the_ceiling_at_once() -> None:
-    w = DrawWatch()
-    w.observe(4.0, 16.0, 0.0)
-    w.observe(4.0, 16.0, DRAW_SETTLE_S)
+    w = watch((4.0, 16.0, 0.0), (4.0, 16.0, DRAW_SETTLE_S))
     assert w.ceiling_a == 6.0
-    assert w.observe(5.5, 6.0, DRAW_SETTLE_S + 1)  # within 1 A of the offer: wants more
-    assert w.ceiling_a is None
+    w = w.observe(5.5, 6.0, DRAW_SETTLE_S + 1)  # within 1 A of the offer: wants more
+    assert w == DrawWatch()
 
 
 def test_a_draw_that_recovers_in_the_window_restarts_it() -> None:
-    w = DrawWatch()
-    w.observe(4.0, 16.0, 0.0)
-    w.observe(15.5, 16.0, DRAW_SETTLE_S / 2)  # using its offer again
-    assert not w.observe(4.0, 16.0, DRAW_SETTLE_S)
+    w = watch((4.0, 16.0, 0.0), (15.5, 16.0, DRAW_SETTLE_S / 2))  # using its offer again
+    w = w.observe(4.0, 16.0, DRAW_SETTLE_S)
     assert w.ceiling_a is None
-    assert w.observe(4.0, 16.0, 2 * DRAW_SETTLE_S)
+    assert w.observe(4.0, 16.0, 2 * DRAW_SETTLE_S).ceiling_a == 6.0
 
 
 def test_no_judgement_while_nothing_is_offered() -> None:
-    w = DrawWatch()
-    w.observe(0.0, 0.0, 0.0)
-    assert not w.observe(0.0, None, DRAW_SETTLE_S * 2)
+    w = watch((0.0, 0.0, 0.0), (0.0, None, DRAW_SETTLE_S * 2))
     assert w.ceiling_a is None
 
 
-def test_an_ev_that_starts_asking_again_gets_its_ceiling_lifted() -> None:
-    # the rule lives in the session core now: a pilot rising to C/D lifts the draw ceiling
-    from safety_rig import Rig
+# --- the watch in the session core: driven by events, part of the connector's state ---------
 
-    from ocppd.core.session.state import DrawCeiling
 
-    rig = Rig()
-    rig.apply("pilot", PilotState.B)
-    rig.apply("tx", True)
-    rig.step(DrawCeiling(connector_id=1, ceiling_a=MIN_SHARE_A))  # EV in B: draws nothing
-    rig.apply("pilot", PilotState.B)
-    assert rig.connector().draw_ceiling_a == MIN_SHARE_A  # still not asking: stays reduced
+def two_sharing(limit_a: float = 16.0) -> Rig:
+    rig = Rig(2, charger_max_a=limit_a)
+    for cid in (1, 2):
+        rig.apply("pilot", PilotState.C, cid)
+        rig.apply("tx", True, cid)
+    assert (rig.offer[1], rig.offer[2]) == (8.0, 8.0)
+    return rig
+
+
+def test_an_ev_drawing_less_for_a_minute_frees_its_share_for_the_other() -> None:
+    rig = two_sharing()
+    rig.step(CurrentDrawn(connector_id=2, current_a=1.0, at_s=100.0))
+    rig.step(CurrentDrawn(connector_id=2, current_a=1.0, at_s=100.0 + DRAW_SETTLE_S / 2))
+    assert (rig.offer[1], rig.offer[2]) == (8.0, 8.0)  # not for long enough yet
+    rig.step(CurrentDrawn(connector_id=2, current_a=1.0, at_s=100.0 + DRAW_SETTLE_S))
+    assert rig.connector(2).draw_ceiling_a == MIN_SHARE_A
+    assert (rig.offer[1], rig.offer[2]) == (10.0, 6.0)
+    rig.step(CurrentDrawn(connector_id=2, current_a=5.5, at_s=200.0))  # wants more again
+    assert (rig.offer[1], rig.offer[2]) == (8.0, 8.0)
+
+
+def test_the_draw_is_not_judged_without_a_charger_wide_limit() -> None:
+    rig = Rig(1)
     rig.apply("pilot", PilotState.C)
-    assert rig.connector().draw_ceiling_a is None
+    rig.apply("tx", True)
+    for at_s in (0.0, DRAW_SETTLE_S, 2 * DRAW_SETTLE_S):
+        rig.step(CurrentDrawn(connector_id=1, current_a=0.0, at_s=at_s))
+    assert rig.connector().draw == DrawWatch()
+
+
+def test_an_ev_that_starts_asking_again_gets_its_ceiling_lifted() -> None:
+    rig = two_sharing()
+    rig.apply("pilot", PilotState.B, 2)  # EV 2 in B: draws nothing
+    rig.step(CurrentDrawn(connector_id=2, current_a=0.0, at_s=0.0))
+    rig.step(CurrentDrawn(connector_id=2, current_a=0.0, at_s=DRAW_SETTLE_S))
+    assert rig.connector(2).draw_ceiling_a == MIN_SHARE_A
+    rig.apply("pilot", PilotState.B, 2)
+    assert rig.connector(2).draw_ceiling_a == MIN_SHARE_A  # still not asking: stays reduced
+    rig.apply("pilot", PilotState.C, 2)
+    assert rig.connector(2).draw == DrawWatch()
+
+
+def test_the_next_session_is_judged_afresh() -> None:
+    rig = two_sharing()
+    rig.step(CurrentDrawn(connector_id=2, current_a=0.0, at_s=0.0))
+    rig.step(CurrentDrawn(connector_id=2, current_a=0.0, at_s=DRAW_SETTLE_S))
+    assert rig.connector(2).draw_ceiling_a == MIN_SHARE_A
+    rig.apply("tx", False, 2)
+    assert rig.connector(2).draw == DrawWatch()

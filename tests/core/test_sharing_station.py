@@ -2,10 +2,10 @@
 instant.
 
 A property over random event sequences on a three-connector charger: sessions start and stop,
-EVs plug and ask for power, faults come and go, connector and charger limits change. The rig
-(safety_rig.py) carries out each offer effect in order and this board checks the sum at each
-one, so an ordering mistake (raising one connector before lowering another) shows even if the
-end state is fine.
+EVs plug and ask for power (and draw less than offered), faults come and go, connector and
+charger limits change. The rig (safety_rig.py) carries out each offer effect in order and this
+board checks the sum at each one, so an ordering mistake (raising one connector before lowering
+another) shows even if the end state is fine.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ events = st.lists(
         st.tuples(st.just("limit"), cid_st, st.none() | st.floats(0, 40)),
         st.tuples(st.just("cable"), cid_st, st.sampled_from([13.0, 20.0, 32.0])),
         st.tuples(st.just("charger"), st.just(0), st.none() | st.floats(0, 40)),
+        # EVs that draw less than offered free part of their share, and want it back
+        st.tuples(st.just("drawn"), cid_st,
+                  st.tuples(st.floats(0, 40), st.sampled_from([0.0, 30.0, 60.0]))),
     ),
     max_size=40,
 )

@@ -385,3 +385,21 @@ async def test_diagnostics_over_ftp(cs: CentralSystem, ftp: FtpPeer, tmp_path: P
         await wait_diag(cs, "Uploaded")
         uploaded = content(ftp.root / "diag" / conf.file_name)
         assert uploaded is not None and "events.log" in members(uploaded)
+
+
+async def test_a_clock_set_forward_starts_the_download_at_its_retrieve_date(
+    cs: CentralSystem, webpeer: WebPeer, tmp_path: Path
+) -> None:
+    """retrieveDate an hour ahead, the wait armed on the old clock; NTP sets the clock forward
+    past it (a Pi without a real-time clock): the download starts now (ocppd/wallclock.py)."""
+    async with daemon(fw_config(tmp_path, cs)) as (d, _):
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.UpdateFirmware(
+            location=f"{webpeer.url}/image.bin", retrieve_date=now_iso(3600), retries=1,
+            retry_interval=1))
+        assert conf is not None
+        await wait_until(lambda: d.firmware.phase is Phase.WAITING, what="waiting")
+        assert fw_statuses(cs) == []
+        d.wall.offset = timedelta(hours=1, seconds=1)
+        assert d.station.clock_steps.check()  # what the station's watch does every 5 s
+        await wait_fw(cs, "Downloading")

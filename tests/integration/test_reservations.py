@@ -115,3 +115,18 @@ async def test_a_clock_set_back_does_not_end_a_reservation_early(
         assert conf.status == "Accepted"
         await wait_status(cs, "Available", cid=2, count=2)
         assert status(d, 1) == "reserved"  # its expiry is still an hour away on this clock
+
+
+async def test_a_clock_set_forward_ends_a_reservation_at_its_expiry_on_the_new_clock(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A Raspberry Pi has no real-time clock: NTP may set the clock forward after a reservation's
+    expiry timer was armed. The reservation ends at its expiry on the new clock, now, not an
+    hour later (ocppd/wallclock.py)."""
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        assert await reserve(cs, 1, 1, 3600) == "Accepted"
+        await wait_status(cs, "Reserved")
+        d.wall.offset = timedelta(hours=1, seconds=1)  # the clock is set forward
+        assert d.station.clock_steps.check()  # what the station's watch does every 5 s
+        await wait_status(cs, "Available", count=2)

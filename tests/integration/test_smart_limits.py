@@ -8,6 +8,7 @@ not only once things have settled.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,22 @@ async def test_tx_profile_of_a_transaction_closed_by_power_loss_does_not_outlive
         await cs.wait_for("StopTransaction")
         assert d.store.profiles() == []
         assert d.smart is not None and len(d.smart.profiles) == 0
+
+
+async def test_a_clock_set_forward_applies_the_schedule_period_of_the_new_time(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A schedule change armed on the old clock (16 A now, 8 A in an hour); the clock is set
+    forward past it (NTP on a Pi without a real-time clock): 8 A now (ocppd/wallclock.py)."""
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        conf = await cs.call(CP_ID, call.SetChargingProfile(
+            connector_id=1, cs_charging_profiles=charging_profile(
+                1, "TxDefaultProfile", 16, kind="Absolute",
+                periods=[{"startPeriod": 0, "limit": 16}, {"startPeriod": 3600, "limit": 8}])))
+        assert conf.status == "Accepted"
+        await charge(cs, d, "TAG1")
+        await wait_until(lambda: sim(d).view(1).offer_a == 16, what="16 A")
+        d.wall.offset = timedelta(hours=1, seconds=1)
+        assert d.station.clock_steps.check()  # what the station's watch does every 5 s
+        await wait_until(lambda: sim(d).view(1).offer_a == 8, what="8 A on the new clock")

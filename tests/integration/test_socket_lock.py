@@ -28,6 +28,7 @@ from ocppd.app import Daemon
 from ocppd.config import Config
 from ocppd.hw.base import Hardware
 from ocppd.hw.sim import SimBoard, build_sim_hardware
+from ocppd.ports import Refused
 
 pytestmark = pytest.mark.asyncio
 
@@ -184,6 +185,38 @@ async def test_lock_failure_faults_and_starts_no_transaction(
         await wait_status(cs, "Available", count=2)
         assert cs.received("StartTransaction") == []
         assert w.closes == []
+
+
+async def test_a_lock_actuator_error_is_a_lock_failure_not_a_stuck_connector(
+    cs: CentralSystem, tmp_path: Path
+) -> None:
+    """A driver whose lock move raises (HardwareError, e.g. its bus is gone) fails the move
+    like one that reports failure: ConnectorLockFailure, no transaction; and once the cable
+    has left and the actuator works again, the next session locks and charges."""
+    from ocppd.errors import HardwareError
+
+    async with running(sim_config(tmp_path, cs.url)) as d:
+        await booted(cs)
+        board = sim(d)
+        works = board.lock
+
+        async def broken(connector_id: int, locked: bool) -> bool:
+            raise HardwareError("lock actuator: no answer on the bus")
+
+        board.lock = broken  # type: ignore[method-assign]
+        board.plug(1)
+        await wait_status(cs, "Preparing")
+        with pytest.raises(Refused, match="could not be locked"):
+            await d.station.swipe("TAG1", 1)
+        faulted = await cs.wait_for(
+            "StatusNotification", lambda p: p["connectorId"] == 1 and p["status"] == "Faulted")
+        assert faulted[0]["errorCode"] == "ConnectorLockFailure"
+        assert d.station.connectors[1].tx is None and not board.view(1).contactor_closed
+        board.lock = works  # type: ignore[method-assign]
+        board.unplug(1)
+        await wait_status(cs, "Available", count=2)
+        await charge(cs, d, "TAG1")
+        assert board.view(1).locked
 
 
 # --- a resumed session (power_loss = "resume") locks again before its first ampere -------------

@@ -27,6 +27,8 @@ from ocppd.core.session.state import (
     SetContactor,
     TimerId,
     TimerKind,
+    TxPoint,
+    TxPoints,
 )
 
 Effects = list[Effect]
@@ -70,6 +72,41 @@ def pick_free(state: ChargerState, id_tag: str | None, parent_id_tag: str | None
     return candidates[0].connector_id if candidates else None
 
 
+def _holds(state: ChargerState, c: ConnectorState, point: TxPoint) -> bool:
+    """Whether a begin point holds on ``c`` (no transaction yet)."""
+    match point:
+        case TxPoint.EV_CONNECTED:
+            return c.pilot.plugged
+        case TxPoint.AUTHORIZED:
+            return c.waiting is not None
+        case TxPoint.POWER_PATH_CLOSED | TxPoint.ENERGY_TRANSFER:
+            # all the contactor needs but the transaction itself (core/safety.py)
+            return c.waiting is not None and safety.may_close(safety.SafetyInputs(
+                pilot=c.pilot, faults=frozenset(_all_faults(state, c)), tx_authorized=True,
+                evse_suspended=c.withheld, stopping=False, lock_required=False,
+                locked=c.locked))
+
+
+def begin_due(state: ChargerState, c: ConnectorState, points: TxPoints) -> bool:
+    """Whether a transaction begins on ``c`` now: every point of one begin set holds.
+
+    A begin with an idTag uses the waiting idTag up, so it happens once. One without (a
+    begin set without AUTHORIZED: the cable alone) happens once per EV connection, on a
+    connector that could take a new session and is not reserved (a reservation waits for
+    its idTag), and not again on the EV of a transaction that just ended (Finishing)."""
+    if not state.running or state.shutting_down or c.tx is not None or c.stop is not None:
+        return False
+    for need in points.begin:
+        if not all(_holds(state, c, p) for p in need):
+            continue
+        if c.waiting is not None:
+            return True
+        if not (c.begin_asked or c.finishing or c.hold is not None) and usable(
+                state, c.connector_id):
+            return True
+    return False
+
+
 def resumes(c: ConnectorState, rules: Rules) -> bool:
     """Whether the transaction a restart found open on ``c`` goes on (§4.10): power_loss is
     "resume", its EV is still plugged in, and no stop was asked before the restart."""
@@ -80,8 +117,11 @@ def wanted_timers(state: ChargerState) -> dict[TimerId, datetime]:
     """Every timer the state needs, and when it is due."""
     out: dict[TimerId, datetime] = {}
     for c in state.connectors.values():
-        if c.waiting is not None:
-            out[TimerId(kind=TimerKind.CONNECTION, key=c.connector_id)] = c.waiting.deadline
+        connection = TimerId(kind=TimerKind.CONNECTION, key=c.connector_id)
+        if c.waiting is not None and not c.pilot.plugged:
+            out[connection] = c.waiting.deadline
+        elif c.tx is not None and c.connect_by is not None and c.stop is None:
+            out[connection] = c.connect_by
         if c.hold is not None:
             out[TimerId(kind=TimerKind.RESERVATION, key=c.hold.reservation_id)] = c.hold.expiry
     return out
@@ -89,7 +129,9 @@ def wanted_timers(state: ChargerState) -> dict[TimerId, datetime]:
 
 def _authorized_now(state: ChargerState, c: ConnectorState) -> bool:
     # Nothing is energised before start-up has decided what the power cut left open.
-    return state.running and not state.shutting_down and c.tx is not None and c.stop is None
+    # and an idTag: a transaction begun before one gets nothing until it has one (TxPoints)
+    return (state.running and not state.shutting_down and c.tx is not None and c.stop is None
+            and c.tx.id_tag is not None)
 
 
 def _all_faults(state: ChargerState, c: ConnectorState) -> tuple[Fault, ...]:

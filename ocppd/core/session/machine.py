@@ -1,6 +1,7 @@
 """Every rule that changes a charging session, in one place: ``step(state, event, now, rules)``.
 
-(Just above 400 lines on purpose: every transition in one file, so the rule table reads whole.)
+(Above 400 lines on purpose: every transition in one file, so the rule table reads whole; the
+questions it asks of a state, where a transaction begins among them, are in derive.py.)
 
 No I/O and no clock: ``now`` is an argument, storage writes, timers and hardware outputs come
 back as effects (state.py) for the shell to carry out. An event that cannot happen in the
@@ -29,7 +30,7 @@ from ocppd.core.model import (
     AuthStatus,
     StopReason,
 )
-from ocppd.core.session.derive import resumes, settle, usable, wanted_timers
+from ocppd.core.session.derive import begin_due, resumes, settle, usable, wanted_timers
 from ocppd.core.session.state import (
     ArmTimer,
     Authorized,
@@ -38,14 +39,13 @@ from ocppd.core.session.state import (
     CableRated,
     ChargerState,
     ConnectorState,
-    DrawCeiling,
+    CurrentDrawn,
     Effect,
     EndPoint,
     EndTransaction,
     EnergyRead,
     Event,
     FaultSeen,
-    ForgetDraw,
     ForgetReservation,
     IdTagJudged,
     IllegalEvent,
@@ -54,6 +54,7 @@ from ocppd.core.session.state import (
     LockMoved,
     MoveLock,
     PilotSeen,
+    RecordAuthorization,
     RecordStopRequest,
     ReservationCancelled,
     Reserved,
@@ -67,10 +68,12 @@ from ocppd.core.session.state import (
     TimerFired,
     TimerKind,
     TxEnded,
+    TxPoint,
     TxStarted,
     WaitCancelled,
     Waiting,
 )
+from ocppd.core.sharing import DrawWatch
 
 Effects = list[Effect]
 
@@ -123,7 +126,7 @@ class _Step:
             self.put(c, invalid_id=False)
             return
         cap_wh = self.rules.max_energy_on_invalid_id_wh
-        if self.rules.stop_on_invalid_id:
+        if TxPoint.AUTHORIZED in self.rules.tx.end:  # the authorization ends, so does the tx
             self.stop(c, StopReason.DEAUTHORIZED)
         elif cap_wh is None:
             self.put(c, invalid_id=True)
@@ -139,11 +142,54 @@ class _Step:
         self.effects.append(StoreAvailability(connector_id=c.connector_id, operative=operative,
                                               scheduled=None))
 
-    def begin(self, c: ConnectorState, w: Waiting) -> None:
-        self.put(c, waiting=None)
-        self.effects.append(BeginTransaction(connector_id=c.connector_id, id_tag=w.id_tag,
-                                             parent_id_tag=w.parent_id_tag,
-                                             reservation_id=w.reservation_id))
+    def lock(self, c: ConnectorState) -> None:
+        """Ask for the plug to be locked (once: until the move is reported, LockMoved)."""
+        if not c.locking:
+            self.put(c, locking=True)
+            self.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+
+    def begin(self, c: ConnectorState, w: Waiting | None) -> None:
+        """Ask for a transaction's start, with the waiting idTag if there is one. Begun before
+        its EV, it must be plugged in by the idTag's ConnectionTimeOut."""
+        connect_by = w.deadline if w is not None and not c.pilot.plugged else None
+        self.put(c, waiting=None, begin_asked=True, connect_by=connect_by)
+        self.effects.append(BeginTransaction(
+            connector_id=c.connector_id, id_tag=w.id_tag if w is not None else None,
+            parent_id_tag=w.parent_id_tag if w is not None else None,
+            reservation_id=w.reservation_id if w is not None else None))
+
+    def begin_where_due(self) -> None:
+        """The one rule for where a transaction begins (TxPoints, derive.begin_due), whatever
+        event made its points hold: a card, a cable, an EV asking, a lock, a fault gone."""
+        for c in list(self.state.connectors.values()):
+            if not begin_due(self.state, c, self.rules.tx):
+                continue
+            if c.spec.lockable and c.pilot.plugged and not c.locked:
+                # IEC 61851-1 case B: the plug is locked before a session may begin (OCTT
+                # TC_024: if the lock fails, none begins, _lock_moved). Begun before the EV,
+                # the plug is locked when it comes (_pilot).
+                self.lock(c)
+            else:
+                self.begin(c, c.waiting)
+
+    def end_where_due(self, before: ChargerState) -> None:
+        """Ends at the power path's points, which only the settled outputs show: the contactor
+        opened (POWER_PATH_CLOSED), or the EV stopped asking with it closed (ENERGY_TRANSFER)."""
+        end = self.rules.tx.end
+        if TxPoint.POWER_PATH_CLOSED not in end and TxPoint.ENERGY_TRANSFER not in end:
+            return  # (OCPP 1.6: never; the outputs are settled once, in step)
+        after, _ = settle(before, self.state, self.rules)
+        for cid, c in after.connectors.items():
+            was = before.connectors[cid]
+            if c.tx is None or c.stop is not None or not was.contactor_closed:
+                continue
+            if was.tx is None or was.tx.tx_key != c.tx.tx_key:
+                continue
+            ev_stopped = not c.pilot.wants_power
+            if ev_stopped and TxPoint.ENERGY_TRANSFER in end:
+                self.stop(self.c(cid), StopReason.EV_STOPPED)
+            elif not c.contactor_closed and TxPoint.POWER_PATH_CLOSED in end:
+                self.stop(self.c(cid), StopReason.EV_STOPPED if ev_stopped else StopReason.OTHER)
 
 
 # --- transitions, one per event type ------------------------------------------------------------
@@ -163,20 +209,22 @@ def _pilot(s: _Step, e: PilotSeen) -> None:
         faults = tuple(f for f in faults if f is not Fault.LOCK_FAILURE)
     c = s.put(c, pilot=e.pilot, faults=faults)
     if e.pilot.wants_power and not old.wants_power:  # an EV that starts asking gets its share
-        c = s.put(c, draw_ceiling_a=None)
-        s.effects.append(ForgetDraw(connector_id=c.connector_id))
+        c = s.put(c, draw=DrawWatch())
+    if e.pilot.plugged and not old.plugged:
+        # a new EV connection: a new chance to begin, and the EV a transaction waited for
+        c = s.put(c, begin_asked=False, connect_by=None)
     if not s.state.running:
         return
     if e.pilot.plugged and not old.plugged:
         c = s.put(c, finishing=False)
-        if c.waiting is not None and c.tx is None:
-            s.begin(c, c.waiting)
-        elif c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
-            # the EV is back for a session whose lock failed (or was released): lock again
-            s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+        if c.tx is not None and c.stop is None and c.spec.lockable and not c.locked:
+            # the EV is back for a session whose lock failed (or was released), or it came
+            # for a session begun before it: lock
+            s.lock(c)
     elif e.pilot is PilotState.A:
-        c = s.put(c, finishing=False)
-        if s.rules.stop_on_ev_disconnect:  # §9.1.30; otherwise SuspendedEV, tx kept
+        # the plug is out: a lock move asked for it is moot (and its report may never come)
+        c = s.put(c, finishing=False, locking=False)
+        if TxPoint.EV_CONNECTED in s.rules.tx.end:  # §9.1.30; otherwise SuspendedEV, tx kept
             # §9.1.35: the socket side is unlocked only if UnlockConnectorOnEVSideDisconnect
             s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
 
@@ -206,12 +254,16 @@ def _cable(s: _Step, e: CableRated) -> None:
 def _energy(s: _Step, e: EnergyRead) -> None:
     c = s.put(s.c(e.connector_id), energy_wh=e.energy_wh)
     if c.tx is not None and not c.invalid_id and s.rules.max_energy_on_invalid_id_wh is not None:
-        if not s.rules.stop_on_invalid_id:
+        if TxPoint.AUTHORIZED not in s.rules.tx.end:
             s.judge(c)
 
 
-def _draw(s: _Step, e: DrawCeiling) -> None:
-    s.put(s.c(e.connector_id), draw_ceiling_a=e.ceiling_a)
+def _drawn(s: _Step, e: CurrentDrawn) -> None:
+    """An EV that draws clearly less than offered frees the rest of its share for the others
+    (core/sharing.py); judged only under a charger-wide limit, the only one it can free."""
+    c = s.c(e.connector_id)
+    if c.share_a is not None:
+        s.put(c, draw=c.draw.observe(e.current_a, c.offer_a, e.at_s))
 
 
 def _limit(s: _Step, e: LimitSet) -> None:
@@ -226,16 +278,20 @@ def _local_limit(s: _Step, e: LocalLimitSet) -> None:
 
 
 def _authorized(s: _Step, e: Authorized) -> None:
+    """An idTag for the connector: it joins a transaction begun without one, or waits for the
+    rest of a begin point (begin_where_due decides after every event)."""
     c = s.c(e.connector_id)
+    if c.tx is not None and c.tx.id_tag is None and c.stop is None:
+        s.put(c, tx=replace(c.tx, id_tag=e.id_tag, parent_id_tag=e.parent_id_tag))
+        s.effects.append(RecordAuthorization(connector_id=c.connector_id, tx_key=c.tx.tx_key,
+                                             id_tag=e.id_tag, parent_id_tag=e.parent_id_tag))
+        return
     if not usable(s.state, c.connector_id):
         raise IllegalEvent(f"connector {c.connector_id} cannot take a session now")
     timeout_s = max(1, s.rules.connection_timeout_s)
-    w = Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
-                reservation_id=e.reservation_id, deadline=s.now + timedelta(seconds=timeout_s))
-    if c.pilot.plugged:
-        s.begin(c, w)
-    else:
-        s.put(c, waiting=w)
+    s.put(c, waiting=Waiting(id_tag=e.id_tag, parent_id_tag=e.parent_id_tag,
+                             reservation_id=e.reservation_id,
+                             deadline=s.now + timedelta(seconds=timeout_s)))
 
 
 def _wait_cancelled(s: _Step, e: WaitCancelled) -> None:
@@ -251,8 +307,9 @@ def _tx_started(s: _Step, e: TxStarted) -> None:
         raise IllegalEvent(f"connector {c.connector_id} already has a transaction")
     if c.hold is not None:  # used up (or another card took the reserved connector)
         s.effects.append(ForgetReservation(reservation_id=c.hold.reservation_id))
-    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None)
-    if c.pilot is PilotState.A and s.rules.stop_on_ev_disconnect:
+    c = s.put(c, tx=e.tx, waiting=None, hold=None, invalid_id=False, finishing=False, stop=None,
+              begin_asked=False)
+    if c.pilot is PilotState.A and c.connect_by is None and TxPoint.EV_CONNECTED in s.rules.tx.end:
         # The EV left while the start was being recorded (the shell waits until the record is
         # durable before the contactor may close): the session ends as an unplug ends it.
         s.stop(c, StopReason.EV_DISCONNECTED, unlock=s.rules.unlock_on_ev_disconnect)
@@ -272,9 +329,9 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
     if c.tx is None or c.stop is None:
         raise IllegalEvent(f"connector {c.connector_id} has no transaction being stopped")
     unlock = c.stop.unlock
+    # the next session's draw is judged afresh
     c = s.put(c, tx=None, stop=None, invalid_id=False, finishing=c.pilot.plugged,
-              draw_ceiling_a=None)
-    s.effects.append(ForgetDraw(connector_id=c.connector_id))  # the next session is judged afresh
+              draw=DrawWatch(), connect_by=None)
     if c.scheduled_operative is not None:  # a Scheduled ChangeAvailability applies now (§5.2)
         s.set_operative(c, c.scheduled_operative)
     if unlock:  # as at the end of any session: a lock left engaged keeps the driver's cable
@@ -282,13 +339,24 @@ def _tx_ended(s: _Step, e: TxEnded) -> None:
 
 
 def _lock_moved(s: _Step, e: LockMoved) -> None:
-    """Only a lock move that worked lets the contactor close (core/safety.py); after a failed
-    one the lock's position is not known. Its outcome sets or clears ConnectorLockFailure."""
+    """Only a lock move that worked lets the contactor close (core/safety.py) or a session
+    begin (begin_where_due); after a failed one the lock's position is not known. Its outcome
+    sets or clears ConnectorLockFailure."""
     c = s.c(e.connector_id)
     faults: tuple[Fault, ...] = tuple(f for f in c.faults if f is not Fault.LOCK_FAILURE)
     if not e.ok:
         faults += (Fault.LOCK_FAILURE,)
-    s.put(c, locked=e.ok and e.locked, faults=faults)
+    c = s.put(c, locked=e.ok and e.locked, faults=faults,
+              locking=c.locking and not e.locked)
+    if not e.locked or c.tx is not None:
+        return  # a running session without its lock stays without energy (§4.9: Faulted)
+    if not e.ok:
+        # OCTT TC_024 (Start Charging Session - Lock Failure): ConnectorLockFailure and no
+        # transaction; the authorization is used up, the fault clears when the cable leaves.
+        s.put(c, waiting=None, begin_asked=True)
+    elif not begin_due(s.state, c, s.rules.tx):
+        # nothing needs it any more (the EV left, the card was withdrawn): release the plug
+        s.effects.append(MoveLock(connector_id=c.connector_id, locked=False))
 
 
 def _id_tag_judged(s: _Step, e: IdTagJudged) -> None:
@@ -343,8 +411,12 @@ def _timer(s: _Step, e: TimerFired) -> None:
         s.effects.append(ArmTimer(timer=e.timer, at=due))
         return
     match e.timer.kind:
-        case TimerKind.CONNECTION:  # §9.1.6: no EV in time, back to Available
-            s.put(s.c(e.timer.key), waiting=None)
+        case TimerKind.CONNECTION:  # §9.1.6: no EV in time
+            c = s.c(e.timer.key)
+            if c.waiting is not None:  # the idTag waited: back to Available
+                s.put(c, waiting=None)
+            else:  # the transaction begun before its EV ends
+                s.stop(s.put(c, connect_by=None), StopReason.TIMEOUT)
         case TimerKind.RESERVATION:
             _forget(s, e.timer.key, expired=True)
 
@@ -365,7 +437,7 @@ def _started(s: _Step, e: Started) -> None:
             if c.spec.lockable and s.c(c.connector_id).stop is None:
                 # What the lock did while the daemon was down is unknown: no energy before the
                 # plug is locked again.
-                s.effects.append(MoveLock(connector_id=c.connector_id, locked=True))
+                s.lock(s.c(c.connector_id))
         elif c.tx is not None:
             s.stop(c, StopReason.POWER_LOSS, end=EndPoint.LAST_RECORD)
         else:
@@ -384,7 +456,7 @@ _RULES: dict[type[Any], Callable[[_Step, Any], None]] = {
     FaultSeen: _fault,
     CableRated: _cable,
     EnergyRead: _energy,
-    DrawCeiling: _draw,
+    CurrentDrawn: _drawn,
     LimitSet: _limit,
     LocalLimitSet: _local_limit,
     Authorized: _authorized,
@@ -409,6 +481,8 @@ def step(
     """Apply one event. Returns the new state and what the shell must do, in order."""
     s = _Step(state, now, rules)
     _RULES[type(event)](s, event)
+    s.begin_where_due()
+    s.end_where_due(state)
     new, settled = settle(state, s.state, rules)
     # outputs and statuses first (an open contactor never waits behind a storage write)
     return new, (*settled, *s.effects)

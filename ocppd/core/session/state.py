@@ -10,6 +10,9 @@ shell (ocppd/station.py) carries the effects out and feeds what happened back as
 The model follows OCPP 2.0.1's shape, which 1.6 is a special case of: a charger has EVSEs,
 an EVSE has connectors (``ConnectorSpec.evse_id``); OCPP 1.6 sees one connector per EVSE.
 Transaction ids are opaque strings (``Tx.tx_key``): each protocol adapter maps its own.
+Where a transaction begins and ends is policy, not a built-in rule: ``Rules.tx`` (``TxPoints``;
+its docstring says how the 1.6 adapter fixes it and how a 2.0.1 adapter sets it from
+TxStartPoint/TxStopPoint).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from enum import StrEnum
 from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
 from ocppd.core.safety import MIN_OFFER_A
+from ocppd.core.sharing import DrawWatch
 
 # --- configuration -------------------------------------------------------------------------------
 
@@ -36,14 +40,62 @@ class ConnectorSpec:
     lockable: bool = False  # a socket outlet with a lock actuator (IEC 61851-1 case B)
 
 
+class TxPoint(StrEnum):
+    """A point of a charging session where a transaction may begin or end (``TxPoints``)."""
+
+    EV_CONNECTED = "ev_connected"  # a cable joins the EV and the charger (pilot B, C or D)
+    AUTHORIZED = "authorized"  # an idTag may charge here (and has not been refused since)
+    # Begin: everything the contactor needs holds (authorized, the EV asks for power, no
+    # fault, nothing withheld, the plug locked). End: the contactor opened.
+    POWER_PATH_CLOSED = "power_path_closed"
+    # Begin: as POWER_PATH_CLOSED (energy never flows before the transaction is recorded).
+    # End: the EV stopped asking for power while the contactor was closed.
+    ENERGY_TRANSFER = "energy_transfer"
+
+
+def when_all(*points: TxPoint) -> frozenset[TxPoint]:
+    return frozenset(points)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TxPoints:
+    """Where a transaction begins and where it ends: policy, given by the protocol adapter.
+
+    ``begin``: the transaction begins as soon as every point of one of these sets holds.
+    ``end``: it ends as soon as one of these points no longer holds, once it held within the
+    transaction. Asked stops (card, remote, command, stopping fault, power loss) end it
+    whatever the points.
+
+    OCPP 1.6 fixes them: begin at ``{AUTHORIZED, EV_CONNECTED}`` (idTag and cable, either
+    first); end at ``EV_CONNECTED`` if StopTransactionOnEVSideDisconnect (§9.1.30), and at
+    ``AUTHORIZED`` if StopTransactionOnInvalidId (§9.1.29: a refused idTag ends it; otherwise
+    its energy is withheld, up to MaxEnergyOnInvalidId). A 2.0.1 adapter builds them from
+    TxStartPoint and TxStopPoint (2.0.1 part 2, E: both lists mean "the first of"): each
+    TxStartPoint value is a begin set of its own; EVConnected -> EV_CONNECTED, Authorized ->
+    AUTHORIZED, PowerPathClosed -> POWER_PATH_CLOSED, EnergyTransfer and DataSigned ->
+    POWER_PATH_CLOSED (no energy before a recorded transaction; the charger signs nothing),
+    ParkingBayOccupancy -> EV_CONNECTED (no bay sensor: the cable is the first sign); each
+    TxStopPoint value goes into ``end`` the same way (EnergyTransfer -> ENERGY_TRANSFER).
+    A transaction begun without AUTHORIZED has no idTag yet: the EV gets no energy until
+    one is authorized for it (``Authorized`` joins it, ``RecordAuthorization``).
+    """
+
+    begin: frozenset[frozenset[TxPoint]] = frozenset(
+        {when_all(TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED)})
+    end: frozenset[TxPoint] = frozenset({TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED})
+
+    def __post_init__(self) -> None:
+        if not self.begin or not all(self.begin):
+            raise ValueError("a transaction needs at least one non-empty begin set")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rules:
     """Behaviour the operator or the Central System configures, read at every step."""
 
     connection_timeout_s: int = 60  # idTag first, then plug in within this (§9.1.6)
-    stop_on_ev_disconnect: bool = True  # §9.1.30 StopTransactionOnEVSideDisconnect
+    tx: TxPoints = TxPoints()  # where transactions begin and end (OCPP 1.6: fixed)
     unlock_on_ev_disconnect: bool = True  # §9.1.35 UnlockConnectorOnEVSideDisconnect
-    stop_on_invalid_id: bool = True  # §9.1.29 StopTransactionOnInvalidId
     max_energy_on_invalid_id_wh: int | None = None  # §9.1.15 MaxEnergyOnInvalidId
     charger_max_a: float | None = None  # the site's breaker ([hardware] max_current_a)
     resume_after_power_loss: bool = False  # a transaction open at start-up goes on if plugged
@@ -57,7 +109,7 @@ class Tx:
     """A running transaction as the core sees it. ``tx_key`` is opaque (the shell's record id)."""
 
     tx_key: str
-    id_tag: str
+    id_tag: str | None  # None: begun before any idTag (TxPoints.begin without AUTHORIZED)
     parent_id_tag: str | None
     meter_start_wh: int
     started_at: datetime
@@ -101,7 +153,7 @@ class ConnectorState:
     faults: tuple[Fault, ...] = ()  # in the order they appeared: the first one is reported
     cable_max_a: float | None = None
     energy_wh: float | None = None  # the last good register reading (or the last stored one)
-    draw_ceiling_a: float | None = None  # the EV draws less than offered (core/sharing.py)
+    draw: DrawWatch = DrawWatch()  # does the EV draw less than offered (core/sharing.py)
     # decisions and commands
     operative: bool = True
     scheduled_operative: bool | None = None  # applies when the transaction ends (§5.2)
@@ -111,6 +163,8 @@ class ConnectorState:
     stop: Stop | None = None
     finishing: bool = False
     hold: Hold | None = None
+    begin_asked: bool = False  # BeginTransaction is out for this EV connection (no TxStarted yet)
+    connect_by: datetime | None = None  # a transaction begun before the EV: plug in by then
     smart_limit_a: float | None = None
     local_limit_a: float | None = None  # the installer's own limit (ocppctl limit, web page)
     # what was last commanded and reported (outputs change only through effects)
@@ -118,11 +172,17 @@ class ConnectorState:
     offer_a: float | None = None
     contactor_closed: bool = False
     locked: bool = False  # the last lock move confirmed the plug locked (unknown at start-up)
+    locking: bool = False  # a lock move was asked (MoveLock), its outcome not reported yet
     status: Status | None = None
 
     @property
     def connector_id(self) -> int:
         return self.spec.connector_id
+
+    @property
+    def draw_ceiling_a(self) -> float | None:
+        """The reduced share of an EV that draws less than offered (None: not reduced)."""
+        return self.draw.ceiling_a
 
     @property
     def own_limit_a(self) -> float | None:
@@ -133,9 +193,10 @@ class ConnectorState:
     @property
     def withheld(self) -> bool:
         """Energy withheld for this connector's own reasons: its limit below 6 A, an invalid
-        idTag, or no working meter."""
+        idTag or none yet, or no working meter."""
         low = self.own_limit_a is not None and self.own_limit_a < MIN_OFFER_A
-        return self.invalid_id or low or Fault.METER_FAILURE in self.faults
+        no_id = self.tx is not None and self.tx.id_tag is None  # no energy before an idTag
+        return self.invalid_id or low or no_id or Fault.METER_FAILURE in self.faults
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -166,7 +227,9 @@ class IllegalEvent(ValueError):
 
 
 class TimerKind(StrEnum):
-    CONNECTION = "connection"  # ConnectionTimeOut of a waiting idTag, key: connector id
+    # ConnectionTimeOut of a waiting idTag or of a transaction begun before its EV (the
+    # EVConnectionTimeOut of 2.0.1), key: connector id
+    CONNECTION = "connection"
     RESERVATION = "reservation"  # expiry of a reservation, key: reservation id
 
 
@@ -205,9 +268,13 @@ class EnergyRead:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DrawCeiling:
+class CurrentDrawn:
+    """What the EV draws: a meter reading's highest phase current, at ``at_s`` seconds of the
+    shell's monotonic clock (core/sharing.py DrawWatch judges it)."""
+
     connector_id: int
-    ceiling_a: float | None
+    current_a: float
+    at_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -264,8 +331,8 @@ class TxEnded:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LockMoved:
-    """A lock move the shell made (asked by MoveLock, or by a start or a command), and whether
-    the lock reached the position asked."""
+    """A lock move the shell made (asked by MoveLock, or by a command), and whether the lock
+    reached the position asked."""
 
     connector_id: int
     locked: bool
@@ -318,7 +385,7 @@ Event = (
     | FaultSeen
     | CableRated
     | EnergyRead
-    | DrawCeiling
+    | CurrentDrawn
     | LimitSet
     | LocalLimitSet
     | Authorized
@@ -375,9 +442,19 @@ class BeginTransaction:
     """Record a transaction start (read the meter, store, queue the message); then TxStarted."""
 
     connector_id: int
-    id_tag: str
+    id_tag: str | None  # None: begun before any idTag (TxPoints)
     parent_id_tag: str | None
     reservation_id: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAuthorization:
+    """Record the idTag a transaction begun without one got (2.0.1: TransactionEvent Updated)."""
+
+    connector_id: int
+    tx_key: str
+    id_tag: str
+    parent_id_tag: str | None
 
 
 class EndPoint(StrEnum):
@@ -408,14 +485,6 @@ class EndTransaction:
     reason: StopReason
     stop_id_tag: str | None
     end: EndPoint = EndPoint.NOW
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ForgetDraw:
-    """Judge the EV's draw afresh (core/sharing.py DrawWatch): it asks again, or its session
-    ended."""
-
-    connector_id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -452,9 +521,9 @@ Effect = (
     | ArmTimer
     | CancelTimer
     | BeginTransaction
+    | RecordAuthorization
     | RecordStopRequest
     | EndTransaction
-    | ForgetDraw
     | MoveLock
     | StoreAvailability
     | StoreReservation

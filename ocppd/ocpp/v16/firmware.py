@@ -73,6 +73,7 @@ from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
 from ocppd.tasks import TaskSet
+from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.firmware")
 
@@ -155,13 +156,17 @@ class FirmwareService:
 
     def __init__(self, *, cfg: Config, store: Store, station: StationApi, cp: Any,
                  restart: Callable[[], None], wall: Callable[[], datetime],
-                 install_timeout_s: float = 900.0, journal_unit: str = "ocppd") -> None:
+                 install_timeout_s: float = 900.0, journal_unit: str = "ocppd",
+                 clock_steps: ClockSteps | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.station = station
         self.cp = cp
         self.restart = restart
         self.wall = wall
+        # retrieveDate and installDate are wall-clock instants: the waits follow the clock
+        # when it is set (ocppd/wallclock.py)
+        self._clock = clock_steps or ClockSteps(wall)
         self.install_timeout_s = install_timeout_s
         self.journal_unit = journal_unit
         self.phase = Phase.IDLE
@@ -297,9 +302,9 @@ class FirmwareService:
             log.info("firmware %s: signature verified", path.name)
             await self._firmware(FirmwareStatus.SIGNATURE_VERIFIED, job)
             delay_s = 0.0 if install_at is None else (install_at - self.wall()).total_seconds()
-            if delay_s > 0:
+            if install_at is not None and delay_s > 0:
                 await self._firmware(FirmwareStatus.INSTALL_SCHEDULED, job)
-                await asyncio.sleep(delay_s)
+                await self._clock.sleep_until(install_at)
             return True
 
         async def start() -> None:
@@ -375,7 +380,7 @@ class FirmwareService:
         if delay_s > 0:
             log.info("firmware %s: download at %s (in %.0f s)", shown,
                      mapping.iso(retrieve_at), delay_s)
-            await asyncio.sleep(delay_s)
+            await self._clock.sleep_until(retrieve_at)
         self._save(job, Phase.DOWNLOADING)
         await self._firmware(FirmwareStatus.DOWNLOADING, job)
         path = await self._download(location, policy)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ocppd.core.auth import AuthPolicy
+from ocppd.core.session.state import TxPoint, TxPoints, when_all
 from ocppd.storage import Store
 
 
@@ -420,8 +421,17 @@ class V16Policy:
         return self.k.get_int("ConnectionTimeOut")
 
     @property
-    def stop_on_ev_disconnect(self) -> bool:
-        return self.k.get_bool("StopTransactionOnEVSideDisconnect")
+    def tx_points(self) -> TxPoints:
+        """OCPP 1.6 fixes where a transaction begins: an accepted idTag and a connected EV,
+        either first (§4.1, §9.1.6). It ends on unplug if StopTransactionOnEVSideDisconnect
+        (§9.1.30) and on a refused idTag if StopTransactionOnInvalidId (§9.1.29)."""
+        end = set()
+        if self.k.get_bool("StopTransactionOnEVSideDisconnect"):
+            end.add(TxPoint.EV_CONNECTED)
+        if self.k.get_bool("StopTransactionOnInvalidId"):
+            end.add(TxPoint.AUTHORIZED)
+        return TxPoints(begin=frozenset({when_all(TxPoint.AUTHORIZED, TxPoint.EV_CONNECTED)}),
+                        end=frozenset(end))
 
     @property
     def unlock_on_ev_disconnect(self) -> bool:
@@ -434,10 +444,6 @@ class V16Policy:
     @property
     def clock_aligned_interval_s(self) -> int:
         return self.k.get_int("ClockAlignedDataInterval")
-
-    @property
-    def stop_on_invalid_id(self) -> bool:
-        return self.k.get_bool("StopTransactionOnInvalidId")
 
     @property
     def max_energy_on_invalid_id_wh(self) -> int | None:

@@ -36,6 +36,9 @@ STOP_REASON = {
     StopReason.DEAUTHORIZED: "DeAuthorized",
     StopReason.EMERGENCY_STOP: "EmergencyStop",
     StopReason.REBOOT: "Reboot",
+    # 1.6 never ends a transaction at these (its transaction points are fixed, TxPoints)
+    StopReason.TIMEOUT: "Other",
+    StopReason.EV_STOPPED: "Other",
     StopReason.OTHER: "Other",
 }
 

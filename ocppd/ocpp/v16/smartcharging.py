@@ -38,6 +38,7 @@ from ocppd.ocpp.v16 import profiles as pj
 from ocppd.ocpp.v16.keys import Keys
 from ocppd.ports import StationApi
 from ocppd.storage import Store, StoredProfile, TxRecord
+from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.smart")
 
@@ -51,6 +52,7 @@ class SmartCharging:
         station: StationApi,
         keys: Keys,
         wall: Callable[[], datetime],
+        clock_steps: ClockSteps | None = None,
     ) -> None:
         self.cfg, self.store, self.station, self.keys, self.wall = cfg, store, station, keys, wall
         loaded = []
@@ -65,6 +67,9 @@ class SmartCharging:
         station.on_tx_ended.append(self._tx_ended)
         station.on_tx_confirmed.append(self._tx_confirmed)
         station.on_recovered.append(self._recovered)
+        # schedules run on the wall clock: when it is set, the limits are those of the new
+        # time and the next change is armed again from it (ocppd/wallclock.py)
+        self._unsubscribe = clock_steps.subscribe(self.apply) if clock_steps else None
 
     def register(self, handlers: dict[str, Any]) -> None:
         handlers["SetChargingProfile"] = self.set_charging_profile
@@ -301,6 +306,8 @@ class SmartCharging:
             self._timer = asyncio.get_running_loop().call_later(delay + 0.001, self.apply)
 
     def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._timer is not None:
             self._timer.cancel()
 
