@@ -56,6 +56,7 @@ from ocppd.systemd import (
     setup_logging,
     watchdog_interval_s,
 )
+from ocppd.tasks import within
 from ocppd.warmup import warm_up
 
 if TYPE_CHECKING:
@@ -615,7 +616,7 @@ class Daemon:
             self.smart.close()
         if self.station is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(
+                await within(
                     self.station.close(stop_transactions=stop_reason), timeout=2.0
                 )
         if self.cp is not None and self.cp.link is not None:

@@ -44,6 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocppd import privacy
+from ocppd.tasks import within
 
 log = logging.getLogger("ocppd.events")
 
@@ -221,7 +222,7 @@ class EventBus:
         while self._subs:
             interval_s = self._interval_s if self._charging() else IDLE_INTERVAL_S
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), interval_s)
+                await within(self._dirty.wait(), interval_s)
             self._dirty.clear()
             try:
                 status = await self._snapshot()

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class TaskSet:
@@ -43,3 +45,17 @@ class TaskSet:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+async def within(aw: Awaitable[T], timeout: float | None) -> T:  # noqa: ASYNC109
+    """``await aw``; TimeoutError once ``timeout`` seconds have passed (None: no limit).
+
+    Use this, never ``asyncio.wait_for``: on Python 3.11 (Debian 12's) ``wait_for`` swallows a
+    cancellation that arrives just as the awaited thing completes (CPython issue gh-86296,
+    fixed in 3.12). A task that waits in a loop then outlives its cancel, and the daemon cannot
+    stop: a sampler woken by a ChangeConfiguration in the same loop turn as the shutdown did.
+    ``asyncio.timeout`` cancels only for its own deadline and lets every other cancel through.
+    """
+    async with asyncio.timeout(timeout):
+        return await aw
+

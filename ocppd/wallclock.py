@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
+from ocppd.tasks import within
+
 log = logging.getLogger("ocppd.clock")
 
 # A running clock drifts by far less than this between two checks (NTP slews small errors
@@ -70,6 +72,6 @@ class ClockSteps:
             unsubscribe = self.subscribe(stepped.set)
             try:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stepped.wait(), left_s)
+                    await within(stepped.wait(), left_s)
             finally:
                 unsubscribe()

@@ -49,6 +49,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
+from ocppd.tasks import within
 
 WATCH_INTERVAL_S = 0.002  # how often the contactor is looked at while a check runs
 CHARGE_A = 16.0
@@ -118,7 +119,7 @@ class Recorder:
                 raise AssertionError(f"{what}: no such event within {timeout_s} s; saw "
                                      f"{self.events[after:]}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                await within(self._changed.wait(), left)
 
     @contextlib.contextmanager
     def command(self) -> Iterator[None]:

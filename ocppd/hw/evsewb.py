@@ -86,6 +86,7 @@ from ocppd.hw.base import (
 from ocppd.hw.drivers import Driver, Problems, setting
 from ocppd.hw.modbus import ModbusBus
 from ocppd.hw.realboard import build_buses_meters_readers
+from ocppd.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class EvseWbBoard:
                     await self._sync(u)
 
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(last_words(), self.bus.cfg.timeout_s * 2 + 1.0)
+            await within(last_words(), self.bus.cfg.timeout_s * 2 + 1.0)
 
     def set_contactor(self, connector_id: int, closed: bool) -> None:
         u = self._unit(connector_id)
@@ -249,7 +250,7 @@ class EvseWbBoard:
             for u in self.units.values():
                 await self._service(u)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.options.poll_interval_s)
+                await within(self._wake.wait(), self.options.poll_interval_s)
 
     async def _service(self, u: _Unit) -> None:
         try:

@@ -25,6 +25,7 @@ from ocppd.config import BusConfig
 from ocppd.errors import MeterError
 from ocppd.hw.base import MeterReading
 from ocppd.hw.metermap import MeterMap, Register
+from ocppd.tasks import within
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class ModbusBus:
             what = f"modbus {self.where} unit {unit} fc16 @0x{address:04X}"
             method = client.write_registers
             try:
-                rr = await asyncio.wait_for(
+                rr = await within(
                     method(address, list(values), **_unit_kwargs(method, unit)),
                     self.cfg.timeout_s * 2 + 1.0)
             except (TimeoutError, ModbusException, OSError) as exc:
@@ -152,7 +153,7 @@ class ModbusBus:
         await self._drop()
         client = _make_client(self.cfg)
         try:
-            ok = await asyncio.wait_for(client.connect(), self.cfg.timeout_s + 1.0)
+            ok = await within(client.connect(), self.cfg.timeout_s + 1.0)
         except (TimeoutError, ModbusException, OSError) as exc:
             await _close_client(client)
             raise MeterError(f"modbus {self.where}: cannot connect: {exc}") from None
@@ -168,7 +169,7 @@ class ModbusBus:
         method = getattr(client, _FUNCTIONS[function])
         try:
             # A second, outer timeout: a pymodbus bug must not hang the bus for good.
-            rr = await asyncio.wait_for(
+            rr = await within(
                 method(address, count=count, **_unit_kwargs(method, unit)),
                 self.cfg.timeout_s * 2 + 1.0)
         except (TimeoutError, ModbusException, OSError) as exc:

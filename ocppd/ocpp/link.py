@@ -37,6 +37,7 @@ from ocppd.ocpp.transport import (
     connect,
 )
 from ocppd.ocpp.validate import Validator
+from ocppd.tasks import within
 
 log = logging.getLogger("ocppd.link")
 _T = TypeVar("_T")
@@ -199,7 +200,7 @@ class Link:
             await conn.close()
         if self._running:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), timeout=5.0)
+                await within(self._stopped.wait(), timeout=5.0)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for t in tasks:

@@ -32,6 +32,7 @@ from yarl import URL
 from ocppd.ocpp.rpc import LinkDown
 from ocppd.ocpp.settings import LinkSettings
 from ocppd.security import SecurityEventType, security_event
+from ocppd.tasks import within
 
 log = logging.getLogger("ocppd.link")  # one logger for the whole link: the journal's name
 
@@ -301,7 +302,7 @@ class Connection:
     async def close(self, *, code: int = aiohttp.WSCloseCode.OK, message: bytes = b"") -> None:
         # Bounded: a dead peer never answers the close frame.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._ws.close(code=code, message=message), timeout=2.0)
+            await within(self._ws.close(code=code, message=message), timeout=2.0)
 
     async def release(self) -> None:
         """Close the WebSocket and its HTTP session."""
@@ -334,7 +335,7 @@ async def connect(s: LinkSettings, *, previous_error: str | None,
                         s.security_profile)
     session = aiohttp.ClientSession()
     try:
-        ws = await asyncio.wait_for(
+        ws = await within(
             session.ws_connect(URL(url, encoded=True), protocols=(SUBPROTOCOL,),
                                headers=headers, max_msg_size=s.max_frame_bytes,
                                autoping=False, **kwargs),

@@ -9,6 +9,8 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from ocppd.tasks import within
+
 
 def next_boundary(now: datetime, interval_s: int) -> datetime:
     """The first clock-aligned instant after ``now``: multiples of ``interval_s`` from midnight
@@ -21,7 +23,7 @@ def next_boundary(now: datetime, interval_s: int) -> datetime:
 async def _sleep(wake: asyncio.Event, delay_s: float) -> None:
     """Sleep ``delay_s`` or until ``wake`` is set (then clear it for the next round)."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout=delay_s)
+        await within(wake.wait(), timeout=delay_s)
     wake.clear()
 
 
@@ -52,7 +54,7 @@ class Samplers:
         while True:
             interval = self._sample_interval_s()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
+                await within(
                     self._wake_periodic.wait(), timeout=interval if interval > 0 else 60
                 )
                 self._wake_periodic.clear()

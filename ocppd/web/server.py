@@ -45,6 +45,7 @@ from ocppd.ctl import config_answer
 from ocppd.errors import ConfigError
 from ocppd.events import Subscription, display_id_tag
 from ocppd.systemd import redact
+from ocppd.tasks import within
 from ocppd.web.auth import (
     LoginThrottle,
     Session,
@@ -453,7 +454,7 @@ class WebServer:
             self._sse.add(sub)
             while self.sessions.get(token, touch=False) is not None:
                 try:
-                    ev = await asyncio.wait_for(sub.get(), SSE_KEEPALIVE_S)
+                    ev = await within(sub.get(), SSE_KEEPALIVE_S)
                 except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     continue

@@ -40,7 +40,7 @@ from ocppd.ocpp.v16.keys import Keys
 from ocppd.ocpp.v16.trial import LinkTrial
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
-from ocppd.tasks import TaskSet
+from ocppd.tasks import TaskSet, within
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -259,7 +259,7 @@ class ClientCertificates:
                 if self.cp.online:
                     self.check_expiry()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), CHECK_EVERY_S)
+                    await within(self._wake.wait(), CHECK_EVERY_S)
         finally:
             await self._tasks.cancel_all()
 

@@ -72,7 +72,7 @@ from ocppd.ports import StationApi
 from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
-from ocppd.tasks import TaskSet
+from ocppd.tasks import TaskSet, within
 from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.firmware")
@@ -438,7 +438,7 @@ class FirmwareService:
             while self._busy():
                 self._tx_ended.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._tx_ended.wait(), IDLE_RECHECK_S)
+                    await within(self._tx_ended.wait(), IDLE_RECHECK_S)
         # the Central System learns that the sessions ended before it hears of the installation,
         # also when the last one ended just before (its StopTransaction may still be queued);
         # bounded: an offline link does not hold the installation up
@@ -469,7 +469,7 @@ class FirmwareService:
             log.error("firmware install command could not start: %s", exc)
             return False
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), self.install_timeout_s)
+            out, _ = await within(proc.communicate(), self.install_timeout_s)
         except (TimeoutError, asyncio.CancelledError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
@@ -675,7 +675,7 @@ class FirmwareService:
                 out.write(f"(no journal: {exc})\n".encode())
                 return
             try:
-                code = await asyncio.wait_for(proc.wait(), JOURNAL_TIMEOUT_S)
+                code = await within(proc.wait(), JOURNAL_TIMEOUT_S)
             except (TimeoutError, asyncio.CancelledError):
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()

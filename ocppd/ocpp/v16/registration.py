@@ -13,6 +13,7 @@ from typing import Any
 from ocppd.ocpp.rpc import CallTimeout, LinkDown, OcppCallError
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.cpbase import ChargePointBase, Registration
+from ocppd.tasks import within
 
 log = logging.getLogger("ocppd.ocpp")
 
@@ -89,7 +90,7 @@ class RegistrationMixin(ChargePointBase):
     async def _boot_wait(self, seconds: float) -> None:
         self._boot_wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._boot_wake.wait(), timeout=seconds)
+            await within(self._boot_wake.wait(), timeout=seconds)
 
     def _take_time(self, current_time: str | None) -> None:
         if current_time and self.cfg.system.set_clock_from_central_system:
