@@ -233,11 +233,8 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
                     self.store.reservation_delete(rid)
                 case BeginTransaction():
                     jobs.append(self._record_start(e))
-                case RecordAuthorization(connector_id=cid):
-                    # Only a begin point without an idTag leads here, which OCPP 1.6 never
-                    # configures (ports.Policy.tx_points); the store keeps no such start yet.
-                    log.error("connector %d: no storage for an idTag given after the start",
-                              cid)
+                case RecordAuthorization():
+                    self._record_authorization(e)
                 case RecordStopRequest():
                     self._record_stop_request(e)
                 case EndTransaction():

@@ -20,7 +20,7 @@ class TxRecord:
 
     local_id: int
     connector_id: int
-    id_tag: str
+    id_tag: str | None  # None: begun without one (a begin point without authorization)
     remote_id: str | None
     meter_start_wh: int
     started_at: datetime

@@ -18,6 +18,7 @@ from ocppd.core.session.state import (
     EndPoint,
     EndTransaction,
     IdTagJudged,
+    RecordAuthorization,
     RecordStopRequest,
     TxEnded,
     TxStarted,
@@ -39,8 +40,6 @@ class RecordingMixin:
     async def _record_start(self: Host, e: BeginTransaction) -> None:
         cid = e.connector_id
         on_start = self._on_start.pop(cid, None)
-        if e.id_tag is None:  # a begin point without an idTag: OCPP 1.6 configures none
-            raise Refused(f"connector {cid}: the store records no transaction without an idTag")
         async with self._lock:
             if self.state.connector(cid).tx is not None:
                 return
@@ -152,6 +151,31 @@ class RecordingMixin:
             jobs = self._step(TxEnded(connector_id=cid))
         for job in jobs:
             await job
+
+    def _record_authorization(self: Host, e: RecordAuthorization) -> None:
+        """The idTag of a transaction begun without one (a begin point without authorization,
+        which OCPP 1.6 never configures): recorded with an 'authorized' event, which a 2.0.1
+        adapter reports (TransactionEvent Updated, trigger Authorized)."""
+        tx = self._live[e.connector_id].tx
+        if tx is None:
+            return
+        try:
+            with self.store.atomic():
+                self.store.record_authorization(tx.local_id, id_tag=e.id_tag,
+                                                parent_id_tag=e.parent_id_tag)
+                self.store.tx_event_add(tx.local_id, "authorized", self.wall())
+        except StorageError as exc:
+            # the core gave the idTag already; a restart without it ends like any
+            # transaction without one (no energy was given for it before this)
+            self._storage_failed(exc)
+            return
+        done = self.store.transaction(tx.local_id)
+        if done is not None:
+            self._live[e.connector_id].tx = done
+        log.info("connector %d: transaction %d authorized for %s", e.connector_id,
+                 tx.local_id, tag(e.id_tag), extra={"CONNECTOR_ID": e.connector_id})
+        if self.port is not None:
+            self.port.tx_events_added()
 
     def _record_stop_request(self: Host, e: RecordStopRequest) -> None:
         tx = self._live[e.connector_id].tx

@@ -61,6 +61,15 @@ class SessionsMixin:
             ):
                 await self.stop_transaction(c.id, StopReason.LOCAL, stop_id_tag=id_tag)
                 return f"stopped transaction on connector {c.id} (same parent id)"
+        # A transaction begun without an idTag (a begin point without authorization: never
+        # in OCPP 1.6) takes the first card that is accepted.
+        unclaimed = [c for c in running if c.tx is not None and c.tx.id_tag is None]
+        if ok and unclaimed:
+            cid = unclaimed[0].id
+            for job in self._step(Authorized(connector_id=cid, id_tag=id_tag,
+                                             parent_id_tag=parent, reservation_id=None)):
+                await job
+            return f"authorized the transaction on connector {cid}"
         if connector_id is not None and running:
             raise Refused(f"connector {connector_id} is busy with another card")
         if not ok:

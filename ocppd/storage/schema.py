@@ -187,12 +187,12 @@ MIGRATIONS: tuple[str, ...] = (
     # earlier versions move over as they were written (legacy_action: the 1.6 action, data its
     # payload); the samples get negative seqs, below every watermark: they are part of their
     # transaction's stop, never a message of their own. No index besides the key: a sample
-    # writes one page.
+    # writes one page. 'authorized': the idTag of a transaction begun without one.
     """
     CREATE TABLE tx_events (
         seq INTEGER PRIMARY KEY,
         local_tx_id INTEGER,
-        kind TEXT NOT NULL CHECK (kind IN ('started', 'sample', 'ended')),
+        kind TEXT NOT NULL CHECK (kind IN ('started', 'authorized', 'sample', 'ended')),
         trigger TEXT,
         at TEXT NOT NULL,
         energy_wh INTEGER,
@@ -214,11 +214,42 @@ MIGRATIONS: tuple[str, ...] = (
         FROM tx_samples;
     DROP TABLE outbox;
     DROP TABLE tx_samples;
-    -- the Central System's id of a transaction is opaque text (1.6's integer, 2.0.1's string)
-    ALTER TABLE transactions ADD COLUMN remote_id TEXT;
-    UPDATE transactions SET remote_id = CAST(tx_id AS TEXT) WHERE tx_id IS NOT NULL;
-    DROP INDEX transactions_by_tx_id;
-    ALTER TABLE transactions DROP COLUMN tx_id;
+    -- transactions, rebuilt: the Central System's id is opaque text (1.6's integer, 2.0.1's
+    -- string), and the idTag may come after the start (a begin point without authorization,
+    -- core/session/state.py TxPoints). AUTOINCREMENT's high-water mark moves over: a local_id
+    -- is never reused.
+    CREATE TABLE transactions_v6 (
+        local_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        connector_id INTEGER NOT NULL,
+        id_tag TEXT,
+        remote_id TEXT,
+        meter_start_wh INTEGER NOT NULL,
+        started_at TEXT NOT NULL,
+        last_meter_wh INTEGER,
+        last_meter_at TEXT,
+        meter_stop_wh INTEGER,
+        stopped_at TEXT,
+        stop_reason TEXT,
+        stop_id_tag TEXT,
+        reservation_id INTEGER,
+        id_tag_status TEXT,
+        finished INTEGER NOT NULL DEFAULT 0,
+        parent_id_tag TEXT
+    );
+    INSERT INTO transactions_v6(local_id, connector_id, id_tag, remote_id, meter_start_wh,
+                                started_at, last_meter_wh, last_meter_at, meter_stop_wh,
+                                stopped_at, stop_reason, stop_id_tag, reservation_id,
+                                id_tag_status, finished, parent_id_tag)
+        SELECT local_id, connector_id, id_tag, CAST(tx_id AS TEXT), meter_start_wh, started_at,
+               last_meter_wh, last_meter_at, meter_stop_wh, stopped_at, stop_reason,
+               stop_id_tag, reservation_id, id_tag_status, finished, parent_id_tag
+        FROM transactions;
+    DELETE FROM sqlite_sequence WHERE name = 'transactions_v6';
+    INSERT INTO sqlite_sequence(name, seq)
+        SELECT 'transactions_v6', seq FROM sqlite_sequence WHERE name = 'transactions';
+    DROP TABLE transactions;
+    ALTER TABLE transactions_v6 RENAME TO transactions;
+    CREATE INDEX transactions_active ON transactions(local_id) WHERE finished = 0;
     CREATE INDEX transactions_by_remote_id ON transactions(remote_id)
         WHERE remote_id IS NOT NULL;
     """,

@@ -54,7 +54,7 @@ class TransactionsMixin:
                           " WHERE local_id = ? AND finished = 0", (energy_wh, at_text, local_id))
         self._pending_meter.clear()
 
-    def begin_transaction(self, *, connector_id: int, id_tag: str, meter_start_wh: int,
+    def begin_transaction(self, *, connector_id: int, id_tag: str | None, meter_start_wh: int,
                           started_at: datetime, reservation_id: int | None = None,
                           parent_id_tag: str | None = None) -> int:
         """Record a started transaction; returns its local_id (ours, never reused)."""
@@ -66,6 +66,18 @@ class TransactionsMixin:
                  parent_id_tag))
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def record_authorization(self, local_id: int, *, id_tag: str,
+                             parent_id_tag: str | None) -> None:
+        """The idTag of a transaction begun without one. Only once: an idTag already there is
+        never replaced (the first authorization is the transaction's)."""
+        with self._db.write("record a transaction's idTag"):
+            cur = self._db.exec("UPDATE transactions SET id_tag = ?, parent_id_tag = ?"
+                                " WHERE local_id = ? AND id_tag IS NULL",
+                                (id_tag, parent_id_tag, local_id))
+            if cur.rowcount == 0:
+                self._require(local_id)
+                raise ValueError(f"transaction {local_id} has its idTag already")
 
     def set_remote_id(self, local_id: int, remote_id: str) -> None:
         """Record the Central System's id of the transaction (opaque text)."""

@@ -1,6 +1,7 @@
 """Transaction events: what happened to a transaction, in order, until the Central System has it.
 
-One table, ``tx_events``, holds every event of a transaction (started, a meter sample, ended)
+One table, ``tx_events``, holds every event of a transaction (started, authorized: the idTag
+came after the start, a meter sample, ended)
 with a sequence number that is the order of delivery. Events are protocol-neutral: a sample is
 the meter reading itself, not a message; the protocol adapter turns events into its messages when
 it sends them (OCPP 1.6: StartTransaction, MeterValues, StopTransaction with its
@@ -55,7 +56,7 @@ from ocppd.storage.records import TxEvent, dt_from_text, dt_to_text
 
 log = logging.getLogger(__name__)
 
-KINDS = ("started", "sample", "ended")
+KINDS = ("started", "authorized", "sample", "ended")
 FLUSH_EVERY = 64  # lazy confirmations between two writes of W into meta
 THIN_EVERY = 256  # samples between two thinnings of a long session's delivered samples
 _W_KEY = "tx_events.delivered"

@@ -14,7 +14,7 @@ import pytest
 from ocppd.core.evse import MeterReading, reading_to_data
 from ocppd.ocpp.rpc import OutgoingInvalid
 from ocppd.ocpp.v16.keys import Keys, standard_keys
-from ocppd.ocpp.v16.txmessages import TxMessagesMixin
+from ocppd.ocpp.v16.txmessages import NOT_YET, TxMessagesMixin
 from ocppd.ocpp.validate import Validator
 from ocppd.storage import Store
 
@@ -154,3 +154,22 @@ def test_a_row_of_an_earlier_version_goes_out_as_written_with_the_id_filled_in(
     (event,) = store.tx_events_pending()
     assert sender._message(event) == ("MeterValues", {"connectorId": 1, "meterValue": [],
                                                       "transactionId": 5})
+
+
+def test_a_start_waits_for_its_idtag_and_authorized_makes_no_message(store: Store) -> None:
+    """A transaction begun before its idTag (a begin point 1.6 never configures): its
+    StartTransaction can only be made once the idTag is recorded; nothing behind it goes."""
+    sender = Sender(store)
+    lid = store.begin_transaction(connector_id=1, id_tag=None, meter_start_wh=0,
+                                  started_at=T0)
+    store.tx_event_add(lid, "started", T0, energy_wh=0)
+    (started,) = store.tx_events_pending()
+    assert sender._message(started) is NOT_YET
+    store.record_authorization(lid, id_tag="CARD", parent_id_tag=None)
+    store.tx_event_add(lid, "authorized", T0)
+    sender._tx_cache.clear()  # as the sender does for each batch it reads
+    started, authorized = store.tx_events_pending()
+    message = sender._message(started)
+    assert message is not NOT_YET and message is not None
+    assert message[0] == "StartTransaction" and message[1]["idTag"] == "CARD"
+    assert sender._message(authorized) is None

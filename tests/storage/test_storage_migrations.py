@@ -190,3 +190,21 @@ def test_unknown_target_version_is_refused(tmp_path: Path) -> None:
             migrate(conn, LATEST_VERSION + 1)
     finally:
         conn.close()
+
+
+def test_a_local_id_is_never_reused_across_the_rebuild_of_version_6(tmp_path: Path) -> None:
+    """Version 6 rebuilds the transactions table; AUTOINCREMENT's high-water mark moves with it,
+    so an id used by a transaction pruned before the upgrade is never handed out again."""
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        migrate(conn, 5)
+        for _ in range(5):
+            conn.execute("INSERT INTO transactions(connector_id, id_tag, meter_start_wh,"
+                         " started_at, finished) VALUES (1, 'T', 0, ?, 1)", (dt_to_text(T0),))
+        conn.execute("DELETE FROM transactions WHERE local_id > 2")  # pruned: 3..5 were used
+    finally:
+        conn.close()
+    with Store.open(path) as store:
+        assert store.begin_transaction(connector_id=1, id_tag="NEW", meter_start_wh=0,
+                                       started_at=T0) == 6

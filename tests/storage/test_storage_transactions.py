@@ -136,3 +136,17 @@ def test_old_finished_transactions_are_pruned_unless_queued(
     kept = {t.local_id for t in store.recent_transactions(limit=100)}
     assert kept == {ids[0], ids[4], ids[5], ids[6], running}
     assert [e.kind for e in store.tx_events_of(ids[0])] == ["ended"]
+
+
+def test_a_transaction_begun_without_an_idtag_gets_one_once(store: Store) -> None:
+    lid = store.begin_transaction(connector_id=1, id_tag=None, meter_start_wh=0,
+                                  started_at=at(0))
+    tx = store.transaction(lid)
+    assert tx is not None and tx.id_tag is None
+    store.record_authorization(lid, id_tag="CARD", parent_id_tag="FLEET")
+    tx = store.transaction(lid)
+    assert tx is not None and (tx.id_tag, tx.parent_id_tag) == ("CARD", "FLEET")
+    with pytest.raises(ValueError, match="already"):
+        store.record_authorization(lid, id_tag="OTHER", parent_id_tag=None)
+    with pytest.raises(KeyError):
+        store.record_authorization(lid + 100, id_tag="X", parent_id_tag=None)

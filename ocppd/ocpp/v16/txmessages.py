@@ -28,6 +28,13 @@ from ocppd.privacy import scrub
 log = logging.getLogger("ocppd.ocpp")
 
 OUTBOX_BATCH = 64  # pending events read at once by the sender
+
+
+class _NotYet:
+    """An event that cannot make its message yet (the queue waits for the next event)."""
+
+
+NOT_YET = _NotYet()
 ENERGY = "Energy.Active.Import.Register"
 # where a recorded reading goes in StopTransaction.transactionData (§3.16.1), by event
 _STOP_DATA = {"started": ("begin", "StopTxnSampledData"), "ended": ("end", "StopTxnSampledData"),
@@ -79,7 +86,7 @@ class TxMessagesMixin(ChargePointBase):
             self._tx_cache[local_tx_id] = self.events.transaction(local_tx_id)
         return self._tx_cache[local_tx_id]
 
-    def _message(self, event: TxEvent) -> tuple[str, dict[str, Any]] | None:
+    def _message(self, event: TxEvent) -> tuple[str, dict[str, Any]] | None | _NotYet:
         """The 1.6 message of an event; None when it makes none (e.g. a sample with none of
         the configured measurands)."""
         tx = self._tx_of(event.local_tx_id)
@@ -89,7 +96,11 @@ class TxMessagesMixin(ChargePointBase):
             log.error("transaction event #%d: its transaction is gone; skipped", event.seq)
             return None
         if event.kind == "started":
+            if tx.id_tag is None:  # begun before its idTag (never with 1.6's points): wait
+                return NOT_YET
             return "StartTransaction", self._start_payload(tx)
+        if event.kind == "authorized":  # 1.6 has no message for it: StartTransaction has it
+            return None
         if event.kind == "ended":
             return "StopTransaction", self._stop_payload(tx)
         reading, offered_a = reading_from_data(event.data)
@@ -197,6 +208,10 @@ class TxMessagesMixin(ChargePointBase):
                 try:
                     await self.events.durable()  # never send what a power cut could undo
                     delivered = await self._deliver(event)
+                    if delivered is None:  # not ready: in order, nothing behind it goes
+                        self._outbox_wake.clear()
+                        await self._outbox_wake.wait()
+                        break
                 except StorageError as exc:
                     # e.g. a full disk: the event stays pending; try again later, loudly
                     log.error("transaction events: storage failed: %s; retrying in 5 s", exc)
@@ -222,10 +237,12 @@ class TxMessagesMixin(ChargePointBase):
             due = self._retry_due[event.seq] = self._monotonic() + left_s
         return max(0.0, due - self._monotonic())
 
-    async def _deliver(self, event: TxEvent) -> bool:
+    async def _deliver(self, event: TxEvent) -> bool | None:
         """Send one event's message; True when the event is done with (confirmed, given up or
-        nothing to send)."""
+        nothing to send), None when it cannot be sent until something else is recorded."""
         message = self._message(event)
+        if isinstance(message, _NotYet):
+            return None
         if message is None:
             self.events.tx_event_delivered(event)
             return True
