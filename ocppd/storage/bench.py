@@ -26,9 +26,12 @@ def sample_at(i: int) -> datetime:
     return T0 + timedelta(seconds=i)
 
 
-def prefill(store: Store, n: int, *, remote_id: str = "1234") -> int:
-    """A finished transaction known to the Central System with n samples still to deliver
-    (its start delivered, its end pending); returns its local id."""
+def prefill(store: Store, n: int, *, remote_id: str = "1234") -> int | None:
+    """A finished transaction known to the Central System with n samples still to deliver (its
+    start delivered; no end queued: the benchmark measures MeterValues alone); returns its
+    local id. None for n = 0: nothing is written."""
+    if n == 0:
+        return None
     with store.atomic():
         local_id = store.begin_transaction(connector_id=1, id_tag="BENCH", meter_start_wh=1000,
                                            started_at=T0)
@@ -42,7 +45,6 @@ def prefill(store: Store, n: int, *, remote_id: str = "1234") -> int:
                                energy_wh=1000 + i, data=sample_data(i))
         store.finish_transaction(local_id, meter_stop_wh=1000 + n, stopped_at=sample_at(n),
                                  reason="local", stop_id_tag=None)
-        store.tx_event_add(local_id, "ended", sample_at(n), energy_wh=1000 + n)
     return local_id
 
 

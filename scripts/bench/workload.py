@@ -56,9 +56,9 @@ def write_config(workdir: Path, url: str, **kw: Any) -> Path:
 
 def prefill_outbox(db_path: Path, n: int) -> None:
     """Queue n meter samples in the daemon's database before it starts (offline backlog): a
-    finished transaction the Central System knows, its samples and its end still to deliver.
-    The sender sends each as a MeterValues and confirms it on its CALLRESULT (a watermark
-    write, as for any periodic sample)."""
+    finished transaction the Central System knows, its samples still to deliver (nothing but
+    MeterValues: ocppd.storage.bench.prefill). The sender sends each and confirms it on its
+    CALLRESULT (a watermark write, as for any periodic sample). n = 0: an empty database."""
     from ocppd.storage import Store
     from ocppd.storage.bench import prefill
 
