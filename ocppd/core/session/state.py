@@ -26,11 +26,12 @@ from ocppd.core.evse import Fault, PilotState
 from ocppd.core.model import AuthStatus, Status, StopReason
 from ocppd.core.safety import MIN_OFFER_A
 from ocppd.core.sharing import DrawWatch
+from ocppd.core.value import value
 
 # --- configuration -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ConnectorSpec:
     """What does not change while running: where a connector sits and what it can carry."""
 
@@ -57,7 +58,7 @@ def when_all(*points: TxPoint) -> frozenset[TxPoint]:
     return frozenset(points)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class TxPoints:
     """Where a transaction begins and where it ends: policy, given by the protocol adapter.
 
@@ -89,7 +90,7 @@ class TxPoints:
             raise ValueError("a transaction needs at least one non-empty begin set")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Rules:
     """Behaviour the operator or the Central System configures, read at every step."""
 
@@ -104,7 +105,7 @@ class Rules:
 # --- state ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Tx:
     """A running transaction as the core sees it. ``tx_key`` is opaque (the shell's record id)."""
 
@@ -116,7 +117,7 @@ class Tx:
     id_tag_status: AuthStatus | None = None  # the Central System's verdict, None: not yet
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Waiting:
     """An accepted idTag waiting for the EV to be plugged in (ConnectionTimeOut, §9.1.6)."""
 
@@ -126,7 +127,7 @@ class Waiting:
     deadline: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Hold:
     """A reservation held on a connector until ``expiry`` (§5.13)."""
 
@@ -136,7 +137,7 @@ class Hold:
     expiry: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Stop:
     """A stop under way: the contactor is open, the shell is recording the end."""
 
@@ -145,7 +146,7 @@ class Stop:
     unlock: bool  # move the lock open once the stop is recorded
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ConnectorState:
     spec: ConnectorSpec
     # facts from the hardware
@@ -199,7 +200,7 @@ class ConnectorState:
         return self.invalid_id or low or no_id or Fault.METER_FAILURE in self.faults
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ChargerState:
     connectors: Mapping[int, ConnectorState]
     faults: tuple[Fault, ...] = ()  # of the whole charger (connector 0)
@@ -242,32 +243,32 @@ class TimerId:
 # --- events (the shell tells the core what happened) --------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class PilotSeen:
     connector_id: int
     pilot: PilotState
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class FaultSeen:
     connector_id: int  # 0: the whole charger
     fault: Fault
     active: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class CableRated:
     connector_id: int
     max_current_a: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class EnergyRead:
     connector_id: int
     energy_wh: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class CurrentDrawn:
     """What the EV draws: a meter reading's highest phase current, at ``at_s`` seconds of the
     shell's monotonic clock (core/sharing.py DrawWatch judges it)."""
@@ -277,13 +278,13 @@ class CurrentDrawn:
     at_s: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class LimitSet:
     connector_id: int  # 0: the charger-wide limit
     limit_a: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class LocalLimitSet:
     """The installer's limit for a connector (ocppctl, the web page); it never raises another."""
 
@@ -291,7 +292,7 @@ class LocalLimitSet:
     limit_a: float | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Authorized:
     """An idTag may charge on this connector (local decision, Authorize or remote start)."""
 
@@ -301,12 +302,12 @@ class Authorized:
     reservation_id: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class WaitCancelled:
     connector_id: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class TxStarted:
     """The shell recorded the start asked for by BeginTransaction."""
 
@@ -314,7 +315,7 @@ class TxStarted:
     tx: Tx
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class StopRequested:
     connector_id: int
     reason: StopReason
@@ -322,14 +323,14 @@ class StopRequested:
     unlock: bool = True  # False: the caller moves the lock itself (UnlockConnector, shutdown)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class TxEnded:
     """The shell recorded the end asked for by EndTransaction."""
 
     connector_id: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class LockMoved:
     """A lock move the shell made (asked by MoveLock, or by a command), and whether the lock
     reached the position asked."""
@@ -339,7 +340,7 @@ class LockMoved:
     ok: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class IdTagJudged:
     """The Central System's verdict on a running transaction's idTag (§3.5.4)."""
 
@@ -348,34 +349,34 @@ class IdTagJudged:
     parent_id_tag: str | None = None  # the Central System's word on the parent wins
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Reserved:
     connector_id: int
     hold: Hold
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ReservationCancelled:
     reservation_id: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class AvailabilitySet:
     connector_id: int  # 0: the charger and every connector
     operative: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class TimerFired:
     timer: TimerId
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Started:
     """Start-up is over (pilots read, stored state rebuilt): sessions react from now on."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ShuttingDown:
     """Every contactor opens now; no new session starts."""
 
@@ -407,37 +408,37 @@ Event = (
 # --- effects (the core tells the shell what to do) ----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class SetContactor:
     connector_id: int
     closed: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class Offer:
     connector_id: int
     current_a: float | None  # None: no PWM; 0: pause; else 6..80 A
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ReportStatus:
     connector_id: int  # 0: the charger
     status: Status
     fault: Fault | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ArmTimer:
     timer: TimerId
     at: datetime
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class CancelTimer:
     timer: TimerId
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class BeginTransaction:
     """Record a transaction start (read the meter, store, queue the message); then TxStarted."""
 
@@ -447,7 +448,7 @@ class BeginTransaction:
     reservation_id: int | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class RecordAuthorization:
     """Record the idTag a transaction begun without one got (2.0.1: TransactionEvent Updated)."""
 
@@ -465,7 +466,7 @@ class EndPoint(StrEnum):
     AS_ASKED = "as_asked"  # a stop asked before a restart: its stored time, reason and idTag
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class RecordStopRequest:
     """Make a stop durable at once, before anything can wait: a stop asked for is never undone
     by a crash (start-up finishes it as asked instead of resuming the session)."""
@@ -476,7 +477,7 @@ class RecordStopRequest:
     stop_id_tag: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class EndTransaction:
     """Record a transaction's end; then TxEnded."""
 
@@ -487,7 +488,7 @@ class EndTransaction:
     end: EndPoint = EndPoint.NOW
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class MoveLock:
     """Move the plug lock; then LockMoved with the outcome."""
 
@@ -495,20 +496,20 @@ class MoveLock:
     locked: bool
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class StoreAvailability:
     connector_id: int
     operative: bool
     scheduled: bool | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class StoreReservation:
     connector_id: int
     hold: Hold
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@value
 class ForgetReservation:
     reservation_id: int
     expired: bool = False
