@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ocppd import privacy
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 log = logging.getLogger("ocppd.events")
 
@@ -221,8 +221,7 @@ class EventBus:
     async def _run(self) -> None:
         while self._subs:
             interval_s = self._interval_s if self._charging() else IDLE_INTERVAL_S
-            with contextlib.suppress(TimeoutError):
-                await within(self._dirty.wait(), interval_s)
+            await wait_event(self._dirty, interval_s)
             self._dirty.clear()
             try:
                 status = await self._snapshot()

@@ -89,7 +89,7 @@ from ocppd.shell.sessions import SessionsMixin
 from ocppd.shell.timers import Timers
 from ocppd.shell.views import ConnectorView, Live, with_details
 from ocppd.storage import Reservation, Store, TxRecord
-from ocppd.tasks import TaskSet, within
+from ocppd.tasks import TaskSet, wait_event
 from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.station")
@@ -271,8 +271,7 @@ class Station(SessionsMixin, MeteringMixin, RecordingMixin):
         await self.hw.board.start(self._emit)
         # Recovery depends on whether an EV is still plugged in: wait (briefly) for the board's
         # first pilot reading of every connector.
-        with contextlib.suppress(TimeoutError):
-            await within(self._pilots_known.wait(), PILOT_SETTLE_S)
+        await wait_event(self._pilots_known, PILOT_SETTLE_S)
         for reader in self.hw.readers:
             await reader.start(self._on_card)
         for cid in self.connectors:

@@ -16,13 +16,12 @@ ones that armed wall-clock deadlines, which arm them again from their instants
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
 
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 log = logging.getLogger("ocppd.clock")
 
@@ -71,7 +70,6 @@ class ClockSteps:
             stepped = asyncio.Event()
             unsubscribe = self.subscribe(stepped.set)
             try:
-                with contextlib.suppress(TimeoutError):
-                    await within(stepped.wait(), left_s)
+                await wait_event(stepped, left_s)
             finally:
                 unsubscribe()

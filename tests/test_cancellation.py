@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ocppd.shell.sampling import Samplers
-from ocppd.tasks import within
+from ocppd.tasks import wait_event, within
 
 pytestmark = pytest.mark.asyncio
 OCPPD = Path(__file__).resolve().parents[1] / "ocppd"
@@ -70,8 +70,45 @@ async def test_within_times_out() -> None:
     assert await within(asyncio.sleep(0, "done"), 1) == "done"
 
 
+async def test_wait_event_lets_an_outside_cancellation_through() -> None:
+    event = asyncio.Event()
+
+    async def loop_on_the_event() -> None:
+        while True:
+            await wait_event(event, 3600)
+            event.clear()
+
+    assert await _cancelled_as_woken(loop_on_the_event, event.set)
+
+
+async def test_wait_event_says_whether_the_event_came() -> None:
+    event = asyncio.Event()
+    assert await wait_event(event, 0.01) is False
+    event.set()
+    assert await wait_event(event, 0.01) is True
+
+
+async def test_wait_event_times_out_in_a_task_that_swallowed_a_cancel() -> None:
+    """A library that catches CancelledError and goes on leaves the task's count of pending
+    cancellations raised; asyncio.timeout reads that count, wait_event involves no
+    cancellation at all. (The EVSE WB driver's poll loop on asyncio.timeout died on Debian 12,
+    Python 3.11.2 with pymodbus 3.0: make deb-check runs this suite there.)"""
+    async def body() -> bool:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # swallowed, no uncancel(): as such a library does
+        return await wait_event(asyncio.Event(), 0.01)
+
+    task = asyncio.create_task(body())
+    await asyncio.sleep(0)
+    task.cancel()
+    assert await asyncio.wait_for(task, 5) is False
+
+
 def test_no_module_waits_with_asyncio_wait_for() -> None:
-    """The class, not the instance: every wait in ocppd goes through ``within``."""
+    """The class, not the instance: every wait in ocppd goes through ``within`` or
+    ``wait_event``."""
     found = [f"{path.relative_to(OCPPD.parent)}:{n}"
              for path in sorted(OCPPD.rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1)

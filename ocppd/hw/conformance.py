@@ -49,7 +49,7 @@ from ocppd.hw.base import (
     PilotChanged,
     PilotState,
 )
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 WATCH_INTERVAL_S = 0.002  # how often the contactor is looked at while a check runs
 CHARGE_A = 16.0
@@ -118,8 +118,7 @@ class Recorder:
             if left <= 0:
                 raise AssertionError(f"{what}: no such event within {timeout_s} s; saw "
                                      f"{self.events[after:]}")
-            with contextlib.suppress(TimeoutError):
-                await within(self._changed.wait(), left)
+            await wait_event(self._changed, left)
 
     @contextlib.contextmanager
     def command(self) -> Iterator[None]:

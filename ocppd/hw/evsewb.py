@@ -86,7 +86,7 @@ from ocppd.hw.base import (
 from ocppd.hw.drivers import Driver, Problems, setting
 from ocppd.hw.modbus import ModbusBus
 from ocppd.hw.realboard import build_buses_meters_readers
-from ocppd.tasks import within
+from ocppd.tasks import wait_event, within
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +249,7 @@ class EvseWbBoard:
             self._wake.clear()
             for u in self.units.values():
                 await self._service(u)
-            with contextlib.suppress(TimeoutError):
-                await within(self._wake.wait(), self.options.poll_interval_s)
+            await wait_event(self._wake, self.options.poll_interval_s)
 
     async def _service(self, u: _Unit) -> None:
         try:

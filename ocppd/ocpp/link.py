@@ -37,7 +37,7 @@ from ocppd.ocpp.transport import (
     connect,
 )
 from ocppd.ocpp.validate import Validator
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 log = logging.getLogger("ocppd.link")
 _T = TypeVar("_T")
@@ -199,8 +199,7 @@ class Link:
         if conn is not None:
             await conn.close()
         if self._running:
-            with contextlib.suppress(TimeoutError):
-                await within(self._stopped.wait(), timeout=5.0)
+            await wait_event(self._stopped, 5.0)
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for t in tasks:

@@ -5,11 +5,10 @@ the other's (a shared wake-up is consumed by whichever sampler wakes first)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 
 def next_boundary(now: datetime, interval_s: int) -> datetime:
@@ -22,8 +21,7 @@ def next_boundary(now: datetime, interval_s: int) -> datetime:
 
 async def _sleep(wake: asyncio.Event, delay_s: float) -> None:
     """Sleep ``delay_s`` or until ``wake`` is set (then clear it for the next round)."""
-    with contextlib.suppress(TimeoutError):
-        await within(wake.wait(), timeout=delay_s)
+    await wait_event(wake, delay_s)
     wake.clear()
 
 
@@ -53,10 +51,7 @@ class Samplers:
         # still read once a minute, to keep the register persisted and see a dead meter.
         while True:
             interval = self._sample_interval_s()
-            with contextlib.suppress(TimeoutError):
-                await within(
-                    self._wake_periodic.wait(), timeout=interval if interval > 0 else 60
-                )
+            if await wait_event(self._wake_periodic, interval if interval > 0 else 60):
                 self._wake_periodic.clear()
                 continue  # the interval changed: start a new period from now
             await self._sample("periodic" if interval > 0 else "poll")

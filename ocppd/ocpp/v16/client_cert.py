@@ -40,7 +40,7 @@ from ocppd.ocpp.v16.keys import Keys
 from ocppd.ocpp.v16.trial import LinkTrial
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
-from ocppd.tasks import TaskSet, within
+from ocppd.tasks import TaskSet, wait_event
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -258,8 +258,7 @@ class ClientCertificates:
                 self._wake.clear()
                 if self.cp.online:
                     self.check_expiry()
-                with contextlib.suppress(TimeoutError):
-                    await within(self._wake.wait(), CHECK_EVERY_S)
+                await wait_event(self._wake, CHECK_EVERY_S)
         finally:
             await self._tasks.cancel_all()
 

@@ -72,7 +72,7 @@ from ocppd.ports import StationApi
 from ocppd.privacy import redact_url
 from ocppd.security import SecurityEventType, security_event
 from ocppd.storage import Store
-from ocppd.tasks import TaskSet, within
+from ocppd.tasks import TaskSet, wait_event, within
 from ocppd.wallclock import ClockSteps
 
 log = logging.getLogger("ocppd.firmware")
@@ -437,8 +437,7 @@ class FirmwareService:
             log.info("firmware installation deferred until the transactions end")
             while self._busy():
                 self._tx_ended.clear()
-                with contextlib.suppress(TimeoutError):
-                    await within(self._tx_ended.wait(), IDLE_RECHECK_S)
+                await wait_event(self._tx_ended, IDLE_RECHECK_S)
         # the Central System learns that the sessions ended before it hears of the installation,
         # also when the last one ended just before (its StopTransaction may still be queued);
         # bounded: an offline link does not hold the installation up

@@ -5,7 +5,6 @@ the link was idle for HeartbeatInterval (any message resets it)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from ocppd.ocpp.rpc import CallTimeout, LinkDown, OcppCallError
 from ocppd.ocpp.v16 import mapping
 from ocppd.ocpp.v16.cpbase import ChargePointBase, Registration
-from ocppd.tasks import within
+from ocppd.tasks import wait_event
 
 log = logging.getLogger("ocppd.ocpp")
 
@@ -89,8 +88,7 @@ class RegistrationMixin(ChargePointBase):
 
     async def _boot_wait(self, seconds: float) -> None:
         self._boot_wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await within(self._boot_wake.wait(), timeout=seconds)
+        await wait_event(self._boot_wake, seconds)
 
     def _take_time(self, current_time: str | None) -> None:
         if current_time and self.cfg.system.set_clock_from_central_system:
