@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import typing
 from pathlib import Path
 
@@ -262,17 +264,27 @@ def _as_nobody() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the check as another user")
 def test_unreadable_config_explains_who_may_read_it(tmp_path: Path) -> None:
-    tmp_path.chmod(0o755)
-    path = write(tmp_path, minimal(tmp_path))
-    path.chmod(0o640)  # as installed: root:ocppd 0640
     python = "/usr/bin/python3"  # the venv's interpreter may sit where nobody cannot go
     if not os.access(python, os.X_OK):
         pytest.skip("no /usr/bin/python3")
-    proc = subprocess.run(
-        [python, "-m", "ocppd", "--check-config", "--config", str(path)],
-        capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/",
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-    )
+    # nobody must reach the code but not the file: a copy of ocppd in a directory everyone may
+    # enter (the checkout itself may sit in a directory only its owner can enter)
+    base = Path(tempfile.mkdtemp(prefix="ocppd-nobody-"))
+    try:
+        base.chmod(0o755)
+        shutil.copytree(ROOT / "ocppd", base / "src" / "ocppd",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for d in (base / "src", *(p for p in (base / "src").rglob("*") if p.is_dir())):
+            d.chmod(0o755)
+        path = write(base, minimal(tmp_path))
+        path.chmod(0o640)  # as installed: root:ocppd 0640
+        proc = subprocess.run(
+            [python, "-m", "ocppd", "--check-config", "--config", str(path)],
+            capture_output=True, text=True, timeout=30, preexec_fn=_as_nobody, cwd="/",
+            env={"PYTHONPATH": str(base / "src"), "PATH": "/usr/bin:/bin"},
+        )
+    finally:
+        shutil.rmtree(base)
     assert proc.returncode == os.EX_CONFIG, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "Permission denied" in line and "sudo" in line, line
