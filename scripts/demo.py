@@ -219,7 +219,8 @@ async def demo(charge_s: float, hold_s: float = 0.0) -> int:
                     flush=True,
                 )
                 st = await status_json(cfg)
-                tx_id = st["connectors"][0]["transaction_id"]
+                # the station shows the Central System's id as text; 1.6's is an integer
+                tx_id = int(st["connectors"][0]["transaction_id"])
                 result = await cs.call(
                     CP_ID,
                     call.SetChargingProfile(
