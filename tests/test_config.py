@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import ocppd
 from ocppd import config
 from ocppd.cli import main as ocppd_main
 from ocppd.errors import ConfigError
@@ -272,7 +273,8 @@ def test_unreadable_config_explains_who_may_read_it(tmp_path: Path) -> None:
     base = Path(tempfile.mkdtemp(prefix="ocppd-nobody-"))
     try:
         base.chmod(0o755)
-        shutil.copytree(ROOT / "ocppd", base / "src" / "ocppd",
+        # the ocppd under test: the checkout's, or the installed package's (Debian's suite)
+        shutil.copytree(Path(ocppd.__file__).resolve().parent, base / "src" / "ocppd",
                         ignore=shutil.ignore_patterns("__pycache__"))
         for d in (base / "src", *(p for p in (base / "src").rglob("*") if p.is_dir())):
             d.chmod(0o755)
