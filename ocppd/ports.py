@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
@@ -106,8 +105,6 @@ class TxEventLog(Protocol):
         """Count a failed attempt; returns the attempts so far."""
 
     def transaction(self, local_id: int) -> TxRecord | None: ...
-
-    def atomic(self) -> AbstractContextManager[None]: ...
 
     async def durable(self) -> None:
         """Returns once what was recorded survives a power cut (send nothing before)."""

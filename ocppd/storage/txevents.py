@@ -242,7 +242,7 @@ class TxEventsMixin:
             return int(row[0])
 
     def _cap_pending(self) -> None:
-        count = self._pending_count()
+        count = self.tx_events_count()
         if count < self._events_max_pending:
             self._over_cap_warned = False
             return
@@ -285,9 +285,6 @@ class TxEventsMixin:
 
     def tx_events_count(self) -> int:
         """How many events are not yet delivered."""
-        return self._pending_count()
-
-    def _pending_count(self) -> int:
         row = self._db.one("count pending transaction events",
                            "SELECT count(*) FROM tx_events WHERE seq > ?", (self._w,))
         return int(row[0]) if row is not None else 0
